@@ -1,0 +1,166 @@
+//! The core's configuration: limits and timeouts that shape every
+//! connection. Runtimes read files and flags; the core only sees values.
+
+use crate::units;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Everything a [`Connection`](crate::Connection) needs to know about policy
+/// and limits. Cheap to share behind an `Arc`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The pseudonym this proxy uses in `Via` and `Proxy-Status`, and to
+    /// detect forwarding loops (a request whose `Via` already names it).
+    pub proxy_name: String,
+    /// Size limits on what clients and origins send.
+    pub limits: Limits,
+    /// How long each wait may last.
+    pub timeouts: Timeouts,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            proxy_name: "proxy-rs".to_owned(),
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+/// Size limits. Requests over a limit get 414 or 431; responses over one
+/// get 502.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request or response head, start line and fields together.
+    #[serde(with = "units::size")]
+    pub max_head_bytes: usize,
+    /// Most header fields in one head.
+    pub max_headers: usize,
+    /// Longest request target.
+    #[serde(with = "units::size")]
+    pub max_uri_bytes: usize,
+    /// Longest chunk-size line (size plus extensions) in a chunked body.
+    #[serde(with = "units::size")]
+    pub max_chunk_line_bytes: usize,
+    /// Largest trailer section of a chunked body.
+    #[serde(with = "units::size")]
+    pub max_trailer_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_head_bytes: 64 * 1024,
+            max_headers: 100,
+            max_uri_bytes: 8 * 1024,
+            max_chunk_line_bytes: 4 * 1024,
+            max_trailer_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// Timeouts. Each guards one wait; see [`Timer`](crate::time::Timer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timeouts {
+    /// From the first byte of a request head to its end (slowloris): 408.
+    #[serde(with = "units::duration")]
+    pub head_read: Duration,
+    /// An idle keep-alive client connection is closed after this.
+    #[serde(with = "units::duration")]
+    pub client_idle: Duration,
+    /// Name resolution: 504.
+    #[serde(with = "units::duration")]
+    pub resolve: Duration,
+    /// Establishing an upstream connection: 504.
+    #[serde(with = "units::duration")]
+    pub connect: Duration,
+    /// From the end of the request to the upstream's response head: 504.
+    #[serde(with = "units::duration")]
+    pub response: Duration,
+    /// A body transfer with no progress either way is aborted after this.
+    #[serde(with = "units::duration")]
+    pub transfer_idle: Duration,
+    /// A tunnel with no bytes either way is closed after this.
+    #[serde(with = "units::duration")]
+    pub tunnel_idle: Duration,
+    /// Idle pooled upstream connections are closed after this.
+    #[serde(with = "units::duration")]
+    pub upstream_idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            head_read: Duration::from_secs(15),
+            client_idle: Duration::from_secs(60),
+            resolve: Duration::from_secs(10),
+            connect: Duration::from_secs(10),
+            response: Duration::from_secs(60),
+            transfer_idle: Duration::from_secs(60),
+            tunnel_idle: Duration::from_secs(300),
+            upstream_idle: Duration::from_secs(15),
+        }
+    }
+}
+
+impl Config {
+    /// Parses a configuration from RON text. Keys left out keep their
+    /// defaults; unknown keys are errors.
+    pub fn from_ron(text: &str) -> Result<Config, ConfigError> {
+        ron::from_str(text).map_err(|e| ConfigError {
+            line: e.position.line,
+            column: e.position.col,
+            message: e.code.to_string(),
+        })
+    }
+
+    /// Serialises to pretty RON, itself a valid configuration.
+    pub fn to_ron(&self) -> String {
+        ron::ser::to_string_pretty(self, ron::ser::PrettyConfig::default())
+            .expect("configuration always serialises")
+    }
+}
+
+/// A configuration that did not parse, with where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{line}:{column}: {message}")]
+pub struct ConfigError {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What was wrong.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_through_ron() {
+        let c = Config::default();
+        assert_eq!(Config::from_ron(&c.to_ron()).unwrap(), c);
+    }
+
+    #[test]
+    fn partial_config_keeps_other_defaults() {
+        let c =
+            Config::from_ron("(timeouts: (connect: \"3s\"), limits: (max_head_bytes: \"16KiB\"))")
+                .unwrap();
+        assert_eq!(c.timeouts.connect, Duration::from_secs(3));
+        assert_eq!(c.limits.max_head_bytes, 16384);
+        assert_eq!(c.timeouts.response, Timeouts::default().response);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_position() {
+        let e = Config::from_ron("(\n  timeouts: (conect: \"3s\"),\n)").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("conect"), "{e}");
+    }
+}

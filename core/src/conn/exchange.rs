@@ -1,0 +1,103 @@
+//! The state of one request in flight: what was asked, where it goes, and
+//! how far each direction has got.
+
+use crate::http::framing::BodyReader;
+use crate::http::head::Version;
+use crate::http::target::Authority;
+use crate::io::{ConnectError, QueryId, UpstreamId};
+use crate::log::ExchangeKind;
+use crate::time::Instant;
+use std::net::{IpAddr, SocketAddr};
+
+#[derive(Debug)]
+pub(super) struct Exchange {
+    pub(super) started: Instant,
+    pub(super) method: String,
+    /// The target as the client sent it, for the log.
+    pub(super) target: String,
+    pub(super) version: Version,
+    pub(super) kind: ExchangeKind,
+    pub(super) authority: Authority,
+    /// The client allows the connection to persist after this exchange.
+    pub(super) client_keep_alive: bool,
+    /// The rewritten request head, written once connected.
+    pub(super) forward_head: Vec<u8>,
+    /// The client asked to switch protocols.
+    pub(super) upgrade: bool,
+    /// The request has no body, so a stale pooled connection can be
+    /// replaced and the request sent again.
+    pub(super) retry_safe: bool,
+    pub(super) retried: bool,
+    pub(super) stage: Stage,
+    pub(super) addrs: Vec<IpAddr>,
+    pub(super) next_addr: usize,
+    pub(super) last_connect_error: Option<ConnectError>,
+    pub(super) upstream: Option<UpstreamId>,
+    pub(super) upstream_addr: Option<SocketAddr>,
+    pub(super) reused: bool,
+    /// The request body still flowing, if any.
+    pub(super) req_body: Option<BodyReader>,
+    pub(super) resp: Resp,
+    /// The client connection closes after this response.
+    pub(super) close_after: bool,
+    /// The upstream connection may carry another request afterwards.
+    pub(super) upstream_reusable: bool,
+    /// The status sent to the client, 0 until a final head is written.
+    pub(super) status: u16,
+    pub(super) bytes_to_client: u64,
+    pub(super) bytes_from_client: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stage {
+    Resolving(QueryId),
+    Connecting(UpstreamId),
+    /// Connected, request head written: bodies flow.
+    Forwarding,
+}
+
+#[derive(Debug)]
+pub(super) enum Resp {
+    /// Reading the response head (after any 1xx).
+    AwaitHead {
+        buf: Vec<u8>,
+        scanned: usize,
+        /// Any byte at all came from this upstream for this request.
+        got_bytes: bool,
+    },
+    /// Passing the body to the client.
+    Body {
+        reader: BodyReader,
+        /// Strip chunk framing (HTTP/1.0 client); the close delimits.
+        dechunk: bool,
+    },
+    Done,
+}
+
+impl Exchange {
+    pub(super) fn wants_client_data(&self) -> bool {
+        self.stage == Stage::Forwarding && self.req_body.is_some()
+    }
+
+    pub(super) fn wants_upstream_data(&self) -> bool {
+        self.stage == Stage::Forwarding && !matches!(self.resp, Resp::Done)
+    }
+
+    pub(super) fn req_done(&self) -> bool {
+        self.req_body.is_none()
+    }
+
+    pub(super) fn resp_done(&self) -> bool {
+        matches!(self.resp, Resp::Done)
+    }
+
+    /// No final response head has reached the client yet, so an error
+    /// page can still be sent instead (1xx heads are only interim).
+    pub(super) fn response_unstarted(&self) -> bool {
+        self.status == 0
+    }
+
+    pub(super) fn is_connect(&self) -> bool {
+        self.kind == ExchangeKind::Tunnel
+    }
+}

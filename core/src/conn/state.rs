@@ -1,0 +1,1106 @@
+//! Every transition of a [`Connection`]: the `handle_*` inputs and what
+//! each does to the phase, the timers and the action queue.
+
+use super::exchange::{Exchange, Resp, Stage};
+use super::{Connection, HeadBuf, Phase};
+use crate::error::{ProxyError, RequestError, UpstreamError};
+use crate::http::date::http_date;
+use crate::http::framing::{request_framing, response_framing, BodyReader, Framing, Segment};
+use crate::http::head::{find_head_end, parse_request, parse_response, RequestHead, Version};
+use crate::http::page::{self, ErrorPage};
+use crate::http::rewrite::{ClientConnection, RequestRewrite, ResponseRewrite};
+use crate::http::target::{AbsoluteUri, Authority, Host};
+use crate::io::{
+    Action, CloseReason, ConnectError, Connected, QueryId, ResolveError, Side, TunnelEnd,
+    UpstreamId,
+};
+use crate::log::{AccessRecord, ExchangeKind};
+use crate::time::{Instant, Timer};
+use std::net::{IpAddr, SocketAddr};
+
+/// Methods a proxy may send again after a stale pooled connection failed
+/// (RFC 9110 §9.2.2).
+const IDEMPOTENT: &[&str] = &["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"];
+
+impl Connection {
+    // ----- inputs: client ------------------------------------------------
+
+    /// Bytes from the client: all the runtime holds unconsumed, oldest
+    /// first. Returns how many were consumed; the rest must be offered
+    /// again once [`wants_client_data`](Connection::wants_client_data).
+    pub fn handle_client_data(&mut self, now: Instant, data: &[u8]) -> usize {
+        self.debug_assert_drained();
+        match &self.phase {
+            Phase::Head => self.read_head(now, data),
+            Phase::Exchange(ex) if ex.wants_client_data() => self.read_request_body(now, data),
+            _ => 0,
+        }
+    }
+
+    /// The client closed its sending side. Call only once every byte read
+    /// before the FIN has been consumed.
+    pub fn handle_client_eof(&mut self, now: Instant) {
+        self.debug_assert_drained();
+        self.client_eof = true;
+        match &self.phase {
+            Phase::Head => {
+                if !self.head.buf.is_empty() {
+                    let bytes = self.head.buf.len() as u64;
+                    let started = self.head.started.unwrap_or(now);
+                    self.log_unparsed(now, started, bytes, 0, "incomplete_request");
+                }
+                self.close(CloseReason::ClientDone);
+            }
+            // The request is whole; answer it, then close.
+            Phase::Exchange(ex) if ex.req_done() => {}
+            Phase::Exchange(_) => self.abort(now, "client_closed"),
+            Phase::Tunnel(_) | Phase::Closed => {}
+        }
+    }
+
+    /// The client connection failed (reset, or a write to it failed).
+    pub fn handle_client_error(&mut self, now: Instant) {
+        self.debug_assert_drained();
+        match &self.phase {
+            Phase::Exchange(_) => self.abort(now, "client_error"),
+            Phase::Head => self.close(CloseReason::Aborted),
+            Phase::Tunnel(_) | Phase::Closed => {}
+        }
+    }
+
+    fn read_head(&mut self, now: Instant, data: &[u8]) -> usize {
+        let mut skipped = 0;
+        if self.head.buf.is_empty() {
+            // RFC 9112 §2.2: ignore empty lines before a request line.
+            skipped = data
+                .iter()
+                .take_while(|&&b| b == b'\r' || b == b'\n')
+                .count();
+            if skipped == data.len() {
+                return skipped;
+            }
+        }
+        let data = &data[skipped..];
+        if self.head.started.is_none() {
+            self.head.started = Some(now);
+            self.timers.stop(Timer::ClientIdle);
+            self.timers
+                .set(Timer::HeadRead, now + self.config.timeouts.head_read);
+        }
+        let max = self.config.limits.max_head_bytes;
+        // Fast path: a whole head in one read is parsed in place.
+        if self.head.buf.is_empty() {
+            if let Some(end) = find_head_end(data, 0).filter(|&e| e <= max) {
+                self.on_request_head(now, &data[..end]);
+                return skipped + end;
+            }
+        }
+        let old = self.head.buf.len();
+        let take = data.len().min((max + 1).saturating_sub(old));
+        self.head.buf.extend_from_slice(&data[..take]);
+        match find_head_end(&self.head.buf, self.head.scanned) {
+            Some(end) if end <= max => {
+                let raw = std::mem::take(&mut self.head.buf);
+                self.on_request_head(now, &raw[..end]);
+                skipped + end - old
+            }
+            _ if self.head.buf.len() > max => {
+                let limits = &self.config.limits;
+                // No line end at all: the request line alone is too long.
+                let err = if self.head.buf.contains(&b'\n') {
+                    RequestError::HeadTooLarge(limits.max_head_bytes)
+                } else {
+                    RequestError::UriTooLong(limits.max_uri_bytes)
+                };
+                let started = self.head.started.unwrap_or(now);
+                let bytes = self.head.buf.len() as u64;
+                self.refuse_unparsed(now, started, bytes, err);
+                skipped + take
+            }
+            _ => {
+                self.head.scanned = self.head.buf.len();
+                skipped + take
+            }
+        }
+    }
+
+    fn on_request_head(&mut self, now: Instant, raw: &[u8]) {
+        let started = self.head.started.unwrap_or(now);
+        self.head = HeadBuf::default();
+        self.timers.stop(Timer::HeadRead);
+        let head = match parse_request(
+            raw,
+            self.config.limits.max_headers,
+            self.config.limits.max_uri_bytes,
+        ) {
+            Ok(h) => h,
+            Err(e) => return self.refuse_unparsed(now, started, raw.len() as u64, e),
+        };
+        let mut ex = Exchange {
+            started,
+            method: head.method.clone(),
+            target: head.target.clone(),
+            version: head.version,
+            kind: ExchangeKind::Http,
+            authority: Authority {
+                host: Host::Name(String::new()),
+                port: 0,
+            },
+            client_keep_alive: false,
+            forward_head: Vec::new(),
+            upgrade: false,
+            retry_safe: false,
+            retried: false,
+            stage: Stage::Resolving(QueryId(0)),
+            addrs: Vec::new(),
+            next_addr: 0,
+            last_connect_error: None,
+            upstream: None,
+            upstream_addr: None,
+            reused: false,
+            req_body: None,
+            resp: Resp::Done,
+            close_after: false,
+            upstream_reusable: false,
+            status: 0,
+            bytes_to_client: 0,
+            bytes_from_client: raw.len() as u64,
+        };
+        match self.prepare(&head, &mut ex) {
+            Ok(Prepared::Forward) => {}
+            Ok(Prepared::Local) => {
+                self.phase = Phase::Exchange(Box::new(ex));
+                return self.answer_locally(now, &head, raw);
+            }
+            Err(e) => {
+                // What could not be framed cannot be skipped over either.
+                self.phase = Phase::Exchange(Box::new(ex));
+                return self.fail(now, e.into(), true);
+            }
+        }
+        let host = ex.authority.host.clone();
+        self.phase = Phase::Exchange(Box::new(ex));
+        match host {
+            Host::Ip(ip) => {
+                self.exchange_mut().addrs = vec![ip];
+                self.connect_next(now);
+            }
+            Host::Name(name) => {
+                let query = QueryId(self.next_query);
+                self.next_query += 1;
+                self.exchange_mut().stage = Stage::Resolving(query);
+                self.push(Action::Resolve { query, host: name });
+                self.timers
+                    .set(Timer::Resolve, now + self.config.timeouts.resolve);
+            }
+        }
+    }
+
+    /// Validates a parsed head and fills in where and how it goes.
+    fn prepare(&self, head: &RequestHead, ex: &mut Exchange) -> Result<Prepared, RequestError> {
+        let framing = request_framing(head)?;
+        let hosts = head.fields.get_all("host").count();
+        // RFC 9112 §3.2: exactly one Host in HTTP/1.1, at most one in 1.0.
+        if hosts > 1 || (hosts == 0 && head.version == Version::Http11) {
+            return Err(RequestError::BadHost);
+        }
+        if self.via_names_us(head) {
+            return Err(RequestError::Loop);
+        }
+        let fields = &head.fields;
+        ex.client_keep_alive = match head.version {
+            Version::Http11 => {
+                !fields.has_token("connection", "close")
+                    && !fields.has_token("proxy-connection", "close")
+            }
+            Version::Http10 => {
+                fields.has_token("connection", "keep-alive")
+                    || fields.has_token("proxy-connection", "keep-alive")
+            }
+        };
+        let limits = &self.config.limits;
+        ex.req_body = BodyReader::new(
+            framing,
+            limits.max_chunk_line_bytes,
+            limits.max_trailer_bytes,
+        );
+        ex.retry_safe = ex.req_body.is_none() && IDEMPOTENT.contains(&head.method.as_str());
+
+        if head.method == "CONNECT" {
+            ex.kind = ExchangeKind::Tunnel;
+            ex.authority = Authority::parse(&head.target, None)?;
+            if framing != Framing::None {
+                return Err(RequestError::Malformed("CONNECT request with a body"));
+            }
+            return Ok(Prepared::Forward);
+        }
+        if head.target == "*" || head.target.starts_with('/') {
+            return Err(RequestError::BadTarget(
+                "origin-form request to a proxy; send an absolute URI (is the client configured to use this proxy?)",
+            ));
+        }
+        let uri = AbsoluteUri::parse(&head.target)?;
+        ex.authority = uri.authority.clone();
+
+        // RFC 9110 §7.6.2: Max-Forwards governs TRACE and OPTIONS only.
+        let mut max_forwards = None;
+        if head.method == "TRACE" || head.method == "OPTIONS" {
+            if let Some(v) = fields.get("max-forwards") {
+                let n: u64 = std::str::from_utf8(v)
+                    .ok()
+                    .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|s| s.parse().ok())
+                    .ok_or(RequestError::BadMaxForwards)?;
+                if n == 0 {
+                    return Ok(Prepared::Local);
+                }
+                max_forwards = Some(n - 1);
+            }
+        }
+        ex.upgrade = fields.contains("upgrade") && fields.has_token("connection", "upgrade");
+        // RFC 9112 §3.2.4: server-wide OPTIONS arrives as an absolute URI
+        // with an empty path and leaves as `*`.
+        let authority_only = !head
+            .target
+            .split_once("://")
+            .map_or("", |(_, r)| r)
+            .contains(['/', '?']);
+        let target = if head.method == "OPTIONS" && authority_only {
+            "*"
+        } else {
+            uri.path_and_query.as_str()
+        };
+        RequestRewrite {
+            target,
+            host: &uri.authority.host_field(80),
+            proxy_name: &self.config.proxy_name,
+            max_forwards,
+            upgrade: ex.upgrade,
+        }
+        .write(head, &mut ex.forward_head);
+        Ok(Prepared::Forward)
+    }
+
+    /// Whether a `Via` element's received-by is our pseudonym.
+    fn via_names_us(&self, head: &RequestHead) -> bool {
+        let name = self.config.proxy_name.as_bytes();
+        head.fields.list("via").any(|element| {
+            element
+                .split(|&b| b == b' ' || b == b'\t')
+                .filter(|t| !t.is_empty())
+                .nth(1)
+                .is_some_and(|by| by.eq_ignore_ascii_case(name))
+        })
+    }
+
+    /// Answers TRACE or OPTIONS with `Max-Forwards: 0` ourselves.
+    fn answer_locally(&mut self, now: Instant, head: &RequestHead, raw: &[u8]) {
+        let date = http_date(self.anchor.wall(now));
+        let proxy_name = self.config.proxy_name.clone();
+        let len = self.write_with(Side::Client, |out| {
+            if head.method == "TRACE" {
+                page::write_trace_reply(head, raw, &date, &proxy_name, out);
+            } else {
+                page::write_options_reply(&date, out);
+            }
+        });
+        let ex = self.exchange_mut();
+        ex.kind = ExchangeKind::Local;
+        ex.status = 200;
+        ex.bytes_to_client += len as u64;
+        // A body we did not read would be taken for the next request.
+        ex.close_after = !ex.req_done() || !ex.client_keep_alive;
+        self.finish(now);
+    }
+
+    fn read_request_body(&mut self, now: Instant, data: &[u8]) -> usize {
+        let Phase::Exchange(ex) = &mut self.phase else {
+            return 0;
+        };
+        let Some(reader) = ex.req_body.as_mut() else {
+            return 0;
+        };
+        // The request body goes upstream verbatim, chunk framing and all.
+        let result = reader.read(data, |_| {});
+        match result {
+            Ok(n) => {
+                ex.bytes_from_client += n as u64;
+                if reader.is_done() {
+                    ex.req_body = None;
+                }
+                let done = ex.req_body.is_none();
+                let resp_done = ex.resp_done();
+                let awaiting_head = matches!(ex.resp, Resp::AwaitHead { .. });
+                self.pass(Side::Client, 0, n);
+                if done {
+                    if awaiting_head {
+                        self.timers
+                            .set(Timer::Response, now + self.config.timeouts.response);
+                        self.timers.stop(Timer::Transfer);
+                    }
+                    if resp_done {
+                        self.finish(now);
+                    }
+                } else {
+                    self.timers
+                        .set(Timer::Transfer, now + self.config.timeouts.transfer_idle);
+                }
+                n
+            }
+            Err(e) => {
+                self.fail(now, RequestError::BadChunk(e.0).into(), true);
+                data.len()
+            }
+        }
+    }
+
+    // ----- inputs: resolver and connector ---------------------------------
+
+    /// The answer to an [`Action::Resolve`]. Late answers are ignored.
+    pub fn handle_resolved(
+        &mut self,
+        now: Instant,
+        query: QueryId,
+        result: Result<&[IpAddr], ResolveError>,
+    ) {
+        self.debug_assert_drained();
+        let Phase::Exchange(ex) = &mut self.phase else {
+            return;
+        };
+        if ex.stage != Stage::Resolving(query) {
+            return;
+        }
+        self.timers.stop(Timer::Resolve);
+        let host = ex.authority.host.to_string();
+        match result {
+            Ok(addrs) if !addrs.is_empty() => {
+                ex.addrs = addrs.to_vec();
+                self.connect_next(now);
+            }
+            Ok(_) | Err(ResolveError::NotFound) => {
+                self.fail(now, UpstreamError::DnsNotFound(host).into(), false)
+            }
+            Err(ResolveError::Failed(why)) => {
+                self.fail(now, UpstreamError::DnsFailed(host, why).into(), false)
+            }
+        }
+    }
+
+    fn connect_next(&mut self, now: Instant) {
+        let id = UpstreamId(self.next_upstream);
+        let ex = self.exchange_mut();
+        let Some(&ip) = ex.addrs.get(ex.next_addr) else {
+            let host = ex.authority.to_string();
+            let err = match ex.last_connect_error {
+                Some(ConnectError::Refused) => UpstreamError::Refused(host),
+                Some(ConnectError::Unreachable) => UpstreamError::Unreachable(host),
+                _ => UpstreamError::Closed(host),
+            };
+            return self.fail(now, err.into(), false);
+        };
+        ex.next_addr += 1;
+        let addr = SocketAddr::new(ip, ex.authority.port);
+        ex.stage = Stage::Connecting(id);
+        ex.upstream = Some(id);
+        ex.upstream_addr = Some(addr);
+        let allow_pooled = !ex.retried;
+        self.next_upstream += 1;
+        self.push(Action::Connect {
+            upstream: id,
+            addr,
+            allow_pooled,
+        });
+        self.timers
+            .set(Timer::Connect, now + self.config.timeouts.connect);
+    }
+
+    /// The answer to an [`Action::Connect`]. Late answers are ignored.
+    pub fn handle_connected(
+        &mut self,
+        now: Instant,
+        upstream: UpstreamId,
+        result: Result<Connected, ConnectError>,
+    ) {
+        self.debug_assert_drained();
+        let Phase::Exchange(ex) = &mut self.phase else {
+            return;
+        };
+        if ex.stage != Stage::Connecting(upstream) {
+            return;
+        }
+        self.timers.stop(Timer::Connect);
+        let connected = match result {
+            Ok(c) => c,
+            Err(e) => {
+                ex.last_connect_error = Some(e);
+                ex.upstream = None;
+                return self.connect_next(now);
+            }
+        };
+        ex.reused = connected.reused;
+        if ex.is_connect() {
+            ex.status = 200;
+            ex.bytes_to_client += page::CONNECT_ESTABLISHED.len() as u64;
+            let Phase::Exchange(ex) = std::mem::replace(&mut self.phase, Phase::Closed) else {
+                unreachable!()
+            };
+            self.phase = Phase::Tunnel(ex);
+            self.write_with(Side::Client, |out| {
+                out.extend_from_slice(page::CONNECT_ESTABLISHED)
+            });
+            self.push(Action::Tunnel {
+                upstream,
+                idle_timeout: self.config.timeouts.tunnel_idle,
+            });
+            return;
+        }
+        ex.stage = Stage::Forwarding;
+        ex.resp = Resp::AwaitHead {
+            buf: Vec::new(),
+            scanned: 0,
+            got_bytes: false,
+        };
+        let req_done = ex.req_done();
+        // Kept while a retry may need to send it again.
+        let head = if ex.retry_safe {
+            ex.forward_head.clone()
+        } else {
+            std::mem::take(&mut ex.forward_head)
+        };
+        self.write_with(Side::Upstream, |out| out.extend_from_slice(&head));
+        if req_done {
+            self.timers
+                .set(Timer::Response, now + self.config.timeouts.response);
+        } else {
+            self.timers
+                .set(Timer::Transfer, now + self.config.timeouts.transfer_idle);
+        }
+    }
+
+    // ----- inputs: upstream ----------------------------------------------
+
+    /// Bytes from `upstream`: all the runtime holds unconsumed, oldest
+    /// first. Returns how many were consumed.
+    pub fn handle_upstream_data(
+        &mut self,
+        now: Instant,
+        upstream: UpstreamId,
+        data: &[u8],
+    ) -> usize {
+        self.debug_assert_drained();
+        let mut pos = 0;
+        loop {
+            let Phase::Exchange(ex) = &mut self.phase else {
+                return pos;
+            };
+            if ex.upstream != Some(upstream) || !ex.wants_upstream_data() || pos == data.len() {
+                break;
+            }
+            match &mut ex.resp {
+                Resp::AwaitHead { .. } => match self.read_response_head(now, &data[pos..]) {
+                    HeadProgress::Partial(n) => {
+                        pos += n;
+                        break;
+                    }
+                    HeadProgress::Complete(n) => pos += n,
+                    HeadProgress::Stop(n) => return pos + n,
+                },
+                Resp::Body { .. } => {
+                    pos += self.read_response_body(now, data, pos);
+                    break;
+                }
+                Resp::Done => break,
+            }
+        }
+        if let Phase::Exchange(ex) = &self.phase {
+            if ex.resp_done() && ex.req_done() && ex.upstream == Some(upstream) {
+                self.finish(now);
+            }
+        }
+        pos
+    }
+
+    fn read_response_head(&mut self, now: Instant, data: &[u8]) -> HeadProgress {
+        let max = self.config.limits.max_head_bytes;
+        let ex = self.exchange_mut();
+        let Resp::AwaitHead {
+            buf,
+            scanned,
+            got_bytes,
+        } = &mut ex.resp
+        else {
+            return HeadProgress::Stop(0);
+        };
+        *got_bytes = true;
+        let old = buf.len();
+        let end = if buf.is_empty() {
+            find_head_end(data, 0).filter(|&e| e <= max)
+        } else {
+            None
+        };
+        let (raw, consumed): (Vec<u8>, usize) = match end {
+            Some(end) => (data[..end].to_vec(), end),
+            None => {
+                let take = data.len().min((max + 1).saturating_sub(old));
+                buf.extend_from_slice(&data[..take]);
+                match find_head_end(buf, *scanned) {
+                    Some(end) if end <= max => {
+                        let mut raw = std::mem::take(buf);
+                        raw.truncate(end);
+                        (raw, end - old)
+                    }
+                    _ if buf.len() > max => {
+                        let host = ex.authority.to_string();
+                        self.fail(now, UpstreamError::HeadTooLarge(host, max).into(), false);
+                        return HeadProgress::Stop(take);
+                    }
+                    _ => {
+                        *scanned = buf.len();
+                        return HeadProgress::Partial(take);
+                    }
+                }
+            }
+        };
+        *scanned = 0;
+        self.on_response_head(now, &raw, consumed)
+    }
+
+    fn on_response_head(&mut self, now: Instant, raw: &[u8], consumed: usize) -> HeadProgress {
+        let max_headers = self.config.limits.max_headers;
+        let (max_chunk_line, max_trailer) = (
+            self.config.limits.max_chunk_line_bytes,
+            self.config.limits.max_trailer_bytes,
+        );
+        let shutting_down = self.shutting_down || self.client_eof;
+        let date = http_date(self.anchor.wall(now));
+        let ex = self.exchange_mut();
+        let host = ex.authority.to_string();
+        let head = match parse_response(raw, max_headers) {
+            Ok(h) => h,
+            Err(crate::http::head::ResponseHeadError::Malformed(why)) => {
+                self.fail(now, UpstreamError::BadResponse(host, why).into(), false);
+                return HeadProgress::Stop(consumed);
+            }
+        };
+        let client_version = ex.version;
+        if head.status == 101 {
+            if !ex.upgrade {
+                self.fail(
+                    now,
+                    UpstreamError::BadResponse(
+                        host,
+                        "switching protocols without an upgrade request",
+                    )
+                    .into(),
+                    false,
+                );
+                return HeadProgress::Stop(consumed);
+            }
+            return self.switch_protocols(now, &head, &date, consumed);
+        }
+        if head.status < 200 {
+            // Interim responses go on to HTTP/1.1 clients only (RFC 9110 §15.2).
+            ex.resp = Resp::AwaitHead {
+                buf: Vec::new(),
+                scanned: 0,
+                got_bytes: true,
+            };
+            if client_version == Version::Http11 {
+                let rewrite = ResponseRewrite {
+                    proxy_name: &self.config.proxy_name.clone(),
+                    date: &date,
+                    connection: ClientConnection::KeepAlive11,
+                    dechunk: false,
+                };
+                let len = self.write_with(Side::Client, |out| rewrite.write(&head, out));
+                self.exchange_mut().bytes_to_client += len as u64;
+            }
+            return HeadProgress::Complete(consumed);
+        }
+        let framing = match response_framing(&ex.method, &head) {
+            Ok(f) => f,
+            Err(e) => {
+                self.fail(
+                    now,
+                    UpstreamError::BadFraming(host, e.describe()).into(),
+                    false,
+                );
+                return HeadProgress::Stop(consumed);
+            }
+        };
+        let dechunk = client_version == Version::Http10 && framing == Framing::Chunked;
+        let close_delimited = framing == Framing::UntilClose || dechunk;
+        let keep = ex.client_keep_alive && !close_delimited && ex.req_done() && !shutting_down;
+        ex.close_after = !keep;
+        ex.upstream_reusable = head.version == Version::Http11
+            && !head.fields.has_token("connection", "close")
+            && framing != Framing::UntilClose;
+        ex.status = head.status;
+        ex.resp = match BodyReader::new(framing, max_chunk_line, max_trailer) {
+            Some(reader) => Resp::Body { reader, dechunk },
+            None => Resp::Done,
+        };
+        let has_body = !ex.resp_done();
+        let connection = match (keep, client_version) {
+            (false, _) => ClientConnection::Close,
+            (true, Version::Http10) => ClientConnection::KeepAlive10,
+            (true, Version::Http11) => ClientConnection::KeepAlive11,
+        };
+        let proxy_name = self.config.proxy_name.clone();
+        let rewrite = ResponseRewrite {
+            proxy_name: &proxy_name,
+            date: &date,
+            connection,
+            dechunk,
+        };
+        let len = self.write_with(Side::Client, |out| rewrite.write(&head, out));
+        self.exchange_mut().bytes_to_client += len as u64;
+        self.timers.stop(Timer::Response);
+        if has_body {
+            self.timers
+                .set(Timer::Transfer, now + self.config.timeouts.transfer_idle);
+        } else if self.exchange_mut().req_done() {
+            self.timers.stop(Timer::Transfer);
+        }
+        HeadProgress::Complete(consumed)
+    }
+
+    fn switch_protocols(
+        &mut self,
+        _now: Instant,
+        head: &crate::http::head::ResponseHead,
+        date: &str,
+        consumed: usize,
+    ) -> HeadProgress {
+        let proxy_name = self.config.proxy_name.clone();
+        let rewrite = ResponseRewrite {
+            proxy_name: &proxy_name,
+            date,
+            connection: ClientConnection::Upgrade,
+            dechunk: false,
+        };
+        let len = self.write_with(Side::Client, |out| rewrite.write(head, out));
+        let Phase::Exchange(mut ex) = std::mem::replace(&mut self.phase, Phase::Closed) else {
+            unreachable!("only called during an exchange")
+        };
+        ex.bytes_to_client += len as u64;
+        ex.status = 101;
+        ex.kind = ExchangeKind::Upgrade;
+        let upstream = ex.upstream.expect("forwarding has an upstream");
+        self.phase = Phase::Tunnel(ex);
+        self.timers.stop_all();
+        self.push(Action::Tunnel {
+            upstream,
+            idle_timeout: self.config.timeouts.tunnel_idle,
+        });
+        HeadProgress::Stop(consumed)
+    }
+
+    /// Passes what of `data[pos..]` belongs to the response body.
+    fn read_response_body(&mut self, now: Instant, data: &[u8], pos: usize) -> usize {
+        let Phase::Exchange(ex) = &mut self.phase else {
+            return 0;
+        };
+        let Resp::Body { reader, dechunk } = &mut ex.resp else {
+            return 0;
+        };
+        let dechunk = *dechunk;
+        let mut segments = std::mem::take(&mut self.segments);
+        segments.clear();
+        let result = reader.read(&data[pos..], |s| segments.push(s));
+        let done = reader.is_done();
+        match result {
+            Ok(n) => {
+                let mut offset = pos;
+                let mut passed = 0u64;
+                for s in &segments {
+                    match *s {
+                        Segment::Data(len) => {
+                            self.pass(Side::Upstream, offset, len);
+                            passed += len as u64;
+                            offset += len;
+                        }
+                        Segment::Framing(len) => {
+                            if !dechunk {
+                                self.pass(Side::Upstream, offset, len);
+                                passed += len as u64;
+                            }
+                            offset += len;
+                        }
+                    }
+                }
+                self.segments = segments;
+                let ex = self.exchange_mut();
+                ex.bytes_to_client += passed;
+                if done {
+                    ex.resp = Resp::Done;
+                    if ex.req_done() {
+                        self.timers.stop(Timer::Transfer);
+                    }
+                } else {
+                    self.timers
+                        .set(Timer::Transfer, now + self.config.timeouts.transfer_idle);
+                }
+                n
+            }
+            Err(_) => {
+                self.segments = segments;
+                self.abort(now, "http_response_incomplete");
+                data.len() - pos
+            }
+        }
+    }
+
+    /// `upstream` closed its sending side.
+    pub fn handle_upstream_eof(&mut self, now: Instant, upstream: UpstreamId) {
+        self.debug_assert_drained();
+        self.upstream_lost(now, upstream, true);
+    }
+
+    /// `upstream` failed (reset, or a write to it failed).
+    pub fn handle_upstream_error(
+        &mut self,
+        now: Instant,
+        upstream: UpstreamId,
+        _error: ConnectError,
+    ) {
+        self.debug_assert_drained();
+        self.upstream_lost(now, upstream, false);
+    }
+
+    fn upstream_lost(&mut self, now: Instant, upstream: UpstreamId, clean: bool) {
+        let Phase::Exchange(ex) = &mut self.phase else {
+            return;
+        };
+        if ex.upstream != Some(upstream) || ex.stage != Stage::Forwarding {
+            return;
+        }
+        match &ex.resp {
+            Resp::AwaitHead { got_bytes, .. } => {
+                if !got_bytes && ex.reused && ex.retry_safe && !ex.retried {
+                    // A pooled connection the origin had already closed:
+                    // nothing was answered, so send it again on a new one.
+                    ex.retried = true;
+                    ex.next_addr -= 1;
+                    ex.upstream = None;
+                    self.push(Action::Release {
+                        upstream,
+                        reuse: false,
+                    });
+                    self.timers.stop(Timer::Response);
+                    return self.connect_next(now);
+                }
+                let host = ex.authority.to_string();
+                self.fail(now, UpstreamError::Closed(host).into(), false);
+            }
+            Resp::Body { reader, .. } if clean && reader.is_close_delimited() => {
+                ex.resp = Resp::Done;
+                ex.upstream_reusable = false;
+                if ex.req_done() {
+                    self.finish(now);
+                } else {
+                    self.abort(now, "upstream_closed");
+                }
+            }
+            Resp::Body { .. } => self.abort(now, "http_response_incomplete"),
+            Resp::Done => {}
+        }
+    }
+
+    /// A tunnel or upgraded connection finished relaying.
+    pub fn handle_tunnel_end(&mut self, now: Instant, end: TunnelEnd) {
+        self.debug_assert_drained();
+        if !matches!(self.phase, Phase::Tunnel(_)) {
+            return;
+        }
+        let Phase::Tunnel(mut ex) = std::mem::replace(&mut self.phase, Phase::Closed) else {
+            unreachable!()
+        };
+        ex.bytes_to_client += end.to_client;
+        ex.bytes_from_client += end.to_upstream;
+        let note = match end.reason {
+            crate::io::TunnelEndReason::Closed => None,
+            crate::io::TunnelEndReason::IdleTimeout => Some("tunnel_idle_timeout"),
+            crate::io::TunnelEndReason::Error => Some("tunnel_error"),
+            crate::io::TunnelEndReason::Shutdown => Some("shutdown"),
+        };
+        let record = self.record(now, &ex, note.map(str::to_owned));
+        self.push(Action::Log(record));
+        self.close(CloseReason::TunnelDone);
+    }
+
+    // ----- inputs: time and commands ---------------------------------------
+
+    /// Acts on every timer due at `now`. Spurious calls do nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.debug_assert_drained();
+        if self.timers.is_expired(Timer::ClientIdle, now) {
+            return self.close(CloseReason::IdleTimeout);
+        }
+        if self.timers.is_expired(Timer::HeadRead, now) {
+            let started = self.head.started.unwrap_or(now);
+            let bytes = self.head.buf.len() as u64;
+            return self.refuse_unparsed(now, started, bytes, RequestError::HeadTimeout);
+        }
+        let Phase::Exchange(ex) = &mut self.phase else {
+            return;
+        };
+        let host = ex.authority.to_string();
+        if self.timers.is_expired(Timer::Resolve, now) {
+            return self.fail(now, UpstreamError::DnsTimeout(host).into(), false);
+        }
+        if self.timers.is_expired(Timer::Connect, now) {
+            if let Some(upstream) = ex.upstream.take() {
+                self.push(Action::Release {
+                    upstream,
+                    reuse: false,
+                });
+            }
+            return self.fail(now, UpstreamError::ConnectTimeout(host).into(), false);
+        }
+        if self.timers.is_expired(Timer::Response, now) {
+            return self.fail(now, UpstreamError::ResponseTimeout(host).into(), false);
+        }
+        if self.timers.is_expired(Timer::Transfer, now) {
+            if ex.response_unstarted() && !ex.req_done() {
+                // The client stalled mid-body.
+                return self.fail(now, RequestError::HeadTimeout.into(), true);
+            }
+            self.abort(now, "transfer_timeout");
+        }
+    }
+
+    /// Stop taking new requests: close now if idle, else after the
+    /// exchange in flight. Tunnels are ended by the runtime.
+    pub fn begin_shutdown(&mut self, _now: Instant) {
+        self.debug_assert_drained();
+        self.shutting_down = true;
+        if matches!(self.phase, Phase::Head) && self.head.buf.is_empty() {
+            self.close(CloseReason::Shutdown);
+        }
+    }
+
+    // ----- endings ---------------------------------------------------------
+
+    /// The exchange completed normally: log, release, and go idle or close.
+    fn finish(&mut self, now: Instant) {
+        let Some(ex) = self.take_exchange() else {
+            return;
+        };
+        let record = self.record(now, &ex, None);
+        self.push(Action::Log(record));
+        if let Some(upstream) = ex.upstream {
+            let reuse = ex.upstream_reusable && ex.req_done() && ex.resp_done();
+            self.push(Action::Release { upstream, reuse });
+        }
+        if ex.close_after || !ex.req_done() {
+            self.close(CloseReason::NotPersistent);
+        } else if self.client_eof {
+            self.close(CloseReason::ClientDone);
+        } else if self.shutting_down {
+            self.close(CloseReason::Shutdown);
+        } else {
+            self.enter_idle(now);
+        }
+    }
+
+    /// The exchange failed. Answers with an error page if no response has
+    /// started, else cuts the client off so it sees the response is
+    /// incomplete. `bad_request` means the client's stream can no longer be
+    /// trusted and the connection closes.
+    fn fail(&mut self, now: Instant, err: ProxyError, bad_request: bool) {
+        let Phase::Exchange(ex) = &mut self.phase else {
+            return;
+        };
+        if !ex.response_unstarted() {
+            return self.abort(now, err.proxy_status());
+        }
+        let close = bad_request
+            || !ex.client_keep_alive
+            || !ex.req_done()
+            || self.shutting_down
+            || self.client_eof;
+        let head_only = ex.method == "HEAD";
+        let status = err.status();
+        let date = http_date(self.anchor.wall(now));
+        let message = err.to_string();
+        let page = ErrorPage {
+            status,
+            proxy_status: err.proxy_status(),
+            message: &message,
+            proxy_name: &self.config.proxy_name,
+            date: &date,
+            close,
+            head_only,
+        };
+        let mut bytes = Vec::new();
+        page.write(&mut bytes);
+        let len = self.write_with(Side::Client, |out| out.extend_from_slice(&bytes));
+        let Some(mut ex) = self.take_exchange() else {
+            return;
+        };
+        ex.status = status;
+        ex.bytes_to_client += len as u64;
+        let record = self.record(now, &ex, Some(err.proxy_status().to_owned()));
+        self.push(Action::Log(record));
+        if let Some(upstream) = ex.upstream {
+            self.push(Action::Release {
+                upstream,
+                reuse: false,
+            });
+        }
+        if close {
+            self.close(if bad_request {
+                CloseReason::BadRequest
+            } else {
+                CloseReason::AfterError
+            });
+        } else {
+            self.enter_idle(now);
+        }
+    }
+
+    /// Ends the exchange without an answer: log, drop the upstream, close.
+    fn abort(&mut self, now: Instant, note: &str) {
+        let Some(ex) = self.take_exchange() else {
+            return;
+        };
+        let record = self.record(now, &ex, Some(note.to_owned()));
+        self.push(Action::Log(record));
+        if let Some(upstream) = ex.upstream {
+            self.push(Action::Release {
+                upstream,
+                reuse: false,
+            });
+        }
+        self.close(CloseReason::Aborted);
+    }
+
+    /// Refuses a head that never became an exchange; the stream is
+    /// unusable after it.
+    fn refuse_unparsed(
+        &mut self,
+        now: Instant,
+        started: Instant,
+        bytes_in: u64,
+        err: RequestError,
+    ) {
+        let date = http_date(self.anchor.wall(now));
+        let message = err.to_string();
+        let page = ErrorPage {
+            status: err.status(),
+            proxy_status: err.proxy_status(),
+            message: &message,
+            proxy_name: &self.config.proxy_name,
+            date: &date,
+            close: true,
+            head_only: false,
+        };
+        let mut bytes = Vec::new();
+        page.write(&mut bytes);
+        let len = self.write_with(Side::Client, |out| out.extend_from_slice(&bytes));
+        let mut record =
+            self.unparsed_record(now, started, bytes_in, err.status(), err.proxy_status());
+        record.bytes_to_client = len as u64;
+        self.push(Action::Log(record));
+        self.close(CloseReason::BadRequest);
+    }
+
+    fn log_unparsed(
+        &mut self,
+        now: Instant,
+        started: Instant,
+        bytes_in: u64,
+        status: u16,
+        note: &str,
+    ) {
+        let record = self.unparsed_record(now, started, bytes_in, status, note);
+        self.push(Action::Log(record));
+    }
+
+    fn unparsed_record(
+        &self,
+        now: Instant,
+        started: Instant,
+        bytes_in: u64,
+        status: u16,
+        note: &str,
+    ) -> AccessRecord {
+        AccessRecord {
+            conn: self.id,
+            client: self.client,
+            method: "-".to_owned(),
+            target: "-".to_owned(),
+            upstream: None,
+            status,
+            bytes_to_client: 0,
+            bytes_from_client: bytes_in,
+            duration: now - started,
+            kind: ExchangeKind::Http,
+            error: Some(note.to_owned()),
+        }
+    }
+
+    fn record(&self, now: Instant, ex: &Exchange, error: Option<String>) -> AccessRecord {
+        AccessRecord {
+            conn: self.id,
+            client: self.client,
+            method: ex.method.clone(),
+            target: ex.target.clone(),
+            upstream: ex.upstream_addr,
+            status: ex.status,
+            bytes_to_client: ex.bytes_to_client,
+            bytes_from_client: ex.bytes_from_client,
+            duration: now - ex.started,
+            kind: ex.kind,
+            error,
+        }
+    }
+
+    pub(super) fn enter_idle(&mut self, now: Instant) {
+        self.phase = Phase::Head;
+        self.head = HeadBuf::default();
+        self.timers.stop_all();
+        self.timers
+            .set(Timer::ClientIdle, now + self.config.timeouts.client_idle);
+    }
+
+    fn close(&mut self, reason: CloseReason) {
+        self.phase = Phase::Closed;
+        self.timers.stop_all();
+        self.push(Action::Close { reason });
+    }
+
+    /// Moves the exchange out, leaving the phase `Closed` until the caller
+    /// decides what follows.
+    fn take_exchange(&mut self) -> Option<Box<Exchange>> {
+        if !matches!(self.phase, Phase::Exchange(_)) {
+            return None;
+        }
+        match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::Exchange(ex) => Some(ex),
+            _ => None,
+        }
+    }
+
+    fn exchange_mut(&mut self) -> &mut Exchange {
+        match &mut self.phase {
+            Phase::Exchange(ex) => ex,
+            _ => unreachable!("called only while an exchange is in flight"),
+        }
+    }
+}
+
+enum Prepared {
+    Forward,
+    Local,
+}
+
+enum HeadProgress {
+    /// Consumed this many; the head is not complete yet.
+    Partial(usize),
+    /// A head ended after this many; read on.
+    Complete(usize),
+    /// Consumed this many; the exchange moved on (error, tunnel).
+    Stop(usize),
+}

@@ -1,0 +1,204 @@
+//! Typed errors that carry their HTTP answer and their blame.
+//!
+//! [`RequestError`] is the client's fault, [`UpstreamError`] the origin's or
+//! the network's. Both know the status to answer with, the RFC 9209
+//! `Proxy-Status` error type that names them, and a sentence for the error
+//! page and the log.
+
+/// A request the proxy will not forward as sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The head is not valid HTTP/1.1 syntax.
+    #[error("malformed request: {0}")]
+    Malformed(&'static str),
+    /// The request line names an HTTP version other than 1.0 or 1.1.
+    #[error("unsupported HTTP version")]
+    Version,
+    /// The request target is longer than the limit.
+    #[error("request target longer than {0} bytes")]
+    UriTooLong(usize),
+    /// The head is larger than the limit.
+    #[error("request head larger than {0} bytes")]
+    HeadTooLarge(usize),
+    /// The head has more fields than the limit.
+    #[error("more than {0} header fields")]
+    TooManyHeaders(usize),
+    /// A field line starts with whitespace (obsolete line folding).
+    #[error("obsolete line folding in header field")]
+    ObsFold,
+    /// Whitespace between a field name and its colon.
+    #[error("whitespace between header field name and colon")]
+    SpaceBeforeColon,
+    /// Both Content-Length and Transfer-Encoding.
+    #[error("both Content-Length and Transfer-Encoding present")]
+    ConflictingFraming,
+    /// A Content-Length that is not a decimal number, or several that differ.
+    #[error("invalid or conflicting Content-Length")]
+    BadContentLength,
+    /// Transfer-Encoding whose final coding is not chunked, chunked applied
+    /// twice, or any Transfer-Encoding in an HTTP/1.0 request.
+    #[error("unsupported Transfer-Encoding")]
+    BadTransferEncoding,
+    /// The chunked body is malformed.
+    #[error("malformed chunked body: {0}")]
+    BadChunk(&'static str),
+    /// An HTTP/1.1 request without exactly one valid Host field.
+    #[error("missing or duplicate Host header")]
+    BadHost,
+    /// The target is not a URI the proxy can forward.
+    #[error("invalid request target: {0}")]
+    BadTarget(&'static str),
+    /// The target's scheme is not `http`.
+    #[error("scheme {0:?} is not supported; use CONNECT for https")]
+    UnsupportedScheme(String),
+    /// A Max-Forwards value that is not a number.
+    #[error("invalid Max-Forwards")]
+    BadMaxForwards,
+    /// The request already passed through this proxy.
+    #[error("forwarding loop detected")]
+    Loop,
+    /// The head did not arrive in time.
+    #[error("timed out reading the request head")]
+    HeadTimeout,
+}
+
+impl RequestError {
+    /// The status the proxy answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            RequestError::UriTooLong(_) => 414,
+            RequestError::HeadTooLarge(_) | RequestError::TooManyHeaders(_) => 431,
+            RequestError::Version => 505,
+            RequestError::UnsupportedScheme(_) => 501,
+            RequestError::Loop => 508,
+            RequestError::HeadTimeout => 408,
+            _ => 400,
+        }
+    }
+
+    /// The RFC 9209 error type for `Proxy-Status`.
+    pub fn proxy_status(&self) -> &'static str {
+        match self {
+            RequestError::Loop => "proxy_loop_detected",
+            _ => "http_request_error",
+        }
+    }
+}
+
+/// Why the proxy could not get a usable response from the origin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpstreamError {
+    /// The name does not exist.
+    #[error("cannot resolve {0}: no such host")]
+    DnsNotFound(String),
+    /// The resolver failed.
+    #[error("cannot resolve {0}: {1}")]
+    DnsFailed(String, String),
+    /// The resolver did not answer in time.
+    #[error("timed out resolving {0}")]
+    DnsTimeout(String),
+    /// Every address refused the connection.
+    #[error("connection to {0} refused")]
+    Refused(String),
+    /// No address was reachable.
+    #[error("{0} is unreachable")]
+    Unreachable(String),
+    /// Connecting took too long.
+    #[error("timed out connecting to {0}")]
+    ConnectTimeout(String),
+    /// The connection closed or reset before a complete response head.
+    #[error("{0} closed the connection without a response")]
+    Closed(String),
+    /// No response head in time.
+    #[error("timed out waiting for a response from {0}")]
+    ResponseTimeout(String),
+    /// The response head is not valid HTTP.
+    #[error("invalid response from {0}: {1}")]
+    BadResponse(String, &'static str),
+    /// The response's framing is ambiguous or invalid.
+    #[error("response from {0} has ambiguous framing: {1}")]
+    BadFraming(String, &'static str),
+    /// The response head is larger than the limit.
+    #[error("response head from {0} larger than {1} bytes")]
+    HeadTooLarge(String, usize),
+}
+
+impl UpstreamError {
+    /// The status the proxy answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            UpstreamError::DnsTimeout(_)
+            | UpstreamError::ConnectTimeout(_)
+            | UpstreamError::ResponseTimeout(_) => 504,
+            _ => 502,
+        }
+    }
+
+    /// The RFC 9209 error type for `Proxy-Status`.
+    pub fn proxy_status(&self) -> &'static str {
+        match self {
+            UpstreamError::DnsNotFound(_) | UpstreamError::DnsFailed(..) => "dns_error",
+            UpstreamError::DnsTimeout(_) => "dns_timeout",
+            UpstreamError::Refused(_) => "connection_refused",
+            UpstreamError::Unreachable(_) => "destination_unavailable",
+            UpstreamError::ConnectTimeout(_) => "connection_timeout",
+            UpstreamError::Closed(_) => "connection_terminated",
+            UpstreamError::ResponseTimeout(_) => "http_response_timeout",
+            UpstreamError::BadResponse(..) | UpstreamError::BadFraming(..) => "http_protocol_error",
+            UpstreamError::HeadTooLarge(..) => "http_response_header_section_size",
+        }
+    }
+}
+
+/// Any error the proxy answers for itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    /// The client's fault.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// The origin's or the network's.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+impl ProxyError {
+    /// The status the proxy answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            ProxyError::Request(e) => e.status(),
+            ProxyError::Upstream(e) => e.status(),
+        }
+    }
+
+    /// The RFC 9209 error type for `Proxy-Status`.
+    pub fn proxy_status(&self) -> &'static str {
+        match self {
+            ProxyError::Request(e) => e.proxy_status(),
+            ProxyError::Upstream(e) => e.proxy_status(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_rfcs() {
+        assert_eq!(RequestError::UriTooLong(8).status(), 414);
+        assert_eq!(RequestError::TooManyHeaders(8).status(), 431);
+        assert_eq!(RequestError::HeadTimeout.status(), 408);
+        assert_eq!(RequestError::ConflictingFraming.status(), 400);
+        assert_eq!(UpstreamError::ConnectTimeout("h".into()).status(), 504);
+        assert_eq!(
+            UpstreamError::Refused("h".into()).proxy_status(),
+            "connection_refused"
+        );
+        assert_eq!(
+            ProxyError::from(RequestError::Loop).proxy_status(),
+            "proxy_loop_detected"
+        );
+    }
+}
