@@ -74,6 +74,8 @@
 
 mod exchange;
 mod state;
+#[cfg(test)]
+mod tests;
 
 use crate::config::Config;
 use crate::io::{Action, ConnId, Side};

@@ -1,0 +1,839 @@
+//! Stories of whole exchanges, driven by a small simulated world: a
+//! scripted client, scripted upstreams and a resolver, all on virtual time.
+
+use super::Connection;
+use crate::config::Config;
+use crate::io::{
+    Action, CloseReason, ConnId, ConnectError, Connected, QueryId, Side, TunnelEnd,
+    TunnelEndReason, UpstreamId,
+};
+use crate::log::{AccessRecord, ExchangeKind};
+use crate::time::{Instant, UnixTime, WallAnchor};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A world around one connection. Inputs go in through its methods; what
+/// the connection does lands in the public fields.
+pub(crate) struct Sim {
+    pub(crate) conn: Connection,
+    pub(crate) now: Instant,
+    /// Client bytes not yet consumed.
+    client_buf: Vec<u8>,
+    client_eof_pending: bool,
+    /// Upstream bytes not yet consumed.
+    upstream_buf: Vec<u8>,
+    /// Everything written or passed to each upstream, by id.
+    pub(crate) to_upstream: Vec<(UpstreamId, Vec<u8>)>,
+    pub(crate) to_client: Vec<u8>,
+    pub(crate) logs: Vec<AccessRecord>,
+    pub(crate) resolves: Vec<(QueryId, String)>,
+    pub(crate) connects: Vec<(UpstreamId, SocketAddr, bool)>,
+    pub(crate) releases: Vec<(UpstreamId, bool)>,
+    pub(crate) tunnels: Vec<UpstreamId>,
+    pub(crate) closed: Option<CloseReason>,
+    /// The upstream the connection is talking to.
+    pub(crate) upstream: Option<UpstreamId>,
+}
+
+impl Sim {
+    pub(crate) fn new(config: Config) -> Sim {
+        let anchor = WallAnchor {
+            unix_at_zero: UnixTime(1_795_270_203_000_000),
+        };
+        Sim {
+            conn: Connection::new(
+                ConnId(7),
+                "127.0.0.1:40000".parse().unwrap(),
+                Arc::new(config),
+                anchor,
+                Instant::ZERO,
+            ),
+            now: Instant::ZERO,
+            client_buf: Vec::new(),
+            client_eof_pending: false,
+            upstream_buf: Vec::new(),
+            to_upstream: Vec::new(),
+            to_client: Vec::new(),
+            logs: Vec::new(),
+            resolves: Vec::new(),
+            connects: Vec::new(),
+            releases: Vec::new(),
+            tunnels: Vec::new(),
+            closed: None,
+            upstream: None,
+        }
+    }
+
+    pub(crate) fn default() -> Sim {
+        Sim::new(Config::default())
+    }
+
+    pub(crate) fn advance(&mut self, d: Duration) {
+        self.now = self.now + d;
+        if self.conn.poll_timeout().is_some_and(|t| t <= self.now) {
+            self.conn.handle_timeout(self.now);
+            self.drain(&[], &[]);
+            self.offer();
+        }
+    }
+
+    fn drain(&mut self, client_data: &[u8], upstream_data: &[u8]) {
+        let mut out = Vec::new();
+        while let Some(a) = self.conn.poll_action(&mut out) {
+            match a {
+                Action::Resolve { query, host } => self.resolves.push((query, host)),
+                Action::Connect {
+                    upstream,
+                    addr,
+                    allow_pooled,
+                } => self.connects.push((upstream, addr, allow_pooled)),
+                Action::Write { to, len } => {
+                    let bytes = out[out.len() - len..].to_vec();
+                    self.deliver(to, &bytes);
+                }
+                Action::Pass { from, offset, len } => {
+                    let src = if from == Side::Client {
+                        client_data
+                    } else {
+                        upstream_data
+                    };
+                    let bytes = src[offset..offset + len].to_vec();
+                    let to = if from == Side::Client {
+                        Side::Upstream
+                    } else {
+                        Side::Client
+                    };
+                    self.deliver(to, &bytes);
+                }
+                Action::Tunnel { upstream, .. } => self.tunnels.push(upstream),
+                Action::Release { upstream, reuse } => {
+                    self.releases.push((upstream, reuse));
+                    if self.upstream == Some(upstream) {
+                        // Its unconsumed bytes go with it, once this drain is over.
+                        self.upstream = None;
+                    }
+                }
+                Action::Close { reason } => {
+                    assert!(self.closed.is_none(), "closed twice");
+                    self.closed = Some(reason);
+                }
+                Action::Log(r) => self.logs.push(r),
+            }
+        }
+    }
+
+    fn deliver(&mut self, to: Side, bytes: &[u8]) {
+        match to {
+            Side::Client => self.to_client.extend_from_slice(bytes),
+            Side::Upstream => {
+                let id = self.upstream.expect("write to upstream without one");
+                match self.to_upstream.iter_mut().find(|(u, _)| *u == id) {
+                    Some((_, v)) => v.extend_from_slice(bytes),
+                    None => self.to_upstream.push((id, bytes.to_vec())),
+                }
+            }
+        }
+    }
+
+    /// Re-offers unconsumed bytes while the connection wants them.
+    fn offer(&mut self) {
+        loop {
+            if !self.client_buf.is_empty() && self.conn.wants_client_data() {
+                let data = self.client_buf.clone();
+                let n = self.conn.handle_client_data(self.now, &data);
+                assert!(n > 0, "wanted client data but consumed none");
+                self.drain(&data, &[]);
+                self.client_buf.drain(..n);
+                continue;
+            }
+            if !self.upstream_buf.is_empty() && self.conn.wants_upstream_data() {
+                let data = self.upstream_buf.clone();
+                let id = self.upstream.unwrap();
+                let n = self.conn.handle_upstream_data(self.now, id, &data);
+                assert!(n > 0, "wanted upstream data but consumed none");
+                self.drain(&[], &data);
+                self.upstream_buf.drain(..n);
+                if self.upstream.is_none() {
+                    self.upstream_buf.clear();
+                }
+                continue;
+            }
+            if self.client_eof_pending && self.client_buf.is_empty() {
+                self.client_eof_pending = false;
+                self.conn.handle_client_eof(self.now);
+                self.drain(&[], &[]);
+                continue;
+            }
+            break;
+        }
+    }
+
+    pub(crate) fn client_sends(&mut self, bytes: &[u8]) {
+        self.client_buf.extend_from_slice(bytes);
+        if !self.conn.wants_client_data() {
+            return;
+        }
+        let data = self.client_buf.clone();
+        let n = self.conn.handle_client_data(self.now, &data);
+        self.drain(&data, &[]);
+        self.client_buf.drain(..n);
+        self.offer();
+    }
+
+    pub(crate) fn client_eof(&mut self) {
+        self.client_eof_pending = true;
+        self.offer();
+    }
+
+    pub(crate) fn resolve(&mut self, addrs: &[&str]) {
+        let (q, _) = self
+            .resolves
+            .last()
+            .cloned()
+            .expect("a resolve was asked for");
+        let ips: Vec<IpAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
+        self.conn.handle_resolved(self.now, q, Ok(&ips));
+        self.drain(&[], &[]);
+        self.offer();
+    }
+
+    pub(crate) fn connect_ok(&mut self, reused: bool) {
+        let (id, _, _) = *self.connects.last().expect("a connect was asked for");
+        self.upstream = Some(id);
+        self.conn
+            .handle_connected(self.now, id, Ok(Connected { reused }));
+        self.drain(&[], &[]);
+        self.offer();
+    }
+
+    pub(crate) fn connect_err(&mut self, e: ConnectError) {
+        let (id, _, _) = *self.connects.last().expect("a connect was asked for");
+        self.conn.handle_connected(self.now, id, Err(e));
+        self.drain(&[], &[]);
+        self.offer();
+    }
+
+    pub(crate) fn upstream_sends(&mut self, bytes: &[u8]) {
+        self.upstream_buf.extend_from_slice(bytes);
+        self.offer();
+    }
+
+    pub(crate) fn upstream_eof(&mut self) {
+        let id = self.upstream.expect("an upstream");
+        self.conn.handle_upstream_eof(self.now, id);
+        self.drain(&[], &[]);
+        self.offer();
+    }
+
+    pub(crate) fn tunnel_end(&mut self, to_upstream: u64, to_client: u64) {
+        self.conn.handle_tunnel_end(
+            self.now,
+            TunnelEnd {
+                to_upstream,
+                to_client,
+                reason: TunnelEndReason::Closed,
+            },
+        );
+        self.drain(&[], &[]);
+    }
+
+    pub(crate) fn sent_upstream(&self) -> String {
+        self.to_upstream
+            .iter()
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    }
+
+    pub(crate) fn client_text(&self) -> String {
+        String::from_utf8_lossy(&self.to_client).into_owned()
+    }
+
+    pub(crate) fn take_client_text(&mut self) -> String {
+        let t = self.client_text();
+        self.to_client.clear();
+        t
+    }
+}
+
+const GET: &[u8] =
+    b"GET http://origin.test/a?b=1 HTTP/1.1\r\nHost: origin.test\r\nUser-Agent: t\r\n\r\n";
+const OK_HELLO: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\n\r\nhello";
+
+/// Drives GET to origin.test through resolve and connect.
+fn connected_get(sim: &mut Sim) {
+    sim.client_sends(GET);
+    assert_eq!(sim.resolves, vec![(QueryId(0), "origin.test".to_owned())]);
+    sim.resolve(&["192.0.2.1"]);
+    assert_eq!(
+        sim.connects.last().unwrap().1,
+        "192.0.2.1:80".parse().unwrap()
+    );
+    sim.connect_ok(false);
+}
+
+#[test]
+fn get_is_rewritten_forwarded_and_logged() {
+    let mut sim = Sim::default();
+    connected_get(&mut sim);
+    assert_eq!(
+        sim.sent_upstream(),
+        "GET /a?b=1 HTTP/1.1\r\nHost: origin.test\r\nUser-Agent: t\r\nVia: 1.1 proxy-rs\r\n\r\n"
+    );
+    sim.now = Instant::from_micros(12_000);
+    sim.upstream_sends(OK_HELLO);
+    assert_eq!(
+        sim.client_text(),
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\nVia: 1.1 proxy-rs\r\n\r\nhello"
+    );
+    assert_eq!(sim.releases, vec![(UpstreamId(0), true)]);
+    assert_eq!(sim.logs.len(), 1);
+    let log = &sim.logs[0];
+    assert_eq!(
+        (log.method.as_str(), log.target.as_str(), log.status),
+        ("GET", "http://origin.test/a?b=1", 200)
+    );
+    assert_eq!(log.upstream, Some("192.0.2.1:80".parse().unwrap()));
+    assert_eq!(log.bytes_from_client, GET.len() as u64);
+    assert_eq!(log.bytes_to_client, sim.to_client.len() as u64);
+    assert_eq!(log.duration, Duration::from_millis(12));
+    assert!(sim.closed.is_none());
+    assert!(
+        sim.conn.wants_client_data(),
+        "idle and ready for the next request"
+    );
+}
+
+#[test]
+fn keep_alive_serves_a_second_request_on_the_same_client_connection() {
+    let mut sim = Sim::default();
+    connected_get(&mut sim);
+    sim.upstream_sends(OK_HELLO);
+    sim.take_client_text();
+    sim.client_sends(b"GET http://192.0.2.9:8080/x HTTP/1.1\r\nHost: ignored\r\n\r\n");
+    // An IP literal skips resolution.
+    assert_eq!(sim.resolves.len(), 1);
+    assert_eq!(
+        sim.connects.last().unwrap().1,
+        "192.0.2.9:8080".parse().unwrap()
+    );
+    sim.connect_ok(true);
+    assert!(sim
+        .sent_upstream()
+        .ends_with("GET /x HTTP/1.1\r\nHost: 192.0.2.9:8080\r\nVia: 1.1 proxy-rs\r\n\r\n"));
+    sim.upstream_sends(b"HTTP/1.1 204 No Content\r\n\r\n");
+    assert!(sim
+        .take_client_text()
+        .starts_with("HTTP/1.1 204 No Content\r\n"));
+    assert_eq!(sim.logs.len(), 2);
+    assert!(sim.closed.is_none());
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let mut sim = Sim::default();
+    let two = [
+        GET,
+        b"HEAD http://origin.test/2 HTTP/1.1\r\nHost: origin.test\r\n\r\n",
+    ]
+    .concat();
+    sim.client_sends(&two);
+    sim.resolve(&["192.0.2.1"]);
+    sim.connect_ok(false);
+    // The second request waits while the first is in flight.
+    assert_eq!(sim.resolves.len(), 1);
+    sim.upstream_sends(OK_HELLO);
+    assert_eq!(
+        sim.resolves.len(),
+        2,
+        "second request starts after the first response"
+    );
+    sim.resolve(&["192.0.2.1"]);
+    sim.connect_ok(true);
+    sim.upstream_sends(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n");
+    let text = sim.client_text();
+    let first = text.find("hello").unwrap();
+    let second = text.find("Content-Length: 100").unwrap();
+    assert!(first < second);
+    assert_eq!(
+        sim.logs
+            .iter()
+            .map(|l| l.method.as_str())
+            .collect::<Vec<_>>(),
+        ["GET", "HEAD"]
+    );
+}
+
+#[test]
+fn chunked_request_body_passes_verbatim() {
+    let mut sim = Sim::default();
+    sim.client_sends(
+        b"POST http://192.0.2.1/up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    sim.connect_ok(false);
+    sim.client_sends(b"4\r\nwiki\r\n5;e=1\r\npedia\r\n0\r\nT: v\r\n\r\n");
+    assert!(sim
+        .sent_upstream()
+        .ends_with("\r\n\r\n4\r\nwiki\r\n5;e=1\r\npedia\r\n0\r\nT: v\r\n\r\n"));
+    assert!(sim
+        .sent_upstream()
+        .contains("Transfer-Encoding: chunked\r\n"));
+    sim.upstream_sends(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(sim.logs[0].status, 201);
+    assert_eq!(sim.releases, vec![(UpstreamId(0), true)]);
+}
+
+#[test]
+fn chunked_response_is_dechunked_for_http10_clients_and_closes() {
+    let mut sim = Sim::default();
+    sim.client_sends(b"GET http://192.0.2.1/ HTTP/1.0\r\n\r\n");
+    sim.connect_ok(false);
+    sim.upstream_sends(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n");
+    let text = sim.client_text();
+    assert!(text.contains("Connection: close\r\n"));
+    assert!(!text.contains("Transfer-Encoding"));
+    assert!(text.ends_with("\r\n\r\nabcde"));
+    assert_eq!(sim.closed, Some(CloseReason::NotPersistent));
+    assert_eq!(sim.releases, vec![(UpstreamId(0), true)]);
+}
+
+#[test]
+fn close_delimited_response_ends_at_upstream_eof() {
+    let mut sim = Sim::default();
+    connected_get(&mut sim);
+    sim.upstream_sends(b"HTTP/1.0 200 OK\r\n\r\npart one ");
+    sim.upstream_sends(b"part two");
+    assert!(sim.logs.is_empty());
+    sim.upstream_eof();
+    assert!(sim.client_text().ends_with("part one part two"));
+    assert!(sim.client_text().contains("Connection: close\r\n"));
+    assert_eq!(sim.releases, vec![(UpstreamId(0), false)]);
+    assert_eq!(sim.closed, Some(CloseReason::NotPersistent));
+    assert_eq!(sim.logs.len(), 1);
+}
+
+#[test]
+fn ambiguous_request_framing_gets_400_and_close() {
+    for bad in [
+        &b"POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+        b"POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+        b"POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+        b"GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nX: a\r\n b\r\n\r\n",
+        b"GET http://a.test/ HTTP/1.1\r\nHost : a.test\r\n\r\n",
+        b"GET http://a.test/ HTTP/1.1\r\n\r\n",
+        b"GET http://a.test/ HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET /just/a/path HTTP/1.1\r\nHost: a.test\r\n\r\n",
+    ] {
+        let mut sim = Sim::default();
+        sim.client_sends(bad);
+        let text = sim.client_text();
+        assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+        assert!(text.contains("Proxy-Status: proxy-rs; error=http_request_error; details="), "{text}");
+        assert!(text.contains("Connection: close\r\n"));
+        assert_eq!(sim.closed, Some(CloseReason::BadRequest));
+        assert!(sim.connects.is_empty() && sim.resolves.is_empty(), "nothing goes upstream");
+        assert_eq!(sim.logs.len(), 1);
+        assert_eq!(sim.logs[0].status, 400);
+        assert_eq!(sim.logs[0].error.as_deref(), Some("http_request_error"));
+    }
+}
+
+#[test]
+fn bad_chunk_in_request_body_gets_400_and_drops_the_upstream() {
+    let mut sim = Sim::default();
+    sim.client_sends(
+        b"POST http://192.0.2.1/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    sim.connect_ok(false);
+    sim.client_sends(b"zz\r\n");
+    assert!(sim.client_text().starts_with("HTTP/1.1 400 "));
+    assert!(sim.client_text().contains("malformed chunked body"));
+    assert_eq!(sim.releases, vec![(UpstreamId(0), false)]);
+    assert_eq!(sim.closed, Some(CloseReason::BadRequest));
+}
+
+#[test]
+fn ambiguous_response_framing_gets_502_and_nothing_of_it_passes() {
+    let mut sim = Sim::default();
+    connected_get(&mut sim);
+    sim.upstream_sends(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\nhello",
+    );
+    let text = sim.client_text();
+    assert!(text.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{text}");
+    assert!(text.contains("error=http_protocol_error"));
+    assert!(!text.contains("hello"));
+    assert_eq!(sim.releases, vec![(UpstreamId(0), false)]);
+    // The client's request was whole, so its connection survives.
+    assert!(sim.closed.is_none());
+}
+
+#[test]
+fn unresolvable_and_refused_get_502_with_proxy_status() {
+    let mut sim = Sim::default();
+    sim.client_sends(GET);
+    sim.conn
+        .handle_resolved(sim.now, QueryId(0), Err(crate::io::ResolveError::NotFound));
+    sim.drain(&[], &[]);
+    assert!(sim.client_text().contains("error=dns_error"));
+    assert!(sim.client_text().starts_with("HTTP/1.1 502 "));
+
+    let mut sim = Sim::default();
+    sim.client_sends(GET);
+    sim.resolve(&["192.0.2.1", "192.0.2.2"]);
+    sim.connect_err(ConnectError::Refused);
+    // The next address is tried before giving up.
+    assert_eq!(sim.connects.len(), 2);
+    assert_eq!(sim.connects[1].1, "192.0.2.2:80".parse().unwrap());
+    sim.connect_err(ConnectError::Refused);
+    assert!(sim.client_text().contains("error=connection_refused"));
+    assert_eq!(sim.logs[0].error.as_deref(), Some("connection_refused"));
+}
+
+#[test]
+fn timeouts_answer_408_504_and_close_idle_clients() {
+    let cfg = Config::default();
+    let t = cfg.timeouts.clone();
+
+    let mut sim = Sim::default();
+    sim.client_sends(b"GET http://a.test/ HTTP/1.1\r\nHo");
+    sim.advance(t.head_read);
+    assert!(sim
+        .client_text()
+        .starts_with("HTTP/1.1 408 Request Timeout\r\n"));
+    assert_eq!(sim.closed, Some(CloseReason::BadRequest));
+
+    let mut sim = Sim::default();
+    connected_get(&mut sim);
+    sim.advance(t.response - Duration::from_millis(1));
+    assert!(sim.client_text().is_empty());
+    sim.advance(Duration::from_millis(1));
+    assert!(sim
+        .client_text()
+        .starts_with("HTTP/1.1 504 Gateway Timeout\r\n"));
+    assert!(sim.client_text().contains("error=http_response_timeout"));
+
+    let mut sim = Sim::default();
+    sim.client_sends(GET);
+    sim.resolve(&["192.0.2.1"]);
+    sim.advance(t.connect);
+    assert!(sim.client_text().contains("error=connection_timeout"));
+    assert_eq!(sim.releases, vec![(UpstreamId(0), false)]);
+
+    let mut sim = Sim::default();
+    sim.advance(t.client_idle);
+    assert_eq!(sim.closed, Some(CloseReason::IdleTimeout));
+    assert!(sim.logs.is_empty());
+}
+
+#[test]
+fn connect_tunnel_answers_200_then_hands_over() {
+    let mut sim = Sim::default();
+    sim.client_sends(b"CONNECT origin.test:443 HTTP/1.1\r\nHost: origin.test:443\r\n\r\n");
+    sim.resolve(&["192.0.2.1"]);
+    assert_eq!(sim.connects[0].1, "192.0.2.1:443".parse().unwrap());
+    sim.connect_ok(false);
+    assert_eq!(
+        sim.client_text(),
+        "HTTP/1.1 200 Connection established\r\n\r\n"
+    );
+    assert_eq!(sim.tunnels, vec![UpstreamId(0)]);
+    assert!(!sim.conn.wants_client_data());
+    sim.tunnel_end(100, 2000);
+    let log = &sim.logs[0];
+    assert_eq!(log.kind, ExchangeKind::Tunnel);
+    assert_eq!(log.status, 200);
+    assert_eq!(log.bytes_to_client, 2000 + 39);
+    assert_eq!(sim.closed, Some(CloseReason::TunnelDone));
+}
+
+#[test]
+fn upgrade_switches_to_a_relay_after_101() {
+    let mut sim = Sim::default();
+    sim.client_sends(b"GET http://192.0.2.1/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    sim.connect_ok(false);
+    assert!(sim
+        .sent_upstream()
+        .contains("Upgrade: websocket\r\nVia: 1.1 proxy-rs\r\nConnection: upgrade\r\n"));
+    sim.upstream_sends(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nFRAME");
+    assert!(sim
+        .client_text()
+        .starts_with("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"));
+    assert!(sim.client_text().contains("Connection: upgrade\r\n"));
+    assert!(
+        !sim.client_text().contains("FRAME"),
+        "bytes after the head are the relay's"
+    );
+    assert_eq!(sim.tunnels, vec![UpstreamId(0)]);
+    sim.tunnel_end(5, 5);
+    assert_eq!(sim.logs[0].kind, ExchangeKind::Upgrade);
+    assert_eq!(sim.logs[0].status, 101);
+}
+
+#[test]
+fn stale_pooled_connection_is_retried_once_on_a_fresh_one() {
+    let mut sim = Sim::default();
+    sim.client_sends(GET);
+    sim.resolve(&["192.0.2.1"]);
+    assert!(sim.connects[0].2, "pooled connections allowed at first");
+    sim.connect_ok(true);
+    sim.upstream_eof();
+    assert_eq!(sim.releases, vec![(UpstreamId(0), false)]);
+    assert_eq!(sim.connects.len(), 2);
+    assert_eq!(
+        sim.connects[1],
+        (UpstreamId(1), "192.0.2.1:80".parse().unwrap(), false)
+    );
+    sim.connect_ok(false);
+    sim.upstream_sends(OK_HELLO);
+    assert!(sim.client_text().ends_with("hello"));
+    assert!(sim.to_upstream.len() == 2 && sim.to_upstream[0].1 == sim.to_upstream[1].1);
+}
+
+#[test]
+fn interim_responses_reach_http11_clients() {
+    let mut sim = Sim::default();
+    sim.client_sends(b"PUT http://192.0.2.1/f HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n");
+    sim.connect_ok(false);
+    assert!(sim.sent_upstream().contains("Expect: 100-continue\r\n"));
+    sim.upstream_sends(b"HTTP/1.1 100 Continue\r\n\r\n");
+    assert_eq!(
+        sim.take_client_text(),
+        "HTTP/1.1 100 Continue\r\nVia: 1.1 proxy-rs\r\n\r\n"
+    );
+    sim.client_sends(b"abc");
+    assert!(sim.sent_upstream().ends_with("\r\n\r\nabc"));
+    sim.upstream_sends(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
+    assert!(sim.client_text().starts_with("HTTP/1.1 201 Created\r\n"));
+    assert_eq!(sim.logs[0].status, 201);
+}
+
+#[test]
+fn head_response_has_no_body_despite_content_length() {
+    let mut sim = Sim::default();
+    sim.client_sends(b"HEAD http://192.0.2.1/ HTTP/1.1\r\nHost: x\r\n\r\n");
+    sim.connect_ok(false);
+    sim.upstream_sends(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
+    assert_eq!(sim.logs.len(), 1);
+    assert_eq!(sim.releases, vec![(UpstreamId(0), true)]);
+}
+
+#[test]
+fn trace_with_max_forwards_zero_is_answered_by_the_proxy() {
+    let mut sim = Sim::default();
+    sim.client_sends(b"TRACE http://a.test/ HTTP/1.1\r\nHost: a.test\r\nMax-Forwards: 0\r\nProxy-Authorization: Basic x\r\n\r\n");
+    let text = sim.client_text();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
+    assert!(text.contains("Content-Type: message/http\r\n"));
+    assert!(text.contains("TRACE http://a.test/ HTTP/1.1\r\n"));
+    assert!(!text.contains("Proxy-Authorization"));
+    assert!(sim.resolves.is_empty());
+    assert_eq!(sim.logs[0].kind, ExchangeKind::Local);
+
+    let mut sim = Sim::default();
+    sim.client_sends(
+        b"TRACE http://192.0.2.1/ HTTP/1.1\r\nHost: a.test\r\nMax-Forwards: 3\r\n\r\n",
+    );
+    sim.connect_ok(false);
+    assert!(sim.sent_upstream().contains("Max-Forwards: 2\r\n"));
+}
+
+#[test]
+fn a_request_that_already_passed_through_us_is_a_loop() {
+    let mut sim = Sim::default();
+    sim.client_sends(
+        b"GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nVia: 1.0 fred, 1.1 proxy-rs\r\n\r\n",
+    );
+    assert!(sim
+        .client_text()
+        .starts_with("HTTP/1.1 508 Loop Detected\r\n"));
+    assert!(sim.client_text().contains("error=proxy_loop_detected"));
+}
+
+#[test]
+fn over_limit_heads_get_414_and_431() {
+    let mut sim = Sim::default();
+    let long = format!(
+        "GET http://a.test/{} HTTP/1.1\r\nHost: a\r\n\r\n",
+        "a".repeat(9000)
+    );
+    sim.client_sends(long.as_bytes());
+    assert!(sim
+        .client_text()
+        .starts_with("HTTP/1.1 414 URI Too Long\r\n"));
+
+    let mut sim = Sim::default();
+    let big = format!(
+        "GET http://a.test/ HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+        "b".repeat(70_000)
+    );
+    sim.client_sends(big.as_bytes());
+    assert!(sim.client_text().starts_with("HTTP/1.1 431 "));
+    assert_eq!(sim.closed, Some(CloseReason::BadRequest));
+}
+
+#[test]
+fn response_body_cut_short_aborts_the_client() {
+    let mut sim = Sim::default();
+    connected_get(&mut sim);
+    sim.upstream_sends(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc");
+    sim.upstream_eof();
+    assert_eq!(sim.closed, Some(CloseReason::Aborted));
+    assert_eq!(
+        sim.logs[0].error.as_deref(),
+        Some("http_response_incomplete")
+    );
+    assert_eq!(sim.releases, vec![(UpstreamId(0), false)]);
+}
+
+#[test]
+fn client_half_close_after_a_whole_request_still_gets_the_answer() {
+    let mut sim = Sim::default();
+    connected_get(&mut sim);
+    sim.client_eof();
+    assert!(sim.closed.is_none());
+    sim.upstream_sends(OK_HELLO);
+    assert!(sim.client_text().ends_with("hello"));
+    assert!(sim.client_text().contains("Connection: close\r\n"));
+    assert_eq!(sim.closed, Some(CloseReason::NotPersistent));
+}
+
+/// Chunking invariance (the first property, after h11): the same client
+/// and upstream bytes, split anywhere, give the same bytes out each way and
+/// the same log records.
+mod chunking {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    struct Exchange {
+        request: Vec<u8>,
+        response: Vec<u8>,
+    }
+
+    fn exchange() -> impl Strategy<Value = Exchange> {
+        let body = proptest::collection::vec(any::<u8>(), 0..300);
+        (0usize..6, body, 1usize..40).prop_map(|(kind, body, chunk)| {
+            let cl_response = [b"HTTP/1.1 200 OK\r\nContent-Length: ".to_vec(), body.len().to_string().into_bytes(), b"\r\nX-A: 1\r\n\r\n".to_vec(), body.clone()].concat();
+            let chunked = |b: &[u8]| {
+                let mut out = Vec::new();
+                for piece in b.chunks(chunk) {
+                    out.extend_from_slice(format!("{:x};ext\r\n", piece.len()).as_bytes());
+                    out.extend_from_slice(piece);
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b"0\r\nTrailer-A: x\r\n\r\n");
+                out
+            };
+            match kind {
+                0 => Exchange { request: b"GET http://192.0.2.1/g HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Drop\r\nX-Drop: 1\r\n\r\n".to_vec(), response: cl_response },
+                1 => Exchange {
+                    request: [format!("POST http://192.0.2.1/p HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes(), body.clone()].concat(),
+                    response: b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
+                },
+                2 => Exchange {
+                    request: [b"PUT http://192.0.2.1/c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(), chunked(&body)].concat(),
+                    response: cl_response,
+                },
+                3 => Exchange {
+                    request: b"GET http://192.0.2.1/chunked HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+                    response: [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(), chunked(&body)].concat(),
+                },
+                4 => Exchange {
+                    request: b"HEAD http://192.0.2.1/h HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+                    response: b"HTTP/1.1 200 OK\r\nContent-Length: 999\r\n\r\n".to_vec(),
+                },
+                _ => Exchange {
+                    request: b"GET http://192.0.2.1/early HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+                    response: [b"HTTP/1.1 103 Early Hints\r\nLink: </s>\r\n\r\n".to_vec(), b"HTTP/1.1 304 Not Modified\r\n\r\n".to_vec()].concat(),
+                },
+            }
+        })
+    }
+
+    fn split(bytes: &[u8], sizes: &[usize]) -> VecDeque<Vec<u8>> {
+        let mut out = VecDeque::new();
+        let mut i = 0;
+        let mut k = 0;
+        while i < bytes.len() {
+            let n = if sizes.is_empty() {
+                bytes.len()
+            } else {
+                sizes[k % sizes.len()].max(1)
+            };
+            k += 1;
+            let end = (i + n).min(bytes.len());
+            out.push_back(bytes[i..end].to_vec());
+            i = end;
+        }
+        out
+    }
+
+    use std::collections::VecDeque;
+
+    type Outcome = (
+        Vec<Vec<u8>>,
+        Vec<u8>,
+        Vec<AccessRecord>,
+        Option<CloseReason>,
+    );
+
+    fn run(exchanges: &[Exchange], client_sizes: &[usize], upstream_sizes: &[usize]) -> Outcome {
+        let mut sim = Sim::default();
+        let all: Vec<u8> = exchanges.iter().flat_map(|e| e.request.clone()).collect();
+        let mut client = split(&all, client_sizes);
+        let mut responses: VecDeque<&Exchange> = exchanges.iter().collect();
+        let mut upstream_chunks: VecDeque<Vec<u8>> = VecDeque::new();
+        let mut connects_answered = 0;
+        for _ in 0..10_000 {
+            if sim.connects.len() > connects_answered {
+                connects_answered += 1;
+                sim.connect_ok(false);
+                let e = responses.pop_front().expect("one response per connect");
+                upstream_chunks = split(&e.response, upstream_sizes);
+                continue;
+            }
+            if sim.conn.wants_client_data() && !client.is_empty() {
+                let c = client.pop_front().unwrap();
+                sim.client_sends(&c);
+                continue;
+            }
+            if sim.upstream.is_some() && !upstream_chunks.is_empty() {
+                let c = upstream_chunks.pop_front().unwrap();
+                sim.upstream_sends(&c);
+                continue;
+            }
+            if let Some(c) = client.pop_front() {
+                sim.client_sends(&c);
+                continue;
+            }
+            break;
+        }
+        sim.client_eof();
+        let upstream = sim.to_upstream.iter().map(|(_, v)| v.clone()).collect();
+        (upstream, sim.to_client, sim.logs, sim.closed)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn any_split_gives_the_same_bytes_and_records(
+            exchanges in proptest::collection::vec(exchange(), 1..4),
+            client_sizes in proptest::collection::vec(1usize..50, 1..20),
+            upstream_sizes in proptest::collection::vec(1usize..50, 1..20),
+        ) {
+            let whole = run(&exchanges, &[], &[]);
+            prop_assert_eq!(whole.2.len(), exchanges.len(), "every exchange logged");
+            prop_assert_eq!(whole.3, Some(CloseReason::ClientDone));
+            let split = run(&exchanges, &client_sizes, &upstream_sizes);
+            prop_assert_eq!(&whole.0, &split.0);
+            prop_assert_eq!(&whole.1, &split.1);
+            prop_assert_eq!(&whole.2, &split.2);
+            prop_assert_eq!(whole.3, split.3);
+            let byte_at_a_time = run(&exchanges, &[1], &[1]);
+            prop_assert_eq!(&whole.1, &byte_at_a_time.1);
+            prop_assert_eq!(&whole.2, &byte_at_a_time.2);
+        }
+    }
+}
