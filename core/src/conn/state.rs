@@ -803,6 +803,10 @@ impl Connection {
                 }
             }
             Resp::Body { .. } => self.abort(now, "http_response_incomplete"),
+            // The whole response was passed on but the request body was
+            // still coming: it has nowhere to go now. The client was told
+            // `Connection: close` with the response.
+            Resp::Done if !ex.req_done() => self.finish(now),
             Resp::Done => {}
         }
     }

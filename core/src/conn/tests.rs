@@ -837,3 +837,17 @@ mod chunking {
         }
     }
 }
+
+#[test]
+fn early_response_then_upstream_close_ends_the_exchange() {
+    let mut sim = Sim::default();
+    sim.client_sends(b"POST http://192.0.2.1/big HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789");
+    sim.connect_ok(false);
+    sim.upstream_sends(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\n\r\n");
+    assert!(sim.client_text().contains("Connection: close\r\n"), "the unread body forces a close");
+    assert!(sim.logs.is_empty(), "still passing the body");
+    sim.upstream_eof();
+    assert_eq!(sim.logs[0].status, 413);
+    assert_eq!(sim.closed, Some(CloseReason::NotPersistent));
+    assert_eq!(sim.releases, vec![(UpstreamId(0), false)]);
+}
