@@ -841,13 +841,145 @@ mod chunking {
 #[test]
 fn early_response_then_upstream_close_ends_the_exchange() {
     let mut sim = Sim::default();
-    sim.client_sends(b"POST http://192.0.2.1/big HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789");
+    sim.client_sends(
+        b"POST http://192.0.2.1/big HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789",
+    );
     sim.connect_ok(false);
     sim.upstream_sends(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\n\r\n");
-    assert!(sim.client_text().contains("Connection: close\r\n"), "the unread body forces a close");
+    assert!(
+        sim.client_text().contains("Connection: close\r\n"),
+        "the unread body forces a close"
+    );
     assert!(sim.logs.is_empty(), "still passing the body");
     sim.upstream_eof();
     assert_eq!(sim.logs[0].status, 413);
     assert_eq!(sim.closed, Some(CloseReason::NotPersistent));
     assert_eq!(sim.releases, vec![(UpstreamId(0), false)]);
+}
+
+/// Whatever happens, in whatever order, the connection neither panics nor
+/// breaks its contract (the Sim asserts progress whenever data is wanted,
+/// and that Close comes once).
+mod robustness {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Client(Vec<u8>),
+        Upstream(Vec<u8>),
+        ClientEof,
+        UpstreamEof,
+        Resolve(bool),
+        Connect(bool),
+        TunnelEnd,
+        Advance(u16),
+        Shutdown,
+    }
+
+    fn fragment() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..64),
+            Just(b"GET http://a.test/ HTTP/1.1\r\nHost: a\r\n\r\n".to_vec()),
+            Just(
+                b"POST http://192.0.2.1/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    .to_vec()
+            ),
+            Just(b"CONNECT a.test:443 HTTP/1.1\r\nHost: a\r\n\r\n".to_vec()),
+            Just(b"5\r\nhello\r\n0\r\n\r\n".to_vec()),
+            Just(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc".to_vec()),
+            Just(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()),
+            Just(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec()),
+            Just(b"\r\n".to_vec()),
+        ]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => fragment().prop_map(Op::Client),
+            3 => fragment().prop_map(Op::Upstream),
+            1 => Just(Op::ClientEof),
+            1 => Just(Op::UpstreamEof),
+            2 => any::<bool>().prop_map(Op::Resolve),
+            2 => any::<bool>().prop_map(Op::Connect),
+            1 => Just(Op::TunnelEnd),
+            1 => (0u16..400).prop_map(Op::Advance),
+            1 => Just(Op::Shutdown),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+        #[test]
+        fn arbitrary_events_never_panic(ops in proptest::collection::vec(op(), 1..40)) {
+            let mut sim = Sim::default();
+            let mut resolved = 0;
+            let mut connected = 0;
+            let mut eof = false;
+            for op in ops {
+                if sim.closed.is_some() {
+                    break;
+                }
+                match op {
+                    Op::Client(b) if !eof => sim.client_sends(&b),
+                    Op::Client(_) => {}
+                    Op::Upstream(b) => {
+                        if sim.upstream.is_some() {
+                            sim.upstream_sends(&b);
+                        }
+                    }
+                    Op::ClientEof => {
+                        if !eof {
+                            eof = true;
+                            sim.client_eof();
+                        }
+                    }
+                    Op::UpstreamEof => {
+                        if sim.upstream.is_some() {
+                            sim.upstream_eof();
+                        }
+                    }
+                    Op::Resolve(ok) => {
+                        if sim.resolves.len() > resolved {
+                            resolved = sim.resolves.len();
+                            if ok {
+                                sim.resolve(&["192.0.2.1", "2001:db8::1"]);
+                            } else {
+                                let q = sim.resolves.last().unwrap().0;
+                                sim.conn.handle_resolved(sim.now, q, Err(crate::io::ResolveError::NotFound));
+                                sim.drain(&[], &[]);
+                                sim.offer();
+                            }
+                        }
+                    }
+                    Op::Connect(ok) => {
+                        if sim.connects.len() > connected {
+                            connected = sim.connects.len();
+                            if ok { sim.connect_ok(false) } else { sim.connect_err(ConnectError::Refused) }
+                        }
+                    }
+                    Op::TunnelEnd => {
+                        if !sim.tunnels.is_empty() {
+                            sim.tunnel_end(1, 1);
+                        }
+                    }
+                    Op::Advance(s) => sim.advance(Duration::from_secs(u64::from(s))),
+                    Op::Shutdown => {
+                        sim.conn.begin_shutdown(sim.now);
+                        sim.drain(&[], &[]);
+                    }
+                }
+            }
+            // A closed connection has no timers left and wants nothing.
+            if sim.closed.is_some() {
+                prop_assert!(sim.conn.is_closed());
+                prop_assert_eq!(sim.conn.poll_timeout(), None);
+                prop_assert!(!sim.conn.wants_client_data());
+            } else {
+                // Anything still open has a timer that will end it, or is
+                // a tunnel the runtime owns.
+                prop_assert!(sim.conn.poll_timeout().is_some() || !sim.tunnels.is_empty());
+            }
+        }
+    }
 }
