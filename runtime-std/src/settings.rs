@@ -122,7 +122,7 @@ mod tests {
         assert_eq!(c.timeouts.connect, Duration::from_secs(4));
         assert_eq!(c.timeouts.response, Duration::from_secs(7));
         std::fs::write(&a, "(\n timeouts: (conect: \"3s\"))").unwrap();
-        let e = load_config(&[a.clone()]).unwrap_err();
+        let e = load_config(std::slice::from_ref(&a)).unwrap_err();
         assert!(e.contains("a.ron:2:"), "{e}");
         std::fs::remove_dir_all(dir).unwrap();
     }

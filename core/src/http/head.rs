@@ -205,7 +205,10 @@ pub fn parse_request(
         Err(e) => {
             return Err(match e {
                 httparse::Error::TooManyHeaders => RequestError::TooManyHeaders(max_headers),
-                httparse::Error::Version => RequestError::Version,
+                // Only a well-formed `HTTP/x.y` of another version is 505;
+                // anything else in that place is not HTTP at all.
+                httparse::Error::Version if names_http_version(first) => RequestError::Version,
+                httparse::Error::Version => RequestError::Malformed("invalid request line"),
                 httparse::Error::HeaderName => RequestError::Malformed("invalid header field name"),
                 httparse::Error::HeaderValue => {
                     RequestError::Malformed("invalid header field value")
@@ -213,7 +216,7 @@ pub fn parse_request(
                 httparse::Error::NewLine => RequestError::Malformed("invalid line ending"),
                 httparse::Error::Token => RequestError::Malformed("invalid method"),
                 _ => RequestError::Malformed("invalid request line"),
-            })
+            });
         }
     }
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
@@ -225,6 +228,13 @@ pub fn parse_request(
         version: Version::from_minor(minor),
         fields: collect_fields(req.headers),
     })
+}
+
+/// Whether a request line ends in something shaped like `HTTP/d.d`.
+fn names_http_version(line: &[u8]) -> bool {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or(line);
+    matches!(version, [b'H', b'T', b'T', b'P', b'/', a, b'.', b] if a.is_ascii_digit() && b.is_ascii_digit())
 }
 
 /// Why a response head is unusable.

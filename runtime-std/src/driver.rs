@@ -1,0 +1,664 @@
+//! One client connection, driven in its own thread: both sockets, poll(2),
+//! and the core's drain loop (see `proxy_core::Connection` for the contract
+//! this follows).
+
+use crate::relay::{self, Start};
+use crate::sys::{self, POLLIN};
+use proxy_core::trace::Traced;
+use proxy_core::{
+    Action, ConnId, ConnectError, Connected, QueryId, ResolveError, Side, TunnelEnd,
+    TunnelEndReason, UpstreamId,
+};
+use proxy_std::pool::Pool;
+use proxy_std::{Clock, Settings};
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Most unconsumed bytes held per side; past this we stop reading it.
+const BUF_CAP: usize = 64 * 1024;
+/// Largest single read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Idle pooled connections kept per upstream address.
+pub(crate) const MAX_POOLED_PER_ADDR: usize = 8;
+/// How long, at most, to read and discard what a client still sends after
+/// we closed our side, so that unread bytes do not make the kernel reset
+/// the connection before the client has read our last response.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// What every connection thread shares.
+pub(crate) struct Shared {
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) clock: Clock,
+    pub(crate) pool: Pool<TcpStream>,
+}
+
+impl Shared {
+    pub(crate) fn new(settings: Settings) -> Self {
+        let pool = Pool::new(settings.config.timeouts.upstream_idle, MAX_POOLED_PER_ADDR);
+        Shared {
+            settings: Arc::new(settings),
+            clock: Clock::new(),
+            pool,
+        }
+    }
+}
+
+/// Serves one accepted client until the core closes it.
+pub(crate) fn serve(shared: &Shared, id: ConnId, client: TcpStream, peer: SocketAddr) {
+    let settings = &shared.settings;
+    prepare_socket(&client, settings);
+    let conn = Traced::new(
+        id,
+        peer,
+        settings.config.clone(),
+        shared.clock.anchor(),
+        shared.clock.now(),
+        settings.record.is_some(),
+    );
+    let mut driver = Driver {
+        shared,
+        conn,
+        client,
+        cbuf: Vec::with_capacity(READ_CHUNK),
+        c_consumed: 0,
+        c_eof_seen: false,
+        c_eof_reported: false,
+        c_dead: false,
+        c_stalled: false,
+        up: None,
+        ubuf: Vec::new(),
+        u_consumed: 0,
+        ubuf_owner: None,
+        u_stalled: false,
+        out: Vec::new(),
+        pending: VecDeque::new(),
+        closed: false,
+    };
+    driver.run();
+    driver.close_sockets();
+    if let Some(dir) = &settings.record {
+        if let Some(trace) = driver.conn.into_trace() {
+            if let Err(e) = proxy_std::settings::save_trace(dir, &trace) {
+                eprintln!("proxy-std: cannot save trace of connection {}: {e}", id.0);
+            }
+        }
+    }
+}
+
+fn prepare_socket(s: &TcpStream, settings: &Settings) {
+    let _ = s.set_nodelay(true);
+    // Writes block; a peer that stops reading must not hold the thread
+    // forever.
+    let t = settings.config.timeouts.transfer_idle;
+    if !t.is_zero() {
+        let _ = s.set_write_timeout(Some(t));
+    }
+}
+
+/// The current upstream connection.
+struct Upstream {
+    id: UpstreamId,
+    addr: SocketAddr,
+    stream: TcpStream,
+    /// A read returned end of stream.
+    eof_seen: bool,
+    eof_reported: bool,
+    /// A read or write failed (and was reported).
+    dead: bool,
+}
+
+/// An input to feed the core once the current drain is finished.
+enum Pending {
+    Resolved(QueryId, Result<Vec<IpAddr>, ResolveError>),
+    Connected(UpstreamId, Result<Connected, ConnectError>),
+    ClientError,
+    UpstreamError(UpstreamId),
+    TunnelEnd(TunnelEnd),
+}
+
+/// Where the bytes of a write come from.
+#[derive(Clone, Copy)]
+enum Src {
+    Out,
+    Client,
+    Upstream,
+}
+
+struct Driver<'a> {
+    shared: &'a Shared,
+    conn: Traced,
+    client: TcpStream,
+    /// Client bytes read and not yet consumed; the slice last offered to
+    /// `handle_client_data` until the drain that follows it ends.
+    cbuf: Vec<u8>,
+    /// How much of `cbuf` the last offer consumed, dropped after the drain.
+    c_consumed: usize,
+    /// A client read returned end of stream.
+    c_eof_seen: bool,
+    c_eof_reported: bool,
+    /// A client read or write failed (and was reported).
+    c_dead: bool,
+    /// The core consumed nothing of a non-empty offer although it wanted
+    /// client data; do not offer again until something changes.
+    c_stalled: bool,
+    up: Option<Upstream>,
+    /// Upstream bytes read and not yet consumed, from `ubuf_owner`.
+    ubuf: Vec<u8>,
+    u_consumed: usize,
+    ubuf_owner: Option<UpstreamId>,
+    u_stalled: bool,
+    /// Scratch space for `Write` actions.
+    out: Vec<u8>,
+    pending: VecDeque<Pending>,
+    /// The core asked to close.
+    closed: bool,
+}
+
+impl Driver<'_> {
+    fn now(&self) -> proxy_core::Instant {
+        self.shared.clock.now()
+    }
+
+    fn run(&mut self) {
+        // The last deadline handled, so a timer the core keeps is not
+        // fired over and over.
+        let mut fired = None;
+        self.pump();
+        while !self.closed {
+            let now = self.now();
+            let mut deadline = self.conn.poll_timeout();
+            if let Some(due) = deadline.filter(|&d| d <= now) {
+                if fired != Some(due) {
+                    fired = Some(due);
+                    self.conn.handle_timeout(now);
+                    self.c_stalled = false;
+                    self.u_stalled = false;
+                    self.pump();
+                    continue;
+                }
+                // The core kept a timer it has already handled: waking for
+                // it again would only spin.
+                deadline = None;
+            }
+            let want_client = !self.c_eof_seen && !self.c_dead && self.cbuf.len() < BUF_CAP;
+            let polled_up = self
+                .up
+                .as_ref()
+                .filter(|u| !u.eof_seen && !u.dead && self.ubuf.len() < BUF_CAP)
+                .map(|u| (u.id, u.stream.as_raw_fd()));
+            if !want_client && polled_up.is_none() && deadline.is_none() {
+                // Nothing to read and no timer: waiting would be forever.
+                // The core never leaves a connection so; give up on it.
+                break;
+            }
+            let mut fds = [
+                sys::pollfd(want_client.then(|| self.client.as_raw_fd()), POLLIN),
+                sys::pollfd(polled_up.map(|(_, fd)| fd), POLLIN),
+            ];
+            match sys::poll(&mut fds, sys::timeout_ms(deadline, now)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    eprintln!("proxy-std: poll failed: {e}");
+                    break;
+                }
+            }
+            if fds[0].revents != 0 {
+                self.read_client();
+            }
+            if let Some((id, _)) = polled_up {
+                let still_current = self.up.as_ref().is_some_and(|u| u.id == id);
+                if fds[1].revents != 0 && !self.closed && still_current {
+                    self.read_upstream();
+                }
+            }
+        }
+    }
+
+    fn read_client(&mut self) {
+        let old = self.cbuf.len();
+        let room = READ_CHUNK.min(BUF_CAP.saturating_sub(old));
+        if room == 0 {
+            return;
+        }
+        self.cbuf.resize(old + room, 0);
+        let result = (&self.client).read(&mut self.cbuf[old..]);
+        match result {
+            Ok(0) => {
+                self.cbuf.truncate(old);
+                self.c_eof_seen = true;
+            }
+            Ok(n) => {
+                self.cbuf.truncate(old + n);
+                self.c_stalled = false;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                self.cbuf.truncate(old);
+                return;
+            }
+            Err(_) => {
+                self.cbuf.truncate(old);
+                self.c_dead = true;
+                let now = self.now();
+                self.conn.handle_client_error(now);
+            }
+        }
+        self.pump();
+    }
+
+    fn read_upstream(&mut self) {
+        let Some(up) = self.up.as_mut() else {
+            return;
+        };
+        let old = self.ubuf.len();
+        let room = READ_CHUNK.min(BUF_CAP.saturating_sub(old));
+        if room == 0 {
+            return;
+        }
+        self.ubuf.resize(old + room, 0);
+        let result = (&up.stream).read(&mut self.ubuf[old..]);
+        match result {
+            Ok(0) => {
+                self.ubuf.truncate(old);
+                up.eof_seen = true;
+            }
+            Ok(n) => {
+                self.ubuf.truncate(old + n);
+                self.u_stalled = false;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                self.ubuf.truncate(old);
+                return;
+            }
+            Err(_) => {
+                self.ubuf.truncate(old);
+                up.dead = true;
+                let id = up.id;
+                let now = self.now();
+                self.conn
+                    .handle_upstream_error(now, id, ConnectError::Reset);
+            }
+        }
+        self.pump();
+    }
+
+    /// Drains the core, feeds back results, and offers held bytes again,
+    /// until nothing more happens without new input.
+    fn pump(&mut self) {
+        loop {
+            self.settle();
+            if self.closed {
+                return;
+            }
+            if !self.c_dead
+                && !self.c_stalled
+                && !self.cbuf.is_empty()
+                && self.conn.conn().wants_client_data()
+            {
+                let now = self.now();
+                let n = self.conn.handle_client_data(now, &self.cbuf);
+                self.c_consumed = n.min(self.cbuf.len());
+                self.c_stalled = n == 0;
+                continue;
+            }
+            let current = self.up.as_ref().filter(|u| !u.dead).map(|u| u.id);
+            if let Some(id) = current {
+                if !self.u_stalled
+                    && !self.ubuf.is_empty()
+                    && self.ubuf_owner == Some(id)
+                    && self.conn.conn().wants_upstream_data()
+                {
+                    let now = self.now();
+                    let n = self.conn.handle_upstream_data(now, id, &self.ubuf);
+                    self.u_consumed = n.min(self.ubuf.len());
+                    self.u_stalled = n == 0;
+                    continue;
+                }
+            }
+            if self.c_eof_seen && !self.c_eof_reported && !self.c_dead && self.cbuf.is_empty() {
+                self.c_eof_reported = true;
+                let now = self.now();
+                self.conn.handle_client_eof(now);
+                continue;
+            }
+            let wants_upstream = self.conn.conn().wants_upstream_data();
+            let ubuf_empty = self.ubuf.is_empty();
+            if let Some(up) = self.up.as_mut() {
+                if up.eof_seen && !up.eof_reported && !up.dead && (ubuf_empty || !wants_upstream) {
+                    up.eof_reported = true;
+                    let id = up.id;
+                    let now = self.now();
+                    self.conn.handle_upstream_eof(now, id);
+                    continue;
+                }
+            }
+            return;
+        }
+    }
+
+    /// Drains the actions, then feeds the results they produced, one at a
+    /// time, draining after each.
+    fn settle(&mut self) {
+        self.drain();
+        while let Some(p) = self.pending.pop_front() {
+            if self.closed {
+                self.pending.clear();
+                return;
+            }
+            let now = self.now();
+            // A blocking resolve or connect may have outlasted its timer:
+            // the timer wins, and the core then ignores the late result.
+            if self.conn.poll_timeout().is_some_and(|d| d <= now) {
+                self.conn.handle_timeout(now);
+                self.drain();
+            }
+            match p {
+                Pending::Resolved(query, result) => {
+                    let result = match &result {
+                        Ok(addrs) => Ok(addrs.as_slice()),
+                        Err(e) => Err(e.clone()),
+                    };
+                    self.conn.handle_resolved(now, query, result);
+                }
+                Pending::Connected(id, result) => self.conn.handle_connected(now, id, result),
+                Pending::ClientError => self.conn.handle_client_error(now),
+                Pending::UpstreamError(id) => {
+                    self.conn
+                        .handle_upstream_error(now, id, ConnectError::Reset);
+                }
+                Pending::TunnelEnd(end) => self.conn.handle_tunnel_end(now, end),
+            }
+            self.c_stalled = false;
+            self.u_stalled = false;
+            self.drain();
+        }
+    }
+
+    /// Performs every queued action in order, then drops what the last
+    /// offers consumed.
+    fn drain(&mut self) {
+        loop {
+            self.out.clear();
+            let Some(action) = self.conn.poll_action(&mut self.out) else {
+                break;
+            };
+            self.perform(action);
+        }
+        let n = self.c_consumed.min(self.cbuf.len());
+        self.cbuf.drain(..n);
+        self.c_consumed = 0;
+        let n = self.u_consumed.min(self.ubuf.len());
+        self.ubuf.drain(..n);
+        self.u_consumed = 0;
+        let current = self.up.as_ref().map(|u| u.id);
+        if self.ubuf_owner != current {
+            // Bytes from a connection we no longer hold mean nothing.
+            self.ubuf.clear();
+            self.ubuf_owner = current;
+            self.u_stalled = false;
+        }
+    }
+
+    fn perform(&mut self, action: Action) {
+        match action {
+            Action::Resolve { query, host } => {
+                let result = self.shared.settings.resolver.resolve_blocking(&host);
+                self.pending.push_back(Pending::Resolved(query, result));
+            }
+            Action::Connect {
+                upstream,
+                addr,
+                allow_pooled,
+            } => self.connect(upstream, addr, allow_pooled),
+            Action::Write { to, len } => {
+                let start = self.out.len().saturating_sub(len);
+                self.deliver(to, Src::Out, start, len);
+            }
+            Action::Pass { from, offset, len } => {
+                let (src, to) = match from {
+                    Side::Client => (Src::Client, Side::Upstream),
+                    Side::Upstream => (Src::Upstream, Side::Client),
+                };
+                self.deliver(to, src, offset, len);
+            }
+            Action::Tunnel {
+                upstream,
+                idle_timeout,
+            } => self.tunnel(upstream, idle_timeout),
+            Action::Release { upstream, reuse } => self.release(upstream, reuse),
+            Action::Close { .. } => self.closed = true,
+            Action::Log(record) => self.shared.settings.access_log.write(&record),
+        }
+    }
+
+    /// Writes `src[start..start + len]` to `to`, blocking; a failure is
+    /// reported after the drain.
+    fn deliver(&mut self, to: Side, src: Src, start: usize, len: usize) {
+        let buf: &[u8] = match src {
+            Src::Out => &self.out,
+            Src::Client => &self.cbuf,
+            Src::Upstream => &self.ubuf,
+        };
+        let data = start.checked_add(len).and_then(|end| buf.get(start..end));
+        let result = match to {
+            Side::Client if self.c_dead => return,
+            Side::Client => match data {
+                Some(d) => (&self.client).write_all(d),
+                None => Err(io::ErrorKind::InvalidInput.into()),
+            },
+            Side::Upstream => match (&self.up, data) {
+                (Some(up), _) if up.dead => return,
+                (Some(up), Some(d)) => (&up.stream).write_all(d),
+                (Some(_), None) => Err(io::ErrorKind::InvalidInput.into()),
+                (None, _) => return,
+            },
+        };
+        if let Err(e) = result {
+            if e.kind() == io::ErrorKind::InvalidInput {
+                eprintln!(
+                    "proxy-std: core asked to send {len} bytes at {start} of a {}-byte buffer",
+                    buf_len(src, self)
+                );
+            }
+            match to {
+                Side::Client => {
+                    self.c_dead = true;
+                    self.pending.push_back(Pending::ClientError);
+                }
+                Side::Upstream => {
+                    if let Some(up) = self.up.as_mut() {
+                        up.dead = true;
+                        self.pending.push_back(Pending::UpstreamError(up.id));
+                    }
+                }
+            }
+        }
+    }
+
+    fn connect(&mut self, id: UpstreamId, addr: SocketAddr, allow_pooled: bool) {
+        // The core has moved on from any connection it has not released.
+        self.up = None;
+        if allow_pooled {
+            while let Some(stream) = self.shared.pool.take(addr) {
+                if is_alive(&stream) {
+                    self.up = Some(Upstream::new(id, addr, stream));
+                    self.pending
+                        .push_back(Pending::Connected(id, Ok(Connected { reused: true })));
+                    return;
+                }
+            }
+        }
+        let now = self.now();
+        let limit = match self.conn.poll_timeout() {
+            Some(deadline) => deadline.saturating_since(now),
+            None => self.shared.settings.config.timeouts.connect,
+        };
+        if limit.is_zero() {
+            // Already past the deadline: the core's Connect timer answers.
+            return;
+        }
+        match TcpStream::connect_timeout(&addr, limit) {
+            Ok(stream) => {
+                prepare_socket(&stream, &self.shared.settings);
+                self.up = Some(Upstream::new(id, addr, stream));
+                self.pending
+                    .push_back(Pending::Connected(id, Ok(Connected { reused: false })));
+            }
+            // Not reported: the core's Connect timer fires and answers 504.
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+            Err(e) => self
+                .pending
+                .push_back(Pending::Connected(id, Err(connect_error(&e)))),
+        }
+    }
+
+    fn tunnel(&mut self, id: UpstreamId, idle: Duration) {
+        let c_start = self.c_consumed.min(self.cbuf.len());
+        let from_client = Start {
+            leftover: &self.cbuf[c_start..],
+            eof: self.c_eof_seen,
+        };
+        let u_start = self.u_consumed.min(self.ubuf.len());
+        let leftover: &[u8] = if self.ubuf_owner == Some(id) {
+            &self.ubuf[u_start..]
+        } else {
+            &[]
+        };
+        let end = match &self.up {
+            Some(up) if up.id == id && !up.dead && !self.c_dead => relay::relay(
+                &self.client,
+                &up.stream,
+                from_client,
+                Start {
+                    leftover,
+                    eof: up.eof_seen,
+                },
+                idle,
+            ),
+            _ => TunnelEnd {
+                to_upstream: 0,
+                to_client: 0,
+                reason: TunnelEndReason::Error,
+            },
+        };
+        // Everything held went into the tunnel; neither side is read again.
+        self.c_consumed = self.cbuf.len();
+        self.u_consumed = self.ubuf.len();
+        self.c_eof_seen = true;
+        self.c_eof_reported = true;
+        if let Some(up) = self.up.as_mut() {
+            up.eof_seen = true;
+            up.eof_reported = true;
+        }
+        self.pending.push_back(Pending::TunnelEnd(end));
+    }
+
+    fn release(&mut self, id: UpstreamId, reuse: bool) {
+        if !self.up.as_ref().is_some_and(|u| u.id == id) {
+            return;
+        }
+        let Some(up) = self.up.take() else {
+            return;
+        };
+        let unconsumed = if self.ubuf_owner == Some(id) {
+            self.ubuf.len() - self.u_consumed.min(self.ubuf.len())
+        } else {
+            0
+        };
+        if reuse && unconsumed == 0 && !up.eof_seen && !up.dead {
+            self.shared.pool.put(up.addr, up.stream);
+        }
+        // Otherwise dropping it closes it.
+    }
+
+    /// The core is finished (or gave up): close the upstream, then the
+    /// client, politely.
+    fn close_sockets(&mut self) {
+        self.up = None;
+        if self.c_dead {
+            return;
+        }
+        let _ = self.client.shutdown(Shutdown::Write);
+        if !self.c_eof_seen {
+            linger(&self.client);
+        }
+        let _ = self.client.shutdown(Shutdown::Both);
+    }
+}
+
+impl Upstream {
+    fn new(id: UpstreamId, addr: SocketAddr, stream: TcpStream) -> Self {
+        Upstream {
+            id,
+            addr,
+            stream,
+            eof_seen: false,
+            eof_reported: false,
+            dead: false,
+        }
+    }
+}
+
+fn buf_len(src: Src, d: &Driver<'_>) -> usize {
+    match src {
+        Src::Out => d.out.len(),
+        Src::Client => d.cbuf.len(),
+        Src::Upstream => d.ubuf.len(),
+    }
+}
+
+/// Whether an idle pooled connection is still open: nothing to read and
+/// no end of stream. Leaves it in blocking mode.
+fn is_alive(stream: &TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let alive =
+        matches!(stream.peek(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+    alive && stream.set_nonblocking(false).is_ok()
+}
+
+fn connect_error(e: &io::Error) -> ConnectError {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => ConnectError::Refused,
+        io::ErrorKind::ConnectionReset => ConnectError::Reset,
+        _ => match e.raw_os_error() {
+            Some(libc::EHOSTUNREACH | libc::ENETUNREACH) => ConnectError::Unreachable,
+            _ => ConnectError::Other,
+        },
+    }
+}
+
+/// Reads and discards until the client closes, for at most [`LINGER`].
+fn linger(client: &TcpStream) {
+    let started = std::time::Instant::now();
+    let mut scratch = [0u8; 4096];
+    while let Some(left) = LINGER
+        .checked_sub(started.elapsed())
+        .filter(|d| !d.is_zero())
+    {
+        if client.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match (&*client).read(&mut scratch) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The tunnel relay: both directions between the client and an upstream,
+//! in the connection's own thread, until both are done.
+//!
+//! A plain copy through a user-space buffer for now; splice(2) can replace
+//! the inside of [`relay`] without its callers noticing.
+
+use crate::sys::{self, POLLIN, POLLOUT};
+use proxy_core::{TunnelEnd, TunnelEndReason};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+/// Per-direction buffer size.
+const RELAY_BUF: usize = 64 * 1024;
+
+/// What one side says when the relay begins.
+pub(crate) struct Start<'a> {
+    /// Bytes already read from this side and not yet forwarded.
+    pub(crate) leftover: &'a [u8],
+    /// This side already sent its end of stream.
+    pub(crate) eof: bool,
+}
+
+/// Relays between `client` and `upstream` until both directions reached
+/// end of stream, a socket fails, or nothing moves for `idle` (zero: no
+/// limit). Byte counts include the leftovers. The sockets are back in
+/// blocking mode afterwards.
+pub(crate) fn relay(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    from_client: Start<'_>,
+    from_upstream: Start<'_>,
+    idle: Duration,
+) -> TunnelEnd {
+    let mut up = Half::new(from_client);
+    let mut down = Half::new(from_upstream);
+    let reason = if client.set_nonblocking(true).is_ok() && upstream.set_nonblocking(true).is_ok() {
+        run(client, upstream, &mut up, &mut down, idle)
+    } else {
+        TunnelEndReason::Error
+    };
+    let _ = client.set_nonblocking(false);
+    let _ = upstream.set_nonblocking(false);
+    TunnelEnd {
+        to_upstream: up.moved,
+        to_client: down.moved,
+        reason,
+    }
+}
+
+/// One direction: bytes read from one socket, waiting to be written to the
+/// other.
+struct Half {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The source sent its end of stream.
+    eof: bool,
+    /// We shut down the destination's writing side.
+    shut: bool,
+    /// Bytes written to the destination.
+    moved: u64,
+}
+
+impl Half {
+    fn new(start: Start<'_>) -> Self {
+        let mut buf = vec![0; RELAY_BUF.max(start.leftover.len())];
+        buf[..start.leftover.len()].copy_from_slice(start.leftover);
+        Half {
+            buf,
+            start: 0,
+            end: start.leftover.len(),
+            eof: start.eof,
+            shut: false,
+            moved: 0,
+        }
+    }
+
+    fn pending(&self) -> usize {
+        self.end - self.start
+    }
+
+    fn wants_read(&self) -> bool {
+        !self.eof && (self.end < self.buf.len() || self.start > 0)
+    }
+
+    /// Writes what it can without blocking; returns how many bytes went.
+    fn flush_to(&mut self, mut dst: &TcpStream) -> io::Result<usize> {
+        let mut total = 0;
+        while self.start < self.end {
+            match dst.write(&self.buf[self.start..self.end]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.start += n;
+                    self.moved += n as u64;
+                    total += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        Ok(total)
+    }
+
+    /// Reads what it can without blocking; returns whether anything
+    /// happened (bytes or end of stream).
+    fn fill_from(&mut self, mut src: &TcpStream) -> io::Result<bool> {
+        if self.end == self.buf.len() && self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            return Ok(false);
+        }
+        loop {
+            match src.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(true);
+                }
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn run(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    up: &mut Half,
+    down: &mut Half,
+    idle: Duration,
+) -> TunnelEndReason {
+    let mut last = Instant::now();
+    loop {
+        match (up.flush_to(upstream), down.flush_to(client)) {
+            (Ok(a), Ok(b)) => {
+                if a + b > 0 {
+                    last = Instant::now();
+                }
+            }
+            _ => return TunnelEndReason::Error,
+        }
+        if up.eof && up.pending() == 0 && !up.shut {
+            // Ignore failure: the peer may already be gone, which the next
+            // read or write reports.
+            let _ = upstream.shutdown(Shutdown::Write);
+            up.shut = true;
+        }
+        if down.eof && down.pending() == 0 && !down.shut {
+            let _ = client.shutdown(Shutdown::Write);
+            down.shut = true;
+        }
+        if up.shut && down.shut {
+            return TunnelEndReason::Closed;
+        }
+
+        let client_events =
+            if up.wants_read() { POLLIN } else { 0 } | if down.pending() > 0 { POLLOUT } else { 0 };
+        let upstream_events =
+            if down.wants_read() { POLLIN } else { 0 } | if up.pending() > 0 { POLLOUT } else { 0 };
+        let mut fds = [
+            sys::pollfd(
+                (client_events != 0).then(|| client.as_raw_fd()),
+                client_events,
+            ),
+            sys::pollfd(
+                (upstream_events != 0).then(|| upstream.as_raw_fd()),
+                upstream_events,
+            ),
+        ];
+        let remaining = if idle.is_zero() {
+            None
+        } else {
+            match idle.checked_sub(last.elapsed()) {
+                Some(r) if !r.is_zero() => Some(r),
+                _ => return TunnelEndReason::IdleTimeout,
+            }
+        };
+        if client_events == 0 && upstream_events == 0 && remaining.is_none() {
+            // Nothing can move and nothing will time out: cannot happen
+            // while a direction is open, but never sleep forever.
+            return TunnelEndReason::Error;
+        }
+        match sys::poll(&mut fds, sys::duration_ms(remaining)) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return TunnelEndReason::Error,
+        }
+        if fds[0].revents != 0 && client_events & POLLIN != 0 {
+            match up.fill_from(client) {
+                Ok(true) => last = Instant::now(),
+                Ok(false) => {}
+                Err(_) => return TunnelEndReason::Error,
+            }
+        }
+        if fds[1].revents != 0 && upstream_events & POLLIN != 0 {
+            match down.fill_from(upstream) {
+                Ok(true) => last = Instant::now(),
+                Ok(false) => {}
+                Err(_) => return TunnelEndReason::Error,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        (a, b)
+    }
+
+    #[test]
+    fn relays_both_ways_with_leftovers_and_half_close() {
+        // client_app <-> (client_sock | proxy | upstream_sock) <-> origin
+        let (mut client_app, client_sock) = pair();
+        let (upstream_sock, mut origin) = pair();
+        let t = std::thread::spawn(move || {
+            relay(
+                &client_sock,
+                &upstream_sock,
+                Start {
+                    leftover: b"hello ",
+                    eof: false,
+                },
+                Start {
+                    leftover: b"hi ",
+                    eof: false,
+                },
+                Duration::from_secs(5),
+            )
+        });
+        client_app.write_all(b"world").unwrap();
+        client_app.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        origin.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"hello world");
+        origin.write_all(b"there").unwrap();
+        origin.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        client_app.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"hi there");
+        let end = t.join().unwrap();
+        assert_eq!(end.reason, TunnelEndReason::Closed);
+        assert_eq!(end.to_upstream, 11);
+        assert_eq!(end.to_client, 8);
+    }
+
+    #[test]
+    fn idle_timeout_ends_the_relay() {
+        let (_client_app, client_sock) = pair();
+        let (upstream_sock, _origin) = pair();
+        let end = relay(
+            &client_sock,
+            &upstream_sock,
+            Start {
+                leftover: b"",
+                eof: false,
+            },
+            Start {
+                leftover: b"",
+                eof: false,
+            },
+            Duration::from_millis(50),
+        );
+        assert_eq!(end.reason, TunnelEndReason::IdleTimeout);
+        assert_eq!((end.to_upstream, end.to_client), (0, 0));
+    }
+}

@@ -1,0 +1,75 @@
+//! The one system call std does not wrap: poll(2).
+
+use proxy_core::Instant;
+use std::io;
+use std::os::fd::RawFd;
+
+/// Readable (or end of stream, or error: a read will tell).
+pub(crate) const POLLIN: i16 = libc::POLLIN;
+/// Writable.
+pub(crate) const POLLOUT: i16 = libc::POLLOUT;
+
+/// A poll entry for `fd`, or an ignored one when `fd` is `None`.
+pub(crate) fn pollfd(fd: Option<RawFd>, events: i16) -> libc::pollfd {
+    libc::pollfd {
+        fd: fd.unwrap_or(-1),
+        events,
+        revents: 0,
+    }
+}
+
+/// Waits until one of `fds` is ready or `timeout_ms` passes (-1: forever).
+/// Returns how many entries have `revents` set.
+#[allow(unsafe_code)]
+pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
+    let nfds = libc::nfds_t::try_from(fds.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many fds"))?;
+    // SAFETY: `fds` is an exclusively borrowed, initialised slice of
+    // `pollfd`, and `nfds` is its length, so the kernel reads and writes
+    // only inside it; nothing else aliases it for the duration of the call.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), nfds, timeout_ms) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+}
+
+/// The poll timeout in milliseconds until `deadline` (rounded up, so we
+/// never wake before it), -1 for none.
+pub(crate) fn timeout_ms(deadline: Option<Instant>, now: Instant) -> i32 {
+    match deadline {
+        None => -1,
+        Some(d) => {
+            let micros = d.saturating_since(now).as_micros();
+            let ms = micros.div_ceil(1000);
+            i32::try_from(ms).unwrap_or(i32::MAX)
+        }
+    }
+}
+
+/// Milliseconds for a std duration, rounded up, -1 for none.
+pub(crate) fn duration_ms(d: Option<std::time::Duration>) -> i32 {
+    match d {
+        None => -1,
+        Some(d) => i32::try_from(d.as_micros().div_ceil(1000)).unwrap_or(i32::MAX),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_round_up() {
+        let now = Instant::from_micros(1_000);
+        assert_eq!(timeout_ms(None, now), -1);
+        assert_eq!(timeout_ms(Some(Instant::from_micros(500)), now), 0);
+        assert_eq!(timeout_ms(Some(Instant::from_micros(1_001)), now), 1);
+        assert_eq!(timeout_ms(Some(Instant::from_micros(3_000)), now), 2);
+        assert_eq!(
+            duration_ms(Some(std::time::Duration::from_micros(1_500))),
+            2
+        );
+    }
+}
