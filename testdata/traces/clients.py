@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Python clients used to record golden traces through the proxy.
+
+Usage: clients.py SCENARIO PROXY_PORT ORIGIN_PORT
+"""
+import http.client
+import socket
+import sys
+
+
+def keepalive(proxy, origin):
+    """Two GETs on one proxy connection with http.client."""
+    c = http.client.HTTPConnection("127.0.0.1", proxy)
+    for path in ("/one", "/two"):
+        c.request("GET", "http://127.0.0.1:%d%s" % (origin, path))
+        r = c.getresponse()
+        assert r.status == 200, r.status
+        r.read()
+    c.close()
+
+
+def post(proxy, origin):
+    """A POST with a Content-Length body."""
+    c = http.client.HTTPConnection("127.0.0.1", proxy)
+    c.request("POST", "http://127.0.0.1:%d/form" % origin, body=b"name=value&x=1",
+              headers={"Content-Type": "application/x-www-form-urlencoded"})
+    r = c.getresponse()
+    assert r.status == 200, r.status
+    r.read()
+    c.close()
+
+
+def raw(proxy, data):
+    s = socket.create_connection(("127.0.0.1", proxy))
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+    out = b""
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        out += b
+    s.close()
+    return out
+
+
+def bad_framing(proxy, origin):
+    """Content-Length and Transfer-Encoding together: 400 and close."""
+    out = raw(proxy, b"POST http://127.0.0.1:%d/ HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" % origin)
+    assert out.startswith(b"HTTP/1.1 400 "), out
+
+
+def pipelined(proxy, origin):
+    """Two requests in one write, answered in order; the client half-closes."""
+    req = b"GET http://127.0.0.1:%d/p%d HTTP/1.1\r\nHost: x\r\n\r\n"
+    out = raw(proxy, req % (origin, 1) + req % (origin, 2))
+    assert out.index(b"/p1") < out.index(b"/p2"), out
+
+
+def connect(proxy, origin):
+    """A CONNECT tunnel carrying a plain HTTP request to the origin."""
+    c = http.client.HTTPConnection("127.0.0.1", proxy)
+    c.set_tunnel("127.0.0.1", origin)
+    c.request("GET", "/through-tunnel")
+    r = c.getresponse()
+    assert r.status == 200, r.status
+    r.read()
+    c.close()
+
+
+if __name__ == "__main__":
+    globals()[sys.argv[1]](int(sys.argv[2]), int(sys.argv[3]))

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Re-records the golden traces from real clients (curl and Python) talking
+# through a proxy binary to a local origin. Run from the repository root:
+#   testdata/traces/record.sh [proxy-std|proxy-smol]
+# Needs curl, python3 and openssl. Traces are deterministic to replay but not
+# to record (timings, ports), so re-recording changes them; prefer
+# re-blessing (BLESS=1 cargo test -p proxy-tests --test golden) after a core
+# change, and re-record only to add or renew a scenario.
+set -euo pipefail
+bin=${1:-proxy-smol}
+here=$(cd "$(dirname "$0")" && pwd)
+cargo build -q -p "$bin"
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+origin=$(free_port)
+python3 "$here/origin.py" "$origin" &
+# A TLS origin for the CONNECT trace: openssl's test server with a throwaway cert.
+tls=$(free_port)
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$work/key.pem" -out "$work/cert.pem" -days 1 -subj /CN=localhost 2>/dev/null
+openssl s_server -quiet -accept "$tls" -cert "$work/cert.pem" -key "$work/key.pem" -www >/dev/null 2>&1 &
+sleep 0.5
+
+record() {  # record NAME NOTE -- command...
+  local name=$1 note=$2; shift 3
+  mkdir -p "$work/rec"; rm -f "$work/rec"/*
+  local port; port=$(free_port)
+  "target/debug/$bin" --listen "127.0.0.1:$port" --record "$work/rec" --resolve gone.test= --resolve origin.test=127.0.0.1 >/dev/null 2>&1 &
+  local pid=$!
+  sleep 0.3
+  PROXY=$port "$@" >/dev/null 2>&1 || { echo "scenario $name failed" >&2; kill $pid; exit 1; }
+  sleep 0.3
+  kill $pid; wait $pid 2>/dev/null || true
+  local n=0
+  for f in "$work/rec"/*.ron; do
+    n=$((n + 1))
+    local out="$here/$name.ron"
+    [ "$n" -gt 1 ] && out="$here/$name-$n.ron"
+    python3 - "$f" "$out" "$note" <<'PY'
+import json, sys
+src, dst, note = sys.argv[1:]
+# The note says what the trace is; a JSON string is a valid RON string.
+open(dst, "w").write(open(src).read().replace('note: ""', "note: " + json.dumps(note), 1))
+PY
+    echo "recorded $out"
+  done
+}
+
+sh_curl() { curl -sS --max-time 10 -x "http://127.0.0.1:$PROXY" "$@"; }
+export -f sh_curl
+
+record curl-get "curl GET, Content-Length response" -- bash -c "sh_curl http://origin.test:$origin/index.html"
+record curl-head "curl -I: HEAD, no body despite Content-Length" -- bash -c "sh_curl -I http://127.0.0.1:$origin/head"
+record curl-post-chunked "curl POST with a chunked request body" -- bash -c "printf 'hello chunked world' | sh_curl -H 'Transfer-Encoding: chunked' --data-binary @- http://127.0.0.1:$origin/upload"
+record curl-chunked-response "curl GET of a chunked response with a trailer" -- bash -c "sh_curl --raw http://127.0.0.1:$origin/chunked"
+record curl-keepalive "curl, two URLs on one kept-alive connection" -- bash -c "sh_curl http://127.0.0.1:$origin/a http://127.0.0.1:$origin/b"
+record curl-connect-tls "curl HTTPS through a CONNECT tunnel to a local TLS server" -- bash -c "sh_curl -k https://localhost:$tls/"
+record curl-dns-error "curl to an unresolvable name: 502 dns_error" -- bash -c "sh_curl http://gone.test/ ; true"
+record curl-refused "curl to a closed port: 502 connection_refused" -- bash -c "sh_curl http://127.0.0.1:1/ ; true"
+record python-keepalive "Python http.client, two GETs on one connection" -- bash -c "python3 '$here/clients.py' keepalive \$PROXY $origin"
+record python-post "Python http.client POST with Content-Length" -- bash -c "python3 '$here/clients.py' post \$PROXY $origin"
+record python-bad-framing "Python raw socket: Content-Length with Transfer-Encoding, 400 and close" -- bash -c "python3 '$here/clients.py' bad_framing \$PROXY $origin"
+record python-pipelined "Python raw socket: two pipelined GETs, then half-close" -- bash -c "python3 '$here/clients.py' pipelined \$PROXY $origin"
+record python-connect "Python http.client CONNECT tunnel carrying plain HTTP" -- bash -c "python3 '$here/clients.py' connect \$PROXY $origin"
