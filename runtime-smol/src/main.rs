@@ -1,1 +1,158 @@
-fn main() {}
+//! `proxy-smol`: the forward proxy on an async (smol) runtime.
+//!
+//! Every decision is `proxy-core`'s; this binary accepts connections,
+//! runs one task per client on a multi-threaded executor, and moves bytes
+//! and events between sockets and the core (see `driver`). Flags, config
+//! files, resolution overrides, the pool and the access log come from the
+//! shared `proxy_std` library, so it behaves as `proxy-std` does.
+
+mod driver;
+mod net;
+mod relay;
+
+use clap::Parser as _;
+use driver::Shared;
+use futures_lite::FutureExt as _;
+use proxy_core::trace::Trace;
+use proxy_core::ConnId;
+use proxy_std::pool::Pool;
+use proxy_std::{Clock, Settings};
+use smol::{Executor, Timer};
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+/// Most idle pooled connections kept per upstream address.
+const POOL_PER_ADDR: usize = 8;
+
+/// Connection ids, unique for the life of the process.
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+fn main() -> ExitCode {
+    let args = proxy_std::Args::parse();
+    let settings = match Settings::load(&args) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("proxy-smol: {e}");
+            return ExitCode::from(2);
+        }
+    };
+
+    let mut listeners = Vec::new();
+    for &addr in &settings.listen {
+        match bind(addr) {
+            Ok(l) => listeners.push(l),
+            Err(e) => {
+                eprintln!("proxy-smol: cannot listen on {addr}: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    for (_, addr) in &listeners {
+        eprintln!("listening on {addr}");
+    }
+
+    let traces = match &settings.record {
+        Some(dir) => match trace_writer(dir.clone()) {
+            Ok(sender) => Some(sender),
+            Err(e) => {
+                eprintln!("proxy-smol: cannot start the trace writer: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        None => None,
+    };
+    let idle = settings.config.timeouts.upstream_idle;
+    let shared = Arc::new(Shared {
+        settings,
+        clock: Clock::new(),
+        pool: Pool::new(idle, POOL_PER_ADDR),
+        traces,
+    });
+
+    // One executor, run by one thread per core (this one included).
+    let ex: &'static Executor<'static> = Box::leak(Box::new(Executor::new()));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for i in 1..threads {
+        let spawned = std::thread::Builder::new()
+            .name(format!("proxy-smol-{i}"))
+            .spawn(move || smol::block_on(ex.run(futures_lite::future::pending::<()>())));
+        if spawned.is_err() {
+            break;
+        }
+    }
+
+    ex.spawn(sweep_pool(shared.clone(), idle)).detach();
+    for (listener, _) in listeners {
+        ex.spawn(accept_loop(ex, listener, shared.clone())).detach();
+    }
+    smol::block_on(ex.run(futures_lite::future::pending::<()>()));
+    ExitCode::SUCCESS
+}
+
+fn bind(addr: SocketAddr) -> io::Result<(async_net::TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr)?;
+    let local = listener.local_addr()?;
+    Ok((async_net::TcpListener::try_from(listener)?, local))
+}
+
+/// Starts the thread that writes finished traces into `dir`.
+///
+/// One thread, not the blocking pool: serialising a trace holding large
+/// bodies takes real CPU, and many at once would starve the executor.
+fn trace_writer(dir: PathBuf) -> io::Result<mpsc::Sender<Trace>> {
+    let (sender, receiver) = mpsc::channel::<Trace>();
+    std::thread::Builder::new()
+        .name("proxy-smol-traces".to_owned())
+        .spawn(move || {
+            for trace in receiver {
+                if let Err(e) = proxy_std::settings::save_trace(&dir, &trace) {
+                    eprintln!("proxy-smol: cannot save trace in {}: {e}", dir.display());
+                }
+            }
+        })?;
+    Ok(sender)
+}
+
+/// Accepts clients forever, one task each.
+async fn accept_loop(
+    ex: &'static Executor<'static>,
+    listener: async_net::TcpListener,
+    shared: Arc<Shared>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let id = ConnId(NEXT_CONN.fetch_add(1, Ordering::Relaxed));
+                let stream: net::Stream = stream.into();
+                let task = driver::serve(shared.clone(), stream, peer, id);
+                // A bug in one connection must not take a worker thread
+                // (and the connections on it) down with it.
+                ex.spawn(async move {
+                    let _ = AssertUnwindSafe(task).catch_unwind().await;
+                })
+                .detach();
+            }
+            // Out of descriptors or the like: give connections time to
+            // finish rather than spinning.
+            Err(_) => {
+                Timer::after(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Closes idle pooled connections once they expire, rather than when next
+/// met, so origins are not kept waiting on sockets nobody will use.
+async fn sweep_pool(shared: Arc<Shared>, idle: Duration) {
+    let period = (idle / 2).clamp(Duration::from_millis(500), Duration::from_secs(30));
+    loop {
+        Timer::after(period).await;
+        shared.pool.sweep();
+    }
+}

@@ -9,6 +9,7 @@ use proxy_core::{
     Action, ConnId, ConnectError, Connected, QueryId, ResolveError, Side, TunnelEnd,
     TunnelEndReason, UpstreamId,
 };
+use proxy_std::buf::InBuf;
 use proxy_std::pool::Pool;
 use proxy_std::{Clock, Settings};
 use std::collections::VecDeque;
@@ -63,14 +64,14 @@ pub(crate) fn serve(shared: &Shared, id: ConnId, client: TcpStream, peer: Socket
         shared,
         conn,
         client,
-        cbuf: Vec::with_capacity(READ_CHUNK),
+        cbuf: InBuf::default(),
         c_consumed: 0,
         c_eof_seen: false,
         c_eof_reported: false,
         c_dead: false,
         c_stalled: false,
         up: None,
-        ubuf: Vec::new(),
+        ubuf: InBuf::default(),
         u_consumed: 0,
         ubuf_owner: None,
         u_stalled: false,
@@ -134,7 +135,7 @@ struct Driver<'a> {
     client: TcpStream,
     /// Client bytes read and not yet consumed; the slice last offered to
     /// `handle_client_data` until the drain that follows it ends.
-    cbuf: Vec<u8>,
+    cbuf: InBuf,
     /// How much of `cbuf` the last offer consumed, dropped after the drain.
     c_consumed: usize,
     /// A client read returned end of stream.
@@ -147,7 +148,7 @@ struct Driver<'a> {
     c_stalled: bool,
     up: Option<Upstream>,
     /// Upstream bytes read and not yet consumed, from `ubuf_owner`.
-    ubuf: Vec<u8>,
+    ubuf: InBuf,
     u_consumed: usize,
     ubuf_owner: Option<UpstreamId>,
     u_stalled: bool,
@@ -225,15 +226,13 @@ impl Driver<'_> {
         if room == 0 {
             return;
         }
-        self.cbuf.resize(old + room, 0);
-        let result = (&self.client).read(&mut self.cbuf[old..]);
+        let result = (&self.client).read(&mut self.cbuf.spare(room)[..room]);
         match result {
             Ok(0) => {
-                self.cbuf.truncate(old);
                 self.c_eof_seen = true;
             }
             Ok(n) => {
-                self.cbuf.truncate(old + n);
+                self.cbuf.commit(n);
                 self.c_stalled = false;
             }
             Err(e)
@@ -242,11 +241,9 @@ impl Driver<'_> {
                     io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
                 ) =>
             {
-                self.cbuf.truncate(old);
                 return;
             }
             Err(_) => {
-                self.cbuf.truncate(old);
                 self.c_dead = true;
                 let now = self.now();
                 self.conn.handle_client_error(now);
@@ -264,15 +261,13 @@ impl Driver<'_> {
         if room == 0 {
             return;
         }
-        self.ubuf.resize(old + room, 0);
-        let result = (&up.stream).read(&mut self.ubuf[old..]);
+        let result = (&up.stream).read(&mut self.ubuf.spare(room)[..room]);
         match result {
             Ok(0) => {
-                self.ubuf.truncate(old);
                 up.eof_seen = true;
             }
             Ok(n) => {
-                self.ubuf.truncate(old + n);
+                self.ubuf.commit(n);
                 self.u_stalled = false;
             }
             Err(e)
@@ -281,11 +276,9 @@ impl Driver<'_> {
                     io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
                 ) =>
             {
-                self.ubuf.truncate(old);
                 return;
             }
             Err(_) => {
-                self.ubuf.truncate(old);
                 up.dead = true;
                 let id = up.id;
                 let now = self.now();
@@ -310,7 +303,7 @@ impl Driver<'_> {
                 && self.conn.conn().wants_client_data()
             {
                 let now = self.now();
-                let n = self.conn.handle_client_data(now, &self.cbuf);
+                let n = self.conn.handle_client_data(now, self.cbuf.bytes());
                 self.c_consumed = n.min(self.cbuf.len());
                 self.c_stalled = n == 0;
                 continue;
@@ -323,7 +316,7 @@ impl Driver<'_> {
                     && self.conn.conn().wants_upstream_data()
                 {
                     let now = self.now();
-                    let n = self.conn.handle_upstream_data(now, id, &self.ubuf);
+                    let n = self.conn.handle_upstream_data(now, id, self.ubuf.bytes());
                     self.u_consumed = n.min(self.ubuf.len());
                     self.u_stalled = n == 0;
                     continue;
@@ -399,10 +392,10 @@ impl Driver<'_> {
             self.perform(action);
         }
         let n = self.c_consumed.min(self.cbuf.len());
-        self.cbuf.drain(..n);
+        self.cbuf.consume(n);
         self.c_consumed = 0;
         let n = self.u_consumed.min(self.ubuf.len());
-        self.ubuf.drain(..n);
+        self.ubuf.consume(n);
         self.u_consumed = 0;
         let current = self.up.as_ref().map(|u| u.id);
         if self.ubuf_owner != current {
@@ -450,8 +443,8 @@ impl Driver<'_> {
     fn deliver(&mut self, to: Side, src: Src, start: usize, len: usize) {
         let buf: &[u8] = match src {
             Src::Out => &self.out,
-            Src::Client => &self.cbuf,
-            Src::Upstream => &self.ubuf,
+            Src::Client => self.cbuf.bytes(),
+            Src::Upstream => self.ubuf.bytes(),
         };
         let data = start.checked_add(len).and_then(|end| buf.get(start..end));
         let result = match to {
@@ -529,12 +522,12 @@ impl Driver<'_> {
     fn tunnel(&mut self, id: UpstreamId, idle: Duration) {
         let c_start = self.c_consumed.min(self.cbuf.len());
         let from_client = Start {
-            leftover: &self.cbuf[c_start..],
+            leftover: &self.cbuf.bytes()[c_start..],
             eof: self.c_eof_seen,
         };
         let u_start = self.u_consumed.min(self.ubuf.len());
         let leftover: &[u8] = if self.ubuf_owner == Some(id) {
-            &self.ubuf[u_start..]
+            &self.ubuf.bytes()[u_start..]
         } else {
             &[]
         };

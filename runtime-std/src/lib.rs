@@ -4,6 +4,7 @@
 //! depends on this library; `proxy-std`'s own loop is in its binary.
 
 pub mod access_log;
+pub mod buf;
 pub mod cli;
 pub mod clock;
 pub mod pool;

@@ -21,32 +21,54 @@ fn trace_files() -> Vec<PathBuf> {
 
 /// The first step where two traces part, described for a person.
 fn first_difference(expected: &Trace, actual: &Trace) -> String {
-    if expected.config != actual.config || expected.client != actual.client || expected.anchor != actual.anchor {
+    if expected.config != actual.config
+        || expected.client != actual.client
+        || expected.anchor != actual.anchor
+    {
         return "the trace header differs".to_owned();
     }
     for (i, (e, a)) in expected.steps.iter().zip(&actual.steps).enumerate() {
         if e != a {
-            return format!("step {i} (input {:?} at {:?}):\n expected {e:#?}\n   actual {a:#?}", e.input, e.at);
+            return format!(
+                "step {i} (input {:?} at {:?}):\n expected {e:#?}\n   actual {a:#?}",
+                e.input, e.at
+            );
         }
     }
-    format!("{} steps expected, {} replayed", expected.steps.len(), actual.steps.len())
+    format!(
+        "{} steps expected, {} replayed",
+        expected.steps.len(),
+        actual.steps.len()
+    )
 }
 
 #[test]
 fn every_recorded_trace_replays_identically() {
     let bless = std::env::var_os("BLESS").is_some();
     let files = trace_files();
-    assert!(files.len() >= 8, "expected at least 8 golden traces, found {}", files.len());
+    assert!(
+        files.len() >= 8,
+        "expected at least 8 golden traces, found {}",
+        files.len()
+    );
     let mut failures = Vec::new();
     for path in &files {
         let text = std::fs::read_to_string(path).unwrap();
         let recorded = Trace::from_ron(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert!(!recorded.steps.is_empty(), "{}: empty trace", path.display());
+        assert!(
+            !recorded.steps.is_empty(),
+            "{}: empty trace",
+            path.display()
+        );
         let replayed = replay(&recorded);
         if bless {
             std::fs::write(path, replayed.to_ron()).unwrap();
         } else if replayed != recorded {
-            failures.push(format!("{}: {}", path.display(), first_difference(&recorded, &replayed)));
+            failures.push(format!(
+                "{}: {}",
+                path.display(),
+                first_difference(&recorded, &replayed)
+            ));
         }
     }
     assert!(
@@ -62,7 +84,11 @@ fn a_changed_trace_is_caught() {
     // The comparison must be able to fail: alter one recorded output.
     let path = &trace_files()[0];
     let mut t = Trace::from_ron(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let step = t.steps.iter_mut().find(|s| !s.outputs.is_empty()).expect("a step with outputs");
+    let step = t
+        .steps
+        .iter_mut()
+        .find(|s| !s.outputs.is_empty())
+        .expect("a step with outputs");
     step.outputs.pop();
     assert_ne!(replay(&t), t);
 }

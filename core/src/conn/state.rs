@@ -919,7 +919,11 @@ impl Connection {
         if !ex.response_unstarted() {
             return self.abort(now, err.proxy_status());
         }
+        // A client whose CONNECT failed may already have sent its first
+        // tunnel bytes (a TLS ClientHello); they must not be read as a
+        // request, so the connection closes.
         let close = bad_request
+            || ex.is_connect()
             || !ex.client_keep_alive
             || !ex.req_done()
             || self.shutting_down

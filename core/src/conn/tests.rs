@@ -983,3 +983,16 @@ mod robustness {
         }
     }
 }
+
+#[test]
+fn failed_connect_closes_so_early_tunnel_bytes_are_never_parsed() {
+    let mut sim = Sim::default();
+    sim.client_sends(
+        b"CONNECT 192.0.2.1:443 HTTP/1.1\r\nHost: 192.0.2.1:443\r\n\r\n\x16\x03\x01\x00\x05hello",
+    );
+    sim.connect_err(ConnectError::Refused);
+    assert!(sim.client_text().starts_with("HTTP/1.1 502 "));
+    assert!(sim.client_text().contains("Connection: close\r\n"));
+    assert_eq!(sim.closed, Some(CloseReason::AfterError));
+    assert_eq!(sim.logs.len(), 1, "the early bytes make no second record");
+}

@@ -1,0 +1,672 @@
+//! One client connection: the async loop around a [`Traced`] connection.
+//!
+//! The loop follows the contract in `proxy_core::Connection`'s docs: after
+//! every input, drain `poll_action` and perform each action in order;
+//! results of actions (a resolved name, a finished connect, a failed
+//! write, a tunnel's end) are queued and fed back only once the drain is
+//! over. Then offer held bytes again while the core wants them, and
+//! otherwise wait for the client, the upstream or the core's deadline.
+
+use crate::net::{self, Stream};
+use crate::relay;
+use futures_lite::future::{self, poll_fn};
+use futures_lite::AsyncRead;
+use proxy_core::trace::{Trace, Traced};
+use proxy_core::{
+    Action, ConnId, ConnectError, Connected, Instant, QueryId, ResolveError, Side, TunnelEnd,
+    TunnelEndReason, UpstreamId,
+};
+use proxy_std::buf::InBuf;
+use proxy_std::pool::Pool;
+use proxy_std::{Clock, Settings};
+use smol::Timer;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::pin::Pin;
+use std::sync::{mpsc, Arc};
+use std::task::Poll;
+use std::time::Duration;
+
+/// Bytes read from a socket per call.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Most unconsumed bytes held per side; a side is not read while its
+/// buffer is this full.
+const BUF_CAP: usize = 64 * 1024;
+
+/// Events handled in a row before yielding to other tasks.
+const EVENTS_PER_YIELD: u32 = 64;
+
+/// What every connection shares.
+pub(crate) struct Shared {
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) clock: Clock,
+    pub(crate) pool: Pool<Stream>,
+    /// Finished traces go to the trace writer thread, when recording.
+    pub(crate) traces: Option<mpsc::Sender<Trace>>,
+}
+
+/// Serves one accepted client until the core closes the connection.
+pub(crate) async fn serve(shared: Arc<Shared>, client: Stream, peer: SocketAddr, id: ConnId) {
+    let _ = client.get_ref().set_nodelay(true);
+    let settings = &shared.settings;
+    let traced = Traced::new(
+        id,
+        peer,
+        settings.config.clone(),
+        shared.clock.anchor(),
+        shared.clock.now(),
+        settings.record.is_some(),
+    );
+    let write_stall = settings.config.timeouts.transfer_idle;
+    let mut driver = Driver {
+        shared: shared.clone(),
+        traced,
+        client,
+        client_buf: InBuf::default(),
+        client_consumed: 0,
+        client_eof: false,
+        client_eof_reported: false,
+        client_dead: false,
+        client_stalled: false,
+        upstream: None,
+        upstream_consumed: 0,
+        out: Vec::new(),
+        pending: VecDeque::new(),
+        closed: false,
+        timer: Timer::never(),
+        armed: None,
+        last_fired: None,
+        write_stall,
+        upstream_first: false,
+    };
+    driver.run().await;
+
+    let Driver {
+        traced,
+        client,
+        upstream,
+        closed,
+        client_eof,
+        client_dead,
+        ..
+    } = driver;
+    // Close the upstream (if any) before the slow parts below.
+    drop(upstream);
+    if let (Some(traces), Some(trace)) = (&shared.traces, traced.into_trace()) {
+        // Only fails if the writer thread is gone; nothing to do then.
+        let _ = traces.send(trace);
+    }
+    if closed && !client_eof && !client_dead {
+        net::linger_close(&client).await;
+    }
+}
+
+/// A result of an action, or an event, waiting to be fed to the core.
+enum Input {
+    ClientEof,
+    ClientError,
+    Resolved(QueryId, Result<Vec<IpAddr>, ResolveError>),
+    Connected(UpstreamId, Result<Connected, ConnectError>),
+    UpstreamEof(UpstreamId),
+    UpstreamError(UpstreamId),
+    TunnelEnd(TunnelEnd),
+    Timeout,
+}
+
+/// What a wait ended with.
+enum Event {
+    /// A read from the client: bytes appended to the buffer, 0 at end of
+    /// stream.
+    Client(io::Result<usize>),
+    /// Likewise from the current upstream.
+    Upstream(io::Result<usize>),
+    /// The core's deadline passed.
+    Deadline,
+}
+
+/// The upstream connection currently held.
+struct Upstream {
+    id: UpstreamId,
+    addr: SocketAddr,
+    stream: Stream,
+    /// Unconsumed bytes read from it (plus, during a drain, the consumed
+    /// prefix `Pass` actions refer to).
+    buf: InBuf,
+    eof: bool,
+    /// A read or write failed; it is neither read nor written again.
+    dead: bool,
+    stalled: bool,
+}
+
+struct Driver {
+    shared: Arc<Shared>,
+    traced: Traced,
+    client: Stream,
+    /// Unconsumed client bytes (plus, during a drain, the consumed prefix
+    /// `Pass` actions refer to).
+    client_buf: InBuf,
+    /// How much of `client_buf` the input being drained consumed; dropped
+    /// when the drain is over.
+    client_consumed: usize,
+    /// The client's read side reached end of stream.
+    client_eof: bool,
+    client_eof_reported: bool,
+    /// A read from or write to the client failed.
+    client_dead: bool,
+    /// The core took nothing of the last offer; wait for news before
+    /// offering again (the core promises this never happens while it
+    /// wants data; this keeps a broken promise from spinning).
+    client_stalled: bool,
+    upstream: Option<Upstream>,
+    upstream_consumed: usize,
+    /// The core's `Write` bytes, reused across drains.
+    out: Vec<u8>,
+    pending: VecDeque<Input>,
+    /// The core asked to close.
+    closed: bool,
+    timer: Timer,
+    /// The deadline `timer` is set for.
+    armed: Option<Instant>,
+    /// When the timer last fired, to back off from a deadline the core
+    /// leaves in the past.
+    last_fired: Option<Instant>,
+    /// A write that makes no progress for this long fails.
+    write_stall: Duration,
+    /// Which socket the next wait polls first, alternating so a busy side
+    /// cannot starve the other.
+    upstream_first: bool,
+}
+
+impl Driver {
+    fn now(&self) -> Instant {
+        self.shared.clock.now()
+    }
+
+    async fn run(&mut self) {
+        let mut events = 0u32;
+        loop {
+            if self.closed || self.traced.conn().is_closed() {
+                return;
+            }
+            if let Some(input) = self.pending.pop_front() {
+                self.feed(input);
+                self.drain().await;
+                continue;
+            }
+            if self.offer_client() || self.offer_upstream() {
+                self.drain().await;
+                continue;
+            }
+            if self.client_eof && !self.client_eof_reported && self.client_buf.is_empty() {
+                self.client_eof_reported = true;
+                self.pending.push_back(Input::ClientEof);
+                continue;
+            }
+            events += 1;
+            if events % EVENTS_PER_YIELD == 0 {
+                future::yield_now().await;
+            }
+            match self.wait().await {
+                Some(event) => self.on_event(event),
+                // Nothing can happen any more: no socket to read, no timer.
+                None => return,
+            }
+        }
+    }
+
+    /// Offers held client bytes if the core wants them. True if it did.
+    fn offer_client(&mut self) -> bool {
+        if self.client_buf.is_empty()
+            || self.client_stalled
+            || !self.traced.conn().wants_client_data()
+        {
+            return false;
+        }
+        let now = self.now();
+        let n = self.traced.handle_client_data(now, self.client_buf.bytes());
+        self.client_consumed = n.min(self.client_buf.len());
+        self.client_stalled = n == 0;
+        true
+    }
+
+    /// Offers held upstream bytes if the core wants them. True if it did.
+    fn offer_upstream(&mut self) -> bool {
+        let Some(up) = self.upstream.as_mut() else {
+            return false;
+        };
+        if up.buf.is_empty() || up.stalled || !self.traced.conn().wants_upstream_data() {
+            return false;
+        }
+        let now = self.shared.clock.now();
+        let n = self.traced.handle_upstream_data(now, up.id, up.buf.bytes());
+        self.upstream_consumed = n.min(up.buf.len());
+        up.stalled = n == 0;
+        true
+    }
+
+    fn feed(&mut self, input: Input) {
+        let now = self.now();
+        let t = &mut self.traced;
+        match input {
+            Input::ClientEof => t.handle_client_eof(now),
+            Input::ClientError => t.handle_client_error(now),
+            Input::Resolved(query, result) => {
+                t.handle_resolved(now, query, result.as_deref().map_err(Clone::clone))
+            }
+            Input::Connected(id, result) => t.handle_connected(now, id, result),
+            Input::UpstreamEof(id) => t.handle_upstream_eof(now, id),
+            Input::UpstreamError(id) => t.handle_upstream_error(now, id, ConnectError::Reset),
+            Input::TunnelEnd(end) => t.handle_tunnel_end(now, end),
+            Input::Timeout => {
+                t.handle_timeout(now);
+                self.last_fired = Some(now);
+            }
+        }
+        // Things changed: offers that were refused may be taken now.
+        self.client_stalled = false;
+        if let Some(up) = self.upstream.as_mut() {
+            up.stalled = false;
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        self.client_stalled = false;
+        if let Some(up) = self.upstream.as_mut() {
+            up.stalled = false;
+        }
+        match event {
+            // A signal cut a read short: nothing happened.
+            Event::Client(Err(e)) | Event::Upstream(Err(e))
+                if e.kind() == io::ErrorKind::Interrupted => {}
+            Event::Client(Ok(0)) => self.client_eof = true,
+            Event::Client(Ok(_)) => {}
+            Event::Client(Err(_)) => self.client_failed(),
+            Event::Upstream(result) => {
+                let Some(up) = self.upstream.as_mut() else {
+                    return;
+                };
+                match result {
+                    Ok(0) => {
+                        up.eof = true;
+                        self.pending.push_back(Input::UpstreamEof(up.id));
+                    }
+                    Ok(_) => {}
+                    Err(_) => self.upstream_failed(),
+                }
+            }
+            Event::Deadline => {
+                self.armed = None;
+                self.pending.push_back(Input::Timeout);
+            }
+        }
+    }
+
+    fn client_failed(&mut self) {
+        if !self.client_dead {
+            self.client_dead = true;
+            self.pending.push_back(Input::ClientError);
+        }
+    }
+
+    fn upstream_failed(&mut self) {
+        if let Some(up) = self.upstream.as_mut() {
+            if !up.dead {
+                up.dead = true;
+                self.pending.push_back(Input::UpstreamError(up.id));
+            }
+        }
+    }
+
+    // ----- performing actions ----------------------------------------------
+
+    /// Drains and performs every queued action, then drops the consumed
+    /// prefixes of the input buffers.
+    async fn drain(&mut self) {
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        // Consecutive writes to one side go out together: `out[start..]`
+        // holds the bytes not yet written, all for `side`.
+        let mut held: Option<(Side, usize)> = None;
+        loop {
+            let before = out.len();
+            let Some(action) = self.traced.poll_action(&mut out) else {
+                break;
+            };
+            match action {
+                // This write's bytes are `out[before..]`.
+                Action::Write { to, .. } => match held {
+                    Some((side, _)) if side == to => {}
+                    Some((side, start)) => {
+                        self.send(side, &out[start..before], &[]).await;
+                        held = Some((to, before));
+                    }
+                    None => held = Some((to, before)),
+                },
+                Action::Pass { from, offset, len } => {
+                    let to = match from {
+                        Side::Client => Side::Upstream,
+                        Side::Upstream => Side::Client,
+                    };
+                    // Held bytes for the same side go out in the same
+                    // (vectored) write, ahead of the passed bytes.
+                    let mut head_start = out.len();
+                    if let Some((side, start)) = held.take() {
+                        if side == to {
+                            head_start = start;
+                        } else {
+                            self.send(side, &out[start..], &[]).await;
+                        }
+                    }
+                    self.pass(from, to, &out[head_start..], offset, len).await;
+                    out.clear();
+                }
+                other => {
+                    if let Some((side, start)) = held.take() {
+                        self.send(side, &out[start..], &[]).await;
+                    }
+                    out.clear();
+                    self.perform(other).await;
+                }
+            }
+        }
+        if let Some((side, start)) = held {
+            self.send(side, &out[start..], &[]).await;
+        }
+        out.clear();
+        self.out = out;
+
+        self.client_buf.consume(self.client_consumed);
+        self.client_consumed = 0;
+        if let Some(up) = self.upstream.as_mut() {
+            up.buf.consume(self.upstream_consumed);
+        }
+        self.upstream_consumed = 0;
+    }
+
+    /// Writes `a` then `b` to `side`, unless that side is gone; a failure
+    /// is queued for after the drain.
+    async fn send(&mut self, side: Side, a: &[u8], b: &[u8]) {
+        if a.is_empty() && b.is_empty() {
+            return;
+        }
+        let result = match side {
+            Side::Client if self.client_dead => return,
+            Side::Client => net::write_all(&self.client, a, b, self.write_stall).await,
+            Side::Upstream => match &self.upstream {
+                Some(up) if !up.dead => net::write_all(&up.stream, a, b, self.write_stall).await,
+                _ => return,
+            },
+        };
+        if result.is_err() {
+            match side {
+                Side::Client => self.client_failed(),
+                Side::Upstream => self.upstream_failed(),
+            }
+        }
+    }
+
+    /// Performs a `Pass`: `head` (held `Write` bytes for the same side)
+    /// then `len` bytes at `offset` of `from`'s latest input go to `to`.
+    async fn pass(&mut self, from: Side, to: Side, head: &[u8], offset: usize, len: usize) {
+        let range = offset..offset.saturating_add(len);
+        let source = match from {
+            Side::Client => Some(self.client_buf.bytes()),
+            Side::Upstream => self.upstream.as_ref().map(|u| u.buf.bytes()),
+        };
+        let Some(bytes) = source.and_then(|s| s.get(range)) else {
+            // The core pointed outside its input: a core bug. Fail the
+            // destination rather than send something else.
+            self.send(to, head, &[]).await;
+            match to {
+                Side::Client => self.client_failed(),
+                Side::Upstream => self.upstream_failed(),
+            }
+            return;
+        };
+        let result = match to {
+            Side::Client if self.client_dead => return,
+            Side::Client => net::write_all(&self.client, head, bytes, self.write_stall).await,
+            Side::Upstream => match &self.upstream {
+                Some(up) if !up.dead => {
+                    net::write_all(&up.stream, head, bytes, self.write_stall).await
+                }
+                _ => return,
+            },
+        };
+        if result.is_err() {
+            match to {
+                Side::Client => self.client_failed(),
+                Side::Upstream => self.upstream_failed(),
+            }
+        }
+    }
+
+    async fn perform(&mut self, action: Action) {
+        match action {
+            Action::Resolve { query, host } => {
+                let answer = match self.shared.settings.resolver.lookup_static(&host) {
+                    Some(answer) => Some(answer),
+                    None => {
+                        let lookup =
+                            smol::unblock(move || proxy_std::resolver::system_resolve(&host));
+                        self.before_deadline(lookup).await
+                    }
+                };
+                self.pending.push_back(match answer {
+                    Some(result) => Input::Resolved(query, result),
+                    None => Input::Timeout,
+                });
+            }
+            Action::Connect {
+                upstream,
+                addr,
+                allow_pooled,
+            } => self.connect(upstream, addr, allow_pooled).await,
+            Action::Tunnel {
+                upstream,
+                idle_timeout,
+            } => self.tunnel(upstream, idle_timeout).await,
+            Action::Release { upstream, reuse } => self.release(upstream, reuse),
+            Action::Close { .. } => {
+                // Everything before this was written: send the FIN now, not
+                // after the trace is saved. The socket itself is dropped
+                // only after `net::linger_close`.
+                self.closed = true;
+                if !self.client_dead {
+                    let _ = self.client.get_ref().shutdown(Shutdown::Write);
+                }
+            }
+            Action::Log(record) => self.shared.settings.access_log.write(&record),
+            // Handled by `drain`.
+            Action::Write { .. } | Action::Pass { .. } => {}
+        }
+    }
+
+    /// Runs `fut` until the core's deadline; `None` if the deadline came
+    /// first.
+    async fn before_deadline<T>(&self, fut: impl Future<Output = T>) -> Option<T> {
+        match self.traced.poll_timeout() {
+            None => Some(fut.await),
+            Some(deadline) => {
+                let at = self.shared.clock.to_std(deadline);
+                future::or(async { Some(fut.await) }, async {
+                    Timer::at(at).await;
+                    None
+                })
+                .await
+            }
+        }
+    }
+
+    async fn connect(&mut self, id: UpstreamId, addr: SocketAddr, allow_pooled: bool) {
+        // Whatever was held before is finished with.
+        self.upstream = None;
+        self.upstream_consumed = 0;
+        if allow_pooled {
+            while let Some(stream) = self.shared.pool.take(addr) {
+                if net::is_alive(&stream) {
+                    self.hold(id, addr, stream);
+                    self.pending
+                        .push_back(Input::Connected(id, Ok(Connected { reused: true })));
+                    return;
+                }
+            }
+        }
+        let input = match self.before_deadline(net::connect(addr)).await {
+            Some(Ok(stream)) => {
+                self.hold(id, addr, stream);
+                Input::Connected(id, Ok(Connected { reused: false }))
+            }
+            Some(Err(e)) => Input::Connected(id, Err(net::connect_error(&e))),
+            // The core's Connect timer answers this one (504).
+            None => Input::Timeout,
+        };
+        self.pending.push_back(input);
+    }
+
+    fn hold(&mut self, id: UpstreamId, addr: SocketAddr, stream: Stream) {
+        self.upstream = Some(Upstream {
+            id,
+            addr,
+            stream,
+            buf: InBuf::default(),
+            eof: false,
+            dead: false,
+            stalled: false,
+        });
+    }
+
+    fn release(&mut self, id: UpstreamId, reuse: bool) {
+        if self.upstream.as_ref().map(|u| u.id) != Some(id) {
+            return;
+        }
+        let Some(up) = self.upstream.take() else {
+            return;
+        };
+        let unconsumed = up.buf.len().saturating_sub(self.upstream_consumed);
+        self.upstream_consumed = 0;
+        if reuse && unconsumed == 0 && !up.eof && !up.dead {
+            self.shared.pool.put(up.addr, up.stream);
+        }
+    }
+
+    async fn tunnel(&mut self, id: UpstreamId, idle: Duration) {
+        // No more reading the client in this loop: the relay owns it now.
+        self.client_eof_reported = true;
+        let end = match &self.upstream {
+            Some(up) if up.id == id && !up.dead && !self.client_dead => {
+                let start = relay::Start {
+                    to_upstream: self
+                        .client_buf
+                        .bytes()
+                        .get(self.client_consumed..)
+                        .unwrap_or(&[]),
+                    to_client: up.buf.bytes().get(self.upstream_consumed..).unwrap_or(&[]),
+                    client_eof: self.client_eof,
+                    upstream_eof: up.eof,
+                };
+                relay::relay(&self.client, &up.stream, start, idle).await
+            }
+            _ => TunnelEnd {
+                to_upstream: 0,
+                to_client: 0,
+                reason: TunnelEndReason::Error,
+            },
+        };
+        self.client_eof = true;
+        self.client_buf.clear();
+        self.client_consumed = 0;
+        if let Some(up) = self.upstream.as_mut() {
+            up.buf.clear();
+            up.eof = true;
+        }
+        self.upstream_consumed = 0;
+        self.pending.push_back(Input::TunnelEnd(end));
+    }
+
+    // ----- waiting ---------------------------------------------------------
+
+    /// Points the timer at the core's deadline. False if there is none.
+    fn arm_timer(&mut self) -> bool {
+        let Some(mut deadline) = self.traced.poll_timeout() else {
+            self.armed = None;
+            return false;
+        };
+        // A deadline still due right after firing would spin; the core
+        // should never leave one, but if it does, retry it gently.
+        if let Some(fired) = self.last_fired {
+            if deadline <= fired {
+                deadline = fired + Duration::from_millis(50);
+            }
+        }
+        if self.armed != Some(deadline) {
+            self.timer.set_at(self.shared.clock.to_std(deadline));
+            self.armed = Some(deadline);
+        }
+        true
+    }
+
+    /// Waits for client bytes, upstream bytes or the deadline, whichever
+    /// comes first. `None` if there is nothing to wait for.
+    async fn wait(&mut self) -> Option<Event> {
+        let timed = self.arm_timer();
+        let read_client = !self.client_eof && !self.client_dead && self.client_buf.len() < BUF_CAP;
+        let read_upstream = self
+            .upstream
+            .as_ref()
+            .is_some_and(|u| !u.eof && !u.dead && u.buf.len() < BUF_CAP);
+        if !timed && !read_client && !read_upstream {
+            return None;
+        }
+
+        // Read straight into the buffers' spare room; committed afterwards.
+        let client = &*self.client;
+        let mut client_room = read_client.then(|| self.client_buf.spare(READ_CHUNK));
+        let mut upstream = self
+            .upstream
+            .as_mut()
+            .filter(|_| read_upstream)
+            .map(|u| (&*u.stream, u.buf.spare(READ_CHUNK)));
+        let timer = &mut self.timer;
+        let upstream_first = self.upstream_first;
+        self.upstream_first = !upstream_first;
+        // A read that returns Pending has taken nothing, so trying one
+        // socket and then the other never loses bytes.
+        let event = poll_fn(|cx| {
+            for turn in 0..2 {
+                if (turn == 0) == upstream_first {
+                    if let Some((stream, room)) = upstream.as_mut() {
+                        let mut r = *stream;
+                        if let Poll::Ready(result) = Pin::new(&mut r).poll_read(cx, room) {
+                            return Poll::Ready(Event::Upstream(result));
+                        }
+                    }
+                } else if let Some(room) = client_room.as_mut() {
+                    let mut r = client;
+                    if let Poll::Ready(result) = Pin::new(&mut r).poll_read(cx, room) {
+                        return Poll::Ready(Event::Client(result));
+                    }
+                }
+            }
+            if timed && Pin::new(&mut *timer).poll(cx).is_ready() {
+                return Poll::Ready(Event::Deadline);
+            }
+            Poll::Pending
+        })
+        .await;
+
+        match &event {
+            Event::Client(Ok(n)) => self.client_buf.commit(*n),
+            Event::Upstream(Ok(n)) => {
+                if let Some(up) = self.upstream.as_mut() {
+                    up.buf.commit(*n);
+                }
+            }
+            _ => {}
+        }
+        Some(event)
+    }
+}

@@ -1,0 +1,424 @@
+//! Starting a proxy binary and watching what it prints.
+
+use crate::client::Client;
+use crate::IO_TIMEOUT;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Which proxy binary to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binary {
+    /// `proxy-std`: threads and blocking sockets.
+    Std,
+    /// `proxy-smol`: the async runtime.
+    Smol,
+}
+
+impl Binary {
+    /// The executable's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Binary::Std => "proxy-std",
+            Binary::Smol => "proxy-smol",
+        }
+    }
+
+    /// The executable, next to the test binary (`target/<profile>/`).
+    /// Both binaries are (re)built once per test process, so the suite
+    /// never runs a stale build; when they are up to date this costs a
+    /// fraction of a second.
+    pub fn path(self) -> PathBuf {
+        let dir = profile_dir();
+        let path = dir.join(format!("{}{}", self.name(), std::env::consts::EXE_SUFFIX));
+        build_binaries(&dir);
+        assert!(
+            path.exists(),
+            "{} not found after building; run `cargo build --bins`",
+            path.display()
+        );
+        path
+    }
+}
+
+/// `target/<profile>`, from the running test executable
+/// (`target/<profile>/deps/<test>-<hash>`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe.parent().expect("exe has a directory").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+static BUILD: OnceLock<Result<(), String>> = OnceLock::new();
+
+/// Runs `cargo build --bins -p proxy-std -p proxy-smol` for the profile
+/// the tests were built with, once per process.
+fn build_binaries(profile_dir: &Path) {
+    let result = BUILD.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev".to_owned(),
+            Some(other) => other.to_owned(),
+        };
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("tests/ is inside the workspace");
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--bins",
+            "-p",
+            "proxy-std",
+            "-p",
+            "proxy-smol",
+            "--profile",
+            &profile,
+        ])
+        .current_dir(workspace);
+        if let Some(target_dir) = profile_dir.parent() {
+            cmd.env("CARGO_TARGET_DIR", target_dir);
+        }
+        match cmd.status() {
+            Ok(s) if s.success() => Ok(()),
+            Ok(s) => Err(format!("cargo build of the proxy binaries failed: {s}")),
+            Err(e) => Err(format!("cannot run cargo: {e}")),
+        }
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+static NEXT_FILE: AtomicUsize = AtomicUsize::new(0);
+
+/// A running proxy. Dropping it kills the process and waits for it.
+#[derive(Debug)]
+pub struct Proxy {
+    bin: Binary,
+    child: Child,
+    addrs: Vec<SocketAddr>,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    config_file: Option<PathBuf>,
+}
+
+impl Proxy {
+    /// Starts `bin` with `--listen 127.0.0.1:0` and `extra_args`, and
+    /// waits until it says it is listening.
+    pub fn start(bin: Binary, extra_args: &[&str]) -> Proxy {
+        Proxy::launch(bin, &["127.0.0.1:0"], None, extra_args)
+    }
+
+    /// Like [`start`](Proxy::start), with `ron` written to a file passed
+    /// as `--config`.
+    pub fn start_with_config(bin: Binary, ron: &str, extra_args: &[&str]) -> Proxy {
+        Proxy::launch(bin, &["127.0.0.1:0"], Some(ron), extra_args)
+    }
+
+    /// Starts `bin` listening on each of `listen` (one `--listen` each).
+    pub fn start_listening(bin: Binary, listen: &[&str], extra_args: &[&str]) -> Proxy {
+        Proxy::launch(bin, listen, None, extra_args)
+    }
+
+    fn launch(bin: Binary, listen: &[&str], config: Option<&str>, extra_args: &[&str]) -> Proxy {
+        let path = bin.path();
+        let config_file = config.map(|text| {
+            let file = std::env::temp_dir().join(format!(
+                "proxy-e2e-{}-{}.ron",
+                std::process::id(),
+                NEXT_FILE.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::write(&file, text).expect("write config file");
+            file
+        });
+        let mut cmd = Command::new(&path);
+        for l in listen {
+            cmd.args(["--listen", l]);
+        }
+        if let Some(f) = &config_file {
+            cmd.arg("--config").arg(f);
+        }
+        cmd.args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display()));
+
+        let stdout_lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr_lines = Arc::new(Mutex::new(Vec::new()));
+        {
+            let out = child.stdout.take().expect("piped stdout");
+            let lines = Arc::clone(&stdout_lines);
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        let (tx, rx) = mpsc::channel::<String>();
+        {
+            let err = child.stderr.take().expect("piped stderr");
+            let lines = Arc::clone(&stderr_lines);
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines() {
+                    let Ok(line) = line else { break };
+                    lines.lock().unwrap().push(line.clone());
+                    let _ = tx.send(line);
+                }
+            });
+        }
+
+        let mut proxy = Proxy {
+            bin,
+            child,
+            addrs: Vec::new(),
+            stdout: stdout_lines,
+            stderr: stderr_lines,
+            config_file,
+        };
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while proxy.addrs.len() < listen.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        let token = rest.split_whitespace().next().unwrap_or("");
+                        let addr: SocketAddr = token
+                            .parse()
+                            .unwrap_or_else(|_| panic!("cannot parse listen line {line:?}"));
+                        proxy.addrs.push(addr);
+                    }
+                }
+                Err(_) => {
+                    let status = proxy.child.try_wait().ok().flatten();
+                    panic!(
+                        "{} did not report listening on {} address(es) (exit: {status:?}); stderr:\n{}",
+                        bin.name(),
+                        listen.len(),
+                        proxy.stderr.lock().unwrap().join("\n")
+                    );
+                }
+            }
+        }
+        proxy
+    }
+
+    /// Which binary this is.
+    pub fn binary(&self) -> Binary {
+        self.bin
+    }
+
+    /// The first listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// Every listening address, in the order reported.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A new client connection to the proxy.
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr())
+    }
+
+    /// Every line printed on stdout so far (the access log).
+    pub fn log_lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Every line printed on stderr so far.
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Polls the access log until a line matches `pred`; panics, showing
+    /// the log, if none does within `timeout`.
+    pub fn wait_for_log(&self, pred: impl Fn(&str) -> bool, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.log_lines().into_iter().find(|l| pred(l)) {
+                return l;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "{}: no matching access-log line within {timeout:?}; stdout:\n{}\nstderr:\n{}",
+                    self.bin.name(),
+                    self.log_lines().join("\n"),
+                    self.stderr_lines().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for the access-log line of `method target` and parses it.
+    pub fn wait_for_record(&self, method: &str, target: &str) -> LogLine {
+        let needle = format!(" {method} {target} -> ");
+        let line = self.wait_for_log(|l| l.contains(&needle), IO_TIMEOUT);
+        LogLine::parse(&line).unwrap_or_else(|| panic!("malformed access-log line {line:?}"))
+    }
+
+    /// Every parsed access-log line with this method and target.
+    pub fn records(&self, method: &str, target: &str) -> Vec<LogLine> {
+        self.log_lines()
+            .iter()
+            .filter_map(|l| LogLine::parse(l))
+            .filter(|r| r.method == method && r.target == target)
+            .collect()
+    }
+
+    /// Panics if the process has exited.
+    pub fn assert_alive(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "{} exited: {status}; stderr:\n{}",
+                self.bin.name(),
+                self.stderr_lines().join("\n")
+            );
+        }
+    }
+
+    /// The peak resident set size (`VmHWM`) of the process, in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmHWM:") * 1024
+    }
+
+    /// The current resident set size (`VmRSS`), in bytes.
+    pub fn rss(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmRSS:") * 1024
+    }
+}
+
+fn proc_status_kib(pid: u32, key: &str) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(f) = &self.config_file {
+            let _ = std::fs::remove_file(f);
+        }
+        if std::thread::panicking() {
+            // Give the output threads a moment to collect the last lines.
+            std::thread::sleep(Duration::from_millis(50));
+            eprintln!(
+                "--- {} stdout ---\n{}\n--- {} stderr ---\n{}",
+                self.bin.name(),
+                self.log_lines().join("\n"),
+                self.bin.name(),
+                self.stderr_lines().join("\n")
+            );
+        }
+    }
+}
+
+/// One access-log line in the human format:
+/// `2026-11-21T14:10:03Z 127.0.0.1:51234 GET http://example.com/ -> 93.184.216.34:80 200 1256B 12ms [error=x]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// RFC 3339 UTC time stamp.
+    pub time: String,
+    /// The client's address.
+    pub client: String,
+    /// The method, or `-`.
+    pub method: String,
+    /// The target as sent, or `-`.
+    pub target: String,
+    /// The upstream address, or `-`.
+    pub upstream: String,
+    /// The status sent to the client.
+    pub status: u16,
+    /// Bytes sent to the client.
+    pub bytes: u64,
+    /// Duration in milliseconds.
+    pub millis: u64,
+    /// The `error=` value, if any.
+    pub error: Option<String>,
+}
+
+impl LogLine {
+    /// Parses a line, checking its shape; `None` if it does not fit.
+    pub fn parse(line: &str) -> Option<LogLine> {
+        let t: Vec<&str> = line.split(' ').collect();
+        if t.len() < 9 || t.len() > 10 || t[4] != "->" {
+            return None;
+        }
+        let time = t[0];
+        let ok_time = time.len() == 20
+            && time.ends_with('Z')
+            && time.as_bytes()[10] == b'T'
+            && time
+                .bytes()
+                .enumerate()
+                .all(|(i, b)| matches!(i, 4 | 7 | 10 | 13 | 16 | 19) || b.is_ascii_digit());
+        if !ok_time {
+            return None;
+        }
+        let error = match t.get(9) {
+            Some(e) => Some(e.strip_prefix("error=")?.to_owned()),
+            None => None,
+        };
+        Some(LogLine {
+            time: time.to_owned(),
+            client: t[1].to_owned(),
+            method: t[2].to_owned(),
+            target: t[3].to_owned(),
+            upstream: t[5].to_owned(),
+            status: t[6].parse().ok()?,
+            bytes: t[7].strip_suffix('B')?.parse().ok()?,
+            millis: t[8].strip_suffix("ms")?.parse().ok()?,
+            error,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_log_line() {
+        let l = LogLine::parse(
+            "2026-11-21T14:10:03Z 127.0.0.1:51234 GET http://example.com/ -> 93.184.216.34:80 200 1256B 12ms",
+        )
+        .unwrap();
+        assert_eq!(l.status, 200);
+        assert_eq!(l.bytes, 1256);
+        assert_eq!(l.millis, 12);
+        assert_eq!(l.upstream, "93.184.216.34:80");
+        assert_eq!(l.error, None);
+        let e = LogLine::parse(
+            "2026-11-21T14:10:03Z [::1]:5 - - -> - 408 300B 1000ms error=http_request_error",
+        )
+        .unwrap();
+        assert_eq!(e.error.as_deref(), Some("http_request_error"));
+        assert!(LogLine::parse("listening on 127.0.0.1:1").is_none());
+    }
+}
