@@ -77,6 +77,11 @@ impl AccessRecord {
             self.bytes_to_client,
             self.duration.as_millis()
         );
+        // A tunnel's traffic goes both ways; say how much came from the
+        // client (its CONNECT or upgrade head included).
+        if matches!(self.kind, ExchangeKind::Tunnel | ExchangeKind::Upgrade) {
+            let _ = write!(s, " client_sent={}B", self.bytes_from_client);
+        }
         if let Some(e) = &self.error {
             let _ = write!(s, " error={e}");
         }
@@ -107,6 +112,15 @@ mod tests {
             r.human(UnixTime(1_795_270_203_000_000)),
             "2026-11-21T14:10:03Z 127.0.0.1:51234 GET http://example.com/ -> 93.184.216.34:80 200 1256B 12ms"
         );
+        let tunnel = AccessRecord {
+            method: "CONNECT".into(),
+            target: "example.com:443".into(),
+            kind: ExchangeKind::Tunnel,
+            ..r.clone()
+        };
+        assert!(tunnel
+            .human(UnixTime(0))
+            .ends_with(" 200 1256B 12ms client_sent=80B"));
         let failed = AccessRecord {
             upstream: None,
             status: 502,

@@ -359,6 +359,9 @@ pub struct LogLine {
     pub bytes: u64,
     /// Duration in milliseconds.
     pub millis: u64,
+    /// Bytes the client sent through a tunnel (`client_sent=`), heads
+    /// included; only on tunnel and upgrade lines.
+    pub client_sent: Option<u64>,
     /// The `error=` value, if any.
     pub error: Option<String>,
 }
@@ -367,7 +370,7 @@ impl LogLine {
     /// Parses a line, checking its shape; `None` if it does not fit.
     pub fn parse(line: &str) -> Option<LogLine> {
         let t: Vec<&str> = line.split(' ').collect();
-        if t.len() < 9 || t.len() > 10 || t[4] != "->" {
+        if t.len() < 9 || t.len() > 11 || t[4] != "->" {
             return None;
         }
         let time = t[0];
@@ -381,9 +384,18 @@ impl LogLine {
         if !ok_time {
             return None;
         }
-        let error = match t.get(9) {
-            Some(e) => Some(e.strip_prefix("error=")?.to_owned()),
+        let mut rest = &t[9..];
+        let client_sent = match rest.first().and_then(|f| f.strip_prefix("client_sent=")) {
+            Some(n) => {
+                rest = &rest[1..];
+                Some(n.strip_suffix('B')?.parse().ok()?)
+            }
             None => None,
+        };
+        let error = match rest {
+            [] => None,
+            [e] => Some(e.strip_prefix("error=")?.to_owned()),
+            _ => return None,
         };
         Some(LogLine {
             time: time.to_owned(),
@@ -394,6 +406,7 @@ impl LogLine {
             status: t[6].parse().ok()?,
             bytes: t[7].strip_suffix('B')?.parse().ok()?,
             millis: t[8].strip_suffix("ms")?.parse().ok()?,
+            client_sent,
             error,
         })
     }

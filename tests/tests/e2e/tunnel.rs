@@ -45,6 +45,8 @@ cases! {
         sent += bulk.len() as u64;
         let line = assert_log(&proxy, "CONNECT", &target, 200, Some(&target), None);
         assert_eq!(line.bytes, ESTABLISHED.len() as u64 + sent, "bytes to client in {line:?}");
+        let head = connect_request(&target).len() as u64;
+        assert_eq!(line.client_sent, Some(head + sent), "bytes from client in {line:?}");
         assert_eq!(echo.echoed(), sent);
     }
 
