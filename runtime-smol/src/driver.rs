@@ -17,6 +17,7 @@ use proxy_core::{
     TunnelEndReason, UpstreamId,
 };
 use proxy_std::buf::InBuf;
+use proxy_std::io_error::connect_error;
 use proxy_std::pool::Pool;
 use proxy_std::{Clock, Settings};
 use smol::Timer;
@@ -520,7 +521,7 @@ impl Driver {
                 self.hold(id, addr, stream);
                 Input::Connected(id, Ok(Connected { reused: false }))
             }
-            Some(Err(e)) => Input::Connected(id, Err(net::connect_error(&e))),
+            Some(Err(e)) => Input::Connected(id, Err(connect_error(&e))),
             // The core's Connect timer answers this one (504).
             None => Input::Timeout,
         };

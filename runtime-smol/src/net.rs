@@ -4,7 +4,6 @@
 
 use futures_lite::future::poll_fn;
 use futures_lite::{AsyncRead, AsyncWrite};
-use proxy_core::ConnectError;
 use smol::{Async, Timer};
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -22,18 +21,6 @@ pub(crate) async fn connect(addr: SocketAddr) -> io::Result<Stream> {
     let stream = Async::<TcpStream>::connect(addr).await?;
     let _ = stream.get_ref().set_nodelay(true);
     Ok(Arc::new(stream))
-}
-
-/// How a failed connect is reported to the core.
-pub(crate) fn connect_error(e: &io::Error) -> ConnectError {
-    match e.kind() {
-        io::ErrorKind::ConnectionRefused => ConnectError::Refused,
-        io::ErrorKind::ConnectionReset => ConnectError::Reset,
-        _ => match e.raw_os_error() {
-            Some(libc::EHOSTUNREACH | libc::ENETUNREACH) => ConnectError::Unreachable,
-            _ => ConnectError::Other,
-        },
-    }
 }
 
 /// Whether an idle pooled connection still looks usable: nothing to read

@@ -10,6 +10,7 @@ use proxy_core::{
     TunnelEndReason, UpstreamId,
 };
 use proxy_std::buf::InBuf;
+use proxy_std::io_error::connect_error;
 use proxy_std::pool::Pool;
 use proxy_std::{Clock, Settings};
 use std::collections::VecDeque;
@@ -45,6 +46,42 @@ impl Shared {
             clock: Clock::new(),
             pool,
         }
+    }
+}
+
+/// What one read from a socket gave.
+enum ReadOutcome {
+    /// Bytes were added to the buffer.
+    Data,
+    /// End of stream.
+    Eof,
+    /// Nothing now (no room, interrupted, or would block).
+    Again,
+    /// The socket failed.
+    Failed,
+}
+
+/// Reads once from `stream` into the spare room of `buf`, within its cap.
+fn read_some(mut stream: &TcpStream, buf: &mut InBuf) -> ReadOutcome {
+    let room = READ_CHUNK.min(BUF_CAP.saturating_sub(buf.len()));
+    if room == 0 {
+        return ReadOutcome::Again;
+    }
+    match stream.read(&mut buf.spare(room)[..room]) {
+        Ok(0) => ReadOutcome::Eof,
+        Ok(n) => {
+            buf.commit(n);
+            ReadOutcome::Data
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+            ) =>
+        {
+            ReadOutcome::Again
+        }
+        Err(_) => ReadOutcome::Failed,
     }
 }
 
@@ -221,29 +258,11 @@ impl Driver<'_> {
     }
 
     fn read_client(&mut self) {
-        let old = self.cbuf.len();
-        let room = READ_CHUNK.min(BUF_CAP.saturating_sub(old));
-        if room == 0 {
-            return;
-        }
-        let result = (&self.client).read(&mut self.cbuf.spare(room)[..room]);
-        match result {
-            Ok(0) => {
-                self.c_eof_seen = true;
-            }
-            Ok(n) => {
-                self.cbuf.commit(n);
-                self.c_stalled = false;
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
-                ) =>
-            {
-                return;
-            }
-            Err(_) => {
+        match read_some(&self.client, &mut self.cbuf) {
+            ReadOutcome::Again => return,
+            ReadOutcome::Eof => self.c_eof_seen = true,
+            ReadOutcome::Data => self.c_stalled = false,
+            ReadOutcome::Failed => {
                 self.c_dead = true;
                 let now = self.now();
                 self.conn.handle_client_error(now);
@@ -256,29 +275,11 @@ impl Driver<'_> {
         let Some(up) = self.up.as_mut() else {
             return;
         };
-        let old = self.ubuf.len();
-        let room = READ_CHUNK.min(BUF_CAP.saturating_sub(old));
-        if room == 0 {
-            return;
-        }
-        let result = (&up.stream).read(&mut self.ubuf.spare(room)[..room]);
-        match result {
-            Ok(0) => {
-                up.eof_seen = true;
-            }
-            Ok(n) => {
-                self.ubuf.commit(n);
-                self.u_stalled = false;
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
-                ) =>
-            {
-                return;
-            }
-            Err(_) => {
+        match read_some(&up.stream, &mut self.ubuf) {
+            ReadOutcome::Again => return,
+            ReadOutcome::Eof => up.eof_seen = true,
+            ReadOutcome::Data => self.u_stalled = false,
+            ReadOutcome::Failed => {
                 up.dead = true;
                 let id = up.id;
                 let now = self.now();
@@ -623,17 +624,6 @@ fn is_alive(stream: &TcpStream) -> bool {
     let alive =
         matches!(stream.peek(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
     alive && stream.set_nonblocking(false).is_ok()
-}
-
-fn connect_error(e: &io::Error) -> ConnectError {
-    match e.kind() {
-        io::ErrorKind::ConnectionRefused => ConnectError::Refused,
-        io::ErrorKind::ConnectionReset => ConnectError::Reset,
-        _ => match e.raw_os_error() {
-            Some(libc::EHOSTUNREACH | libc::ENETUNREACH) => ConnectError::Unreachable,
-            _ => ConnectError::Other,
-        },
-    }
 }
 
 /// Reads and discards until the client closes, for at most [`LINGER`].

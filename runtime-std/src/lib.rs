@@ -7,6 +7,7 @@ pub mod access_log;
 pub mod buf;
 pub mod cli;
 pub mod clock;
+pub mod io_error;
 pub mod pool;
 pub mod resolver;
 pub mod settings;
