@@ -1,6 +1,7 @@
 //! The core's configuration: limits and timeouts that shape every
 //! connection. Runtimes read files and flags; the core only sees values.
 
+use crate::policy::PolicyConfig;
 use crate::units;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -17,6 +18,8 @@ pub struct Config {
     pub limits: Limits,
     /// How long each wait may last.
     pub timeouts: Timeouts,
+    /// Who may go where, how often.
+    pub policy: PolicyConfig,
 }
 
 impl Default for Config {
@@ -25,6 +28,7 @@ impl Default for Config {
             proxy_name: "proxy-rs".to_owned(),
             limits: Limits::default(),
             timeouts: Timeouts::default(),
+            policy: PolicyConfig::default(),
         }
     }
 }
@@ -48,6 +52,13 @@ pub struct Limits {
     /// Largest trailer section of a chunked body.
     #[serde(with = "units::size")]
     pub max_trailer_bytes: usize,
+    /// Largest request body (413 beyond); `None` means no limit.
+    #[serde(with = "units::opt_size")]
+    pub max_body_bytes: Option<u64>,
+    /// Most client connections at once (503 beyond); `None`: no limit.
+    pub max_connections: Option<usize>,
+    /// Most client connections at once from one address; `None`: no limit.
+    pub max_connections_per_ip: Option<usize>,
 }
 
 impl Default for Limits {
@@ -58,6 +69,9 @@ impl Default for Limits {
             max_uri_bytes: 8 * 1024,
             max_chunk_line_bytes: 4 * 1024,
             max_trailer_bytes: 16 * 1024,
+            max_body_bytes: None,
+            max_connections: None,
+            max_connections_per_ip: None,
         }
     }
 }

@@ -61,6 +61,9 @@ pub enum RequestError {
     /// The head did not arrive in time.
     #[error("timed out reading the request head")]
     HeadTimeout,
+    /// The body is larger than the limit.
+    #[error("request body larger than {0} bytes")]
+    BodyTooLarge(u64),
 }
 
 impl RequestError {
@@ -73,6 +76,7 @@ impl RequestError {
             RequestError::UnsupportedScheme(_) => 501,
             RequestError::Loop => 508,
             RequestError::HeadTimeout => 408,
+            RequestError::BodyTooLarge(_) => 413,
             _ => 400,
         }
     }
@@ -161,6 +165,9 @@ pub enum ProxyError {
     /// The origin's or the network's.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// Policy refused it.
+    #[error(transparent)]
+    Denied(#[from] crate::policy::Denial),
 }
 
 impl ProxyError {
@@ -169,6 +176,7 @@ impl ProxyError {
         match self {
             ProxyError::Request(e) => e.status(),
             ProxyError::Upstream(e) => e.status(),
+            ProxyError::Denied(d) => d.status(),
         }
     }
 
@@ -177,6 +185,29 @@ impl ProxyError {
         match self {
             ProxyError::Request(e) => e.proxy_status(),
             ProxyError::Upstream(e) => e.proxy_status(),
+            ProxyError::Denied(d) => d.proxy_status(),
+        }
+    }
+
+    /// Header fields the answer needs beyond the usual ones:
+    /// `Proxy-Authenticate` on 407, `Retry-After` on 429.
+    pub fn extra_fields(&self) -> Vec<(&'static str, String)> {
+        use crate::policy::DenyKind;
+        match self {
+            ProxyError::Denied(d) => match &d.kind {
+                DenyKind::Auth { realm } => {
+                    let realm = realm.replace(['"', '\\'], "");
+                    vec![(
+                        "Proxy-Authenticate",
+                        format!("Basic realm=\"{realm}\", charset=\"UTF-8\""),
+                    )]
+                }
+                DenyKind::Rate(after) => {
+                    vec![("Retry-After", crate::policy::retry_secs(*after).to_string())]
+                }
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
         }
     }
 }

@@ -183,8 +183,9 @@ pub enum Action {
         /// Why.
         reason: CloseReason,
     },
-    /// Emit this access-log record.
-    Log(AccessRecord),
+    /// Emit this access-log record (boxed: it is much larger than the
+    /// other actions).
+    Log(Box<AccessRecord>),
 }
 
 /// Addresses a name resolved to, as the runtime reports them.

@@ -24,6 +24,8 @@ pub mod error;
 pub mod http;
 pub mod io;
 pub mod log;
+pub mod policy;
+pub mod shared;
 pub mod time;
 pub mod trace;
 pub mod units;
@@ -36,4 +38,5 @@ pub use io::{
     TunnelEndReason, UpstreamId,
 };
 pub use log::{AccessRecord, ExchangeKind};
+pub use shared::{Shared, Snapshot};
 pub use time::{Instant, UnixTime, WallAnchor};

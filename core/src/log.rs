@@ -49,6 +49,20 @@ pub struct AccessRecord {
     /// RFC 9209 error type when the exchange failed (`dns_error`, ...), or a
     /// short note when it was cut off (`client_aborted`, ...).
     pub error: Option<String>,
+    /// The authenticated user, if any. Never the credential.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The policy decision: `allowed`, or the kind of refusal
+    /// (`denied_domain`, `auth_required`, `rate_limited`, ...).
+    #[serde(default = "allowed")]
+    pub decision: String,
+    /// The rule that refused, as a person reads it.
+    #[serde(default)]
+    pub rule: Option<String>,
+}
+
+fn allowed() -> String {
+    "allowed".to_owned()
 }
 
 impl AccessRecord {
@@ -85,6 +99,12 @@ impl AccessRecord {
         if let Some(e) = &self.error {
             let _ = write!(s, " error={e}");
         }
+        if let Some(u) = &self.user {
+            let _ = write!(s, " user={u}");
+        }
+        if let Some(r) = &self.rule {
+            let _ = write!(s, " rule=\"{}\"", r.replace('"', "'"));
+        }
         s
     }
 }
@@ -107,6 +127,9 @@ mod tests {
             duration: Duration::from_micros(12_400),
             kind: ExchangeKind::Http,
             error: None,
+            user: None,
+            decision: "allowed".into(),
+            rule: None,
         };
         assert_eq!(
             r.human(UnixTime(1_795_270_203_000_000)),
@@ -121,6 +144,17 @@ mod tests {
         assert!(tunnel
             .human(UnixTime(0))
             .ends_with(" 200 1256B 12ms client_sent=80B"));
+        let denied = AccessRecord {
+            status: 403,
+            error: Some("http_request_denied".into()),
+            user: Some("alice".into()),
+            decision: "denied_domain".into(),
+            rule: Some("deny example.com (blocklist.txt:3)".into()),
+            ..r.clone()
+        };
+        assert!(denied.human(UnixTime(0)).ends_with(
+            " 403 1256B 12ms error=http_request_denied user=alice rule=\"deny example.com (blocklist.txt:3)\""
+        ));
         let failed = AccessRecord {
             upstream: None,
             status: 502,

@@ -13,6 +13,8 @@ use crate::io::{
     UpstreamId,
 };
 use crate::log::AccessRecord;
+use crate::policy::{PolicyError, Sources};
+use crate::shared::Shared;
 use crate::time::{Instant, WallAnchor};
 use crate::Connection;
 use serde::{Deserialize, Serialize};
@@ -86,6 +88,9 @@ impl<'de> Deserialize<'de> for Bytes {
 /// One input to a connection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Input {
+    /// `Connection::new`: the connection was accepted (a connection over
+    /// a cap is answered here).
+    Accepted,
     /// `handle_client_data`
     ClientData(Bytes),
     /// `handle_client_eof`
@@ -139,7 +144,7 @@ pub enum Output {
     /// [`Action::Close`]
     Close(CloseReason),
     /// [`Action::Log`]
-    Log(AccessRecord),
+    Log(Box<AccessRecord>),
 }
 
 /// One input, when it came, and everything the connection did about it.
@@ -168,6 +173,9 @@ pub struct Trace {
     pub note: String,
     /// The configuration in force.
     pub config: Config,
+    /// The text of the files the policy names (lists, htpasswd).
+    #[serde(default, skip_serializing_if = "Sources::is_empty")]
+    pub sources: Sources,
     /// The connection id.
     pub conn: ConnId,
     /// The client's address.
@@ -210,24 +218,32 @@ impl Traced {
     pub fn new(
         id: ConnId,
         client: SocketAddr,
-        config: Arc<Config>,
+        shared: Arc<Shared>,
         anchor: WallAnchor,
         now: Instant,
         record: bool,
     ) -> Self {
         let trace = record.then(|| {
+            let snapshot = shared.snapshot();
             Box::new(Trace {
                 note: String::new(),
-                config: (*config).clone(),
+                config: (*snapshot.config).clone(),
+                sources: (*snapshot.sources).clone(),
                 conn: id,
                 client,
                 anchor,
                 accepted: now,
-                steps: Vec::new(),
+                steps: vec![Step {
+                    at: now,
+                    input: Input::Accepted,
+                    consumed: None,
+                    outputs: Vec::new(),
+                    timeout: None,
+                }],
             })
         });
         Traced {
-            conn: Connection::new(id, client, config, anchor, now),
+            conn: Connection::new(id, client, shared, anchor, now),
             trace,
             last_client: Vec::new(),
             last_upstream: Vec::new(),
@@ -426,20 +442,29 @@ impl Traced {
 
 /// Runs a trace's inputs through a fresh connection with the production
 /// drain loop and returns what it records: equal to the input trace when
-/// the core behaves as it did when the trace was made.
-pub fn replay(trace: &Trace) -> Trace {
+/// the core behaves as it did when the trace was made. Fails only if the
+/// trace's policy no longer compiles.
+pub fn replay(trace: &Trace) -> Result<Trace, PolicyError> {
+    let (shared, _) = Shared::new(trace.config.clone(), trace.sources.clone())?;
     let mut t = Traced::new(
         trace.conn,
         trace.client,
-        Arc::new(trace.config.clone()),
+        shared,
         trace.anchor,
         trace.accepted,
         true,
     );
     let mut out = Vec::new();
+    let drain = |t: &mut Traced, out: &mut Vec<u8>| {
+        out.clear();
+        while t.poll_action(out).is_some() {}
+    };
+    drain(&mut t, &mut out);
     for step in &trace.steps {
         let now = step.at;
         match &step.input {
+            // Connection::new above.
+            Input::Accepted => continue,
             Input::ClientData(b) => {
                 let _ = t.handle_client_data(now, &b.0);
             }
@@ -456,12 +481,11 @@ pub fn replay(trace: &Trace) -> Trace {
             Input::Timeout => t.handle_timeout(now),
             Input::Shutdown => t.begin_shutdown(now),
         }
-        out.clear();
-        while t.poll_action(&mut out).is_some() {}
+        drain(&mut t, &mut out);
     }
     let mut replayed = t.into_trace().expect("recording was on");
     replayed.note = trace.note.clone();
-    replayed
+    Ok(replayed)
 }
 
 #[cfg(test)]

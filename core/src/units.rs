@@ -146,6 +146,33 @@ pub mod size {
     }
 }
 
+/// Serde adapter for an optional byte size (`None` is written as `None`).
+pub mod opt_size {
+    use super::*;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Number(u64),
+        Text(String),
+    }
+
+    /// Serialises as e.g. `Some("1MiB")`.
+    pub fn serialize<S: Serializer>(n: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        n.map(|n| Repr::Text(format_size(n))).serialize(s)
+    }
+
+    /// Accepts `None`, `Some("1MiB")` or `Some(1048576)`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match Option::<Repr>::deserialize(d)? {
+            None => Ok(None),
+            Some(Repr::Number(n)) => Ok(Some(n)),
+            Some(Repr::Text(t)) => parse_size(&t).map(Some).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,12 +56,12 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: Stream, peer: SocketAddr,
     let traced = Traced::new(
         id,
         peer,
-        settings.config.clone(),
+        settings.shared.clone(),
         shared.clock.anchor(),
         shared.clock.now(),
         settings.record.is_some(),
     );
-    let write_stall = settings.config.timeouts.transfer_idle;
+    let write_stall = settings.config().timeouts.transfer_idle;
     let mut driver = Driver {
         shared: shared.clone(),
         traced,

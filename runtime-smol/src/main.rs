@@ -42,6 +42,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = proxy_std::signals::reload_on_sighup((*settings).clone()) {
+        eprintln!("proxy-smol: cannot watch SIGHUP: {e}");
+        return ExitCode::from(1);
+    }
 
     let mut listeners = Vec::new();
     for &addr in &settings.listen {
@@ -67,7 +71,7 @@ fn main() -> ExitCode {
         },
         None => None,
     };
-    let idle = settings.config.timeouts.upstream_idle;
+    let idle = settings.config().timeouts.upstream_idle;
     let shared = Arc::new(Shared {
         settings,
         clock: Clock::new(),

@@ -36,6 +36,16 @@ pub struct Args {
     #[arg(long = "resolve", value_name = "NAME=IP[,IP...]", value_parser = parse_resolve)]
     pub resolve: Vec<(String, Vec<IpAddr>)>,
 
+    /// A blocklist file (one domain, wildcard, IP or CIDR per line, `#`
+    /// comments) to deny; repeatable.
+    #[arg(long = "blocklist", visible_alias = "blacklist", value_name = "FILE")]
+    pub blocklist: Vec<PathBuf>,
+
+    /// An htpasswd file of proxy users (bcrypt or {SHA}); turns on Basic
+    /// proxy authentication.
+    #[arg(long = "auth-file", value_name = "FILE")]
+    pub auth_file: Option<PathBuf>,
+
     /// Do not print access-log lines.
     #[arg(long)]
     pub quiet: bool,

@@ -40,7 +40,10 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(settings: Settings) -> Self {
-        let pool = Pool::new(settings.config.timeouts.upstream_idle, MAX_POOLED_PER_ADDR);
+        let pool = Pool::new(
+            settings.config().timeouts.upstream_idle,
+            MAX_POOLED_PER_ADDR,
+        );
         Shared {
             settings: Arc::new(settings),
             clock: Clock::new(),
@@ -92,7 +95,7 @@ pub(crate) fn serve(shared: &Shared, id: ConnId, client: TcpStream, peer: Socket
     let conn = Traced::new(
         id,
         peer,
-        settings.config.clone(),
+        settings.shared.clone(),
         shared.clock.anchor(),
         shared.clock.now(),
         settings.record.is_some(),
@@ -131,7 +134,7 @@ fn prepare_socket(s: &TcpStream, settings: &Settings) {
     let _ = s.set_nodelay(true);
     // Writes block; a peer that stops reading must not hold the thread
     // forever.
-    let t = settings.config.timeouts.transfer_idle;
+    let t = settings.config().timeouts.transfer_idle;
     if !t.is_zero() {
         let _ = s.set_write_timeout(Some(t));
     }
@@ -499,7 +502,7 @@ impl Driver<'_> {
         let now = self.now();
         let limit = match self.conn.poll_timeout() {
             Some(deadline) => deadline.saturating_since(now),
-            None => self.shared.settings.config.timeouts.connect,
+            None => self.shared.settings.config().timeouts.connect,
         };
         if limit.is_zero() {
             // Already past the deadline: the core's Connect timer answers.

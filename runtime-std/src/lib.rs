@@ -11,6 +11,7 @@ pub mod io_error;
 pub mod pool;
 pub mod resolver;
 pub mod settings;
+pub mod signals;
 
 pub use cli::Args;
 pub use clock::Clock;

@@ -31,6 +31,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Err(e) = proxy_std::signals::reload_on_sighup(settings.clone()) {
+        eprintln!("proxy-std: cannot watch SIGHUP: {e}");
+        std::process::exit(1);
+    }
     let mut listeners = Vec::with_capacity(settings.listen.len());
     for addr in &settings.listen {
         match TcpListener::bind(addr) {
@@ -81,7 +85,7 @@ fn main() {
 /// Closes idle pooled upstream connections once they pass the idle
 /// timeout, rather than only when a later request meets them.
 fn start_pool_sweeper(shared: &Arc<Shared>) {
-    let idle = shared.settings.config.timeouts.upstream_idle;
+    let idle = shared.settings.config().timeouts.upstream_idle;
     if idle.is_zero() {
         return; // nothing is ever pooled
     }

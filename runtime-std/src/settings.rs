@@ -4,7 +4,9 @@
 use crate::access_log::AccessLog;
 use crate::cli::Args;
 use crate::resolver::Resolver;
-use proxy_core::Config;
+use proxy_core::policy::{AuthConfig, Report, Sources};
+use proxy_core::{Config, Shared};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,8 +14,9 @@ use std::sync::Arc;
 /// The effective settings of a running proxy.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The core's configuration.
-    pub config: Arc<Config>,
+    /// The configuration and compiled policy in force, shared with every
+    /// connection; swapped whole by [`Settings::reload`].
+    pub shared: Arc<Shared>,
     /// Where to listen.
     pub listen: Vec<SocketAddr>,
     /// Where to write traces, if recording.
@@ -22,23 +25,109 @@ pub struct Settings {
     pub resolver: Resolver,
     /// Where access records go.
     pub access_log: AccessLog,
+    /// The arguments, to read the same files again on reload.
+    args: Args,
 }
 
 impl Settings {
-    /// Builds settings from parsed arguments, reading the config files.
-    /// Errors name the file, line and column.
+    /// Builds settings from parsed arguments: reads and layers the config
+    /// files, applies the flags, reads the lists and user files the policy
+    /// names, and compiles it. Errors name the file (and line and column
+    /// where there is one). What the policy compiler reports (entries
+    /// loaded, bad lines skipped, plain-text passwords) goes to stderr.
     pub fn load(args: &Args) -> Result<Settings, String> {
-        let config = load_config(&args.config)?;
+        let (config, sources) = load_all(args)?;
         if let Some(dir) = &args.record {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
+        let (shared, report) = Shared::new(config, sources).map_err(|e| e.to_string())?;
+        print_report(&report);
         Ok(Settings {
-            config: Arc::new(config),
+            shared,
             listen: args.listen.clone(),
             record: args.record.clone(),
             resolver: Resolver::new(args.resolve.iter().cloned()),
             access_log: AccessLog::console(args.quiet),
+            args: args.clone(),
         })
+    }
+
+    /// The configuration in force now.
+    pub fn config(&self) -> Arc<Config> {
+        self.shared.snapshot().config.clone()
+    }
+
+    /// Reads the configuration files, lists and user files again and puts
+    /// the result in force for every connection's next request. On any
+    /// error the running configuration stays and the error says why.
+    /// Listen addresses and connection caps are fixed at start-up.
+    pub fn reload(&self) -> Result<(), String> {
+        let (config, sources) = load_all(&self.args)?;
+        let report = self
+            .shared
+            .reload(config, sources)
+            .map_err(|e| e.to_string())?;
+        print_report(&report);
+        Ok(())
+    }
+}
+
+/// The configuration with the flags applied, and the text of every file
+/// its policy names.
+fn load_all(args: &Args) -> Result<(Config, Sources), String> {
+    let mut config = load_config(&args.config)?;
+    config
+        .policy
+        .deny_lists
+        .extend(args.blocklist.iter().map(|p| p.display().to_string()));
+    if let Some(file) = &args.auth_file {
+        let path = file.display().to_string();
+        match &mut config.policy.auth {
+            Some(auth) => auth.htpasswd = path,
+            None => {
+                config.policy.auth = Some(AuthConfig {
+                    htpasswd: path,
+                    realm: "proxy".to_owned(),
+                    allow_plaintext: false,
+                })
+            }
+        }
+    }
+    let policy = &config.policy;
+    let mut named: Vec<&String> = policy
+        .allow_lists
+        .iter()
+        .chain(&policy.deny_lists)
+        .collect();
+    if let Some(auth) = &policy.auth {
+        named.push(&auth.htpasswd);
+    }
+    let mut sources = Sources::new();
+    for name in named {
+        let text = std::fs::read_to_string(name).map_err(|e| format!("{name}: {e}"))?;
+        sources.insert(name.clone(), text);
+    }
+    Ok((config, sources))
+}
+
+/// Tells the operator what the policy compiler found.
+fn print_report(report: &Report) {
+    let mut err = std::io::stderr().lock();
+    for (file, loaded, rejected) in &report.files {
+        let _ = writeln!(
+            err,
+            "policy: {file}: {loaded} entries loaded, {rejected} lines rejected"
+        );
+    }
+    for e in &report.errors {
+        let _ = writeln!(err, "policy: {e}");
+    }
+    if report.plaintext_users > 0 {
+        let _ = writeln!(
+            err,
+            "WARNING: {} of {} proxy users have plain-text passwords (policy.auth.allow_plaintext); use htpasswd -B",
+            report.plaintext_users, report.users
+        );
     }
 }
 

@@ -69,5 +69,16 @@ def connect(proxy, origin):
     c.close()
 
 
+def private_literal(proxy, origin):
+    """With the default policy (no loopback allowance), a private IP literal
+    is refused before any connection is made."""
+    c = http.client.HTTPConnection("127.0.0.1", proxy)
+    c.request("GET", "http://10.0.0.1:%d/internal" % origin)
+    r = c.getresponse()
+    assert r.status == 403, r.status
+    r.read()
+    c.close()
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]](int(sys.argv[2]), int(sys.argv[3]))

@@ -9,6 +9,7 @@
 set -euo pipefail
 bin=${1:-proxy-smol}
 here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
 cargo build -q -p "$bin"
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -21,12 +22,25 @@ tls=$(free_port)
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$work/key.pem" -out "$work/cert.pem" -days 1 -subj /CN=localhost 2>/dev/null
 openssl s_server -quiet -accept "$tls" -cert "$work/cert.pem" -key "$work/key.pem" -www >/dev/null 2>&1 &
 sleep 0.5
+# The origins are on loopback, which the default policy guards; CONNECT
+# must reach the TLS origin's port too.
+cat > "$work/loopback.ron" <<'RON'
+(policy: (allow_private_destinations: true, connect_ports: []))
+RON
+echo '(policy: (allow_private_destinations: false))' > "$work/strict.ron"
+printf '# trace blocklist\nblocked.test   # a whole domain\n*.ads.test\n' > "$work/block.txt"
+# alice:password, as `htpasswd -s` makes it.
+printf 'alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n' > "$work/users"
 
-record() {  # record NAME NOTE -- command...
-  local name=$1 note=$2; shift 3
+record() {  # record NAME NOTE [proxy flags...] -- command...
+  local name=$1 note=$2; shift 2
+  local flags=()
+  while [ "$1" != "--" ]; do flags+=("$1"); shift; done
+  shift
   mkdir -p "$work/rec"; rm -f "$work/rec"/*
   local port; port=$(free_port)
-  "target/debug/$bin" --listen "127.0.0.1:$port" --record "$work/rec" --resolve gone.test= --resolve origin.test=127.0.0.1 >/dev/null 2>&1 &
+  # From inside the work folder, so files are named as an operator would.
+  (cd "$work" && exec "$root/target/debug/$bin" --listen "127.0.0.1:$port" --record rec --config loopback.ron --resolve gone.test= --resolve origin.test=127.0.0.1 --resolve blocked.test=127.0.0.1 "${flags[@]}" >/dev/null 2>&1) &
   local pid=$!
   sleep 0.3
   PROXY=$port "$@" >/dev/null 2>&1 || { echo "scenario $name failed" >&2; kill $pid; exit 1; }
@@ -63,3 +77,6 @@ record python-post "Python http.client POST with Content-Length" -- bash -c "pyt
 record python-bad-framing "Python raw socket: Content-Length with Transfer-Encoding, 400 and close" -- bash -c "python3 '$here/clients.py' bad_framing \$PROXY $origin"
 record python-pipelined "Python raw socket: two pipelined GETs, then half-close" -- bash -c "python3 '$here/clients.py' pipelined \$PROXY $origin"
 record python-connect "Python http.client CONNECT tunnel carrying plain HTTP" -- bash -c "python3 '$here/clients.py' connect \$PROXY $origin"
+record curl-blocked-domain "curl to a name on the blocklist: 403 denied_domain naming the rule" --blocklist block.txt -- bash -c "sh_curl http://www.blocked.test/ ; true"
+record curl-auth "curl without credentials (407), then with them (200) on one connection" --auth-file users -- bash -c "sh_curl --proxy-anyauth -U alice:password http://127.0.0.1:$origin/private"
+record python-ssrf-literal "Python http.client to a private IP literal under the default policy: 403 destination_ip_prohibited" --config strict.ron -- bash -c "python3 '$here/clients.py' private_literal \$PROXY $origin"

@@ -99,6 +99,11 @@ fn build_binaries(profile_dir: &Path) {
 
 static NEXT_FILE: AtomicUsize = AtomicUsize::new(0);
 
+/// The config layer that lets a proxy reach the tests' loopback origins:
+/// private destinations allowed, CONNECT to any port.
+pub const LOOPBACK_ORIGINS: &str =
+    "(policy: (allow_private_destinations: true, connect_ports: []))";
+
 /// A running proxy. Dropping it kills the process and waits for it.
 #[derive(Debug)]
 pub struct Proxy {
@@ -107,30 +112,59 @@ pub struct Proxy {
     addrs: Vec<SocketAddr>,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
-    config_file: Option<PathBuf>,
+    config_files: Vec<PathBuf>,
 }
 
 impl Proxy {
     /// Starts `bin` with `--listen 127.0.0.1:0` and `extra_args`, and
     /// waits until it says it is listening.
+    ///
+    /// The test origins live on loopback, which the default policy guards
+    /// (SSRF) and CONNECT may reach only on 443; so every proxy started
+    /// here first gets [`LOOPBACK_ORIGINS`] as a config layer, except
+    /// those from [`start_with_policy`](Proxy::start_with_policy).
     pub fn start(bin: Binary, extra_args: &[&str]) -> Proxy {
-        Proxy::launch(bin, &["127.0.0.1:0"], None, extra_args)
+        Proxy::launch(
+            bin,
+            &["127.0.0.1:0"],
+            Some(LOOPBACK_ORIGINS),
+            None,
+            extra_args,
+        )
+    }
+
+    /// Starts `bin` with only `ron` as configuration over the defaults:
+    /// the default policy applies where `ron` does not say otherwise.
+    pub fn start_with_policy(bin: Binary, ron: &str, extra_args: &[&str]) -> Proxy {
+        Proxy::launch(bin, &["127.0.0.1:0"], None, Some(ron), extra_args)
     }
 
     /// Like [`start`](Proxy::start), with `ron` written to a file passed
     /// as `--config`.
     pub fn start_with_config(bin: Binary, ron: &str, extra_args: &[&str]) -> Proxy {
-        Proxy::launch(bin, &["127.0.0.1:0"], Some(ron), extra_args)
+        Proxy::launch(
+            bin,
+            &["127.0.0.1:0"],
+            Some(LOOPBACK_ORIGINS),
+            Some(ron),
+            extra_args,
+        )
     }
 
     /// Starts `bin` listening on each of `listen` (one `--listen` each).
     pub fn start_listening(bin: Binary, listen: &[&str], extra_args: &[&str]) -> Proxy {
-        Proxy::launch(bin, listen, None, extra_args)
+        Proxy::launch(bin, listen, Some(LOOPBACK_ORIGINS), None, extra_args)
     }
 
-    fn launch(bin: Binary, listen: &[&str], config: Option<&str>, extra_args: &[&str]) -> Proxy {
+    fn launch(
+        bin: Binary,
+        listen: &[&str],
+        base: Option<&str>,
+        config: Option<&str>,
+        extra_args: &[&str],
+    ) -> Proxy {
         let path = bin.path();
-        let config_file = config.map(|text| {
+        let write = |text: &str| {
             let file = std::env::temp_dir().join(format!(
                 "proxy-e2e-{}-{}.ron",
                 std::process::id(),
@@ -138,12 +172,13 @@ impl Proxy {
             ));
             std::fs::write(&file, text).expect("write config file");
             file
-        });
+        };
+        let config_files: Vec<PathBuf> = base.into_iter().chain(config).map(write).collect();
         let mut cmd = Command::new(&path);
         for l in listen {
             cmd.args(["--listen", l]);
         }
-        if let Some(f) = &config_file {
+        for f in &config_files {
             cmd.arg("--config").arg(f);
         }
         cmd.args(extra_args)
@@ -185,7 +220,7 @@ impl Proxy {
             addrs: Vec::new(),
             stdout: stdout_lines,
             stderr: stderr_lines,
-            config_file,
+            config_files,
         };
         let deadline = Instant::now() + IO_TIMEOUT;
         while proxy.addrs.len() < listen.len() {
@@ -322,7 +357,7 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if let Some(f) = &self.config_file {
+        for f in &self.config_files {
             let _ = std::fs::remove_file(f);
         }
         if std::thread::panicking() {

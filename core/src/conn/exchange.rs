@@ -46,6 +46,12 @@ pub(super) struct Exchange {
     pub(super) status: u16,
     pub(super) bytes_to_client: u64,
     pub(super) bytes_from_client: u64,
+    /// The authenticated user.
+    pub(super) user: Option<String>,
+    /// The policy's refusal, when it refused.
+    pub(super) denial: Option<crate::policy::Denial>,
+    /// Request body bytes seen, against `max_body_bytes`.
+    pub(super) body_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

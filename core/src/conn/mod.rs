@@ -35,13 +35,15 @@
 //! pipelined request is still waiting in your buffer.
 //!
 //! ```
-//! use proxy_core::{Action, Config, ConnId, Connection, Instant, Side, WallAnchor};
-//! use std::sync::Arc;
+//! use proxy_core::{Action, Config, ConnId, Connection, Instant, Shared, Side, WallAnchor};
 //!
+//! // The default policy: loopback clients, no private destinations
+//! // (192.0.2.7 is documentation space, not private, so it may go).
+//! let (shared, _report) = Shared::new(Config::default(), Default::default()).unwrap();
 //! let mut conn = Connection::new(
 //!     ConnId(1),
 //!     "127.0.0.1:40000".parse().unwrap(),
-//!     Arc::new(Config::default()),
+//!     shared,
 //!     WallAnchor::default(),
 //!     Instant::ZERO,
 //! );
@@ -79,6 +81,9 @@ mod tests;
 
 use crate::config::Config;
 use crate::io::{Action, ConnId, Side};
+use crate::policy::caps::ConnPermit;
+use crate::policy::Policy;
+use crate::shared::Shared;
 use crate::time::{Instant, TimerTable, WallAnchor};
 use exchange::Exchange;
 use std::collections::VecDeque;
@@ -91,7 +96,13 @@ use std::sync::Arc;
 pub struct Connection {
     id: ConnId,
     client: SocketAddr,
+    shared: Arc<Shared>,
+    /// The configuration and policy in force for the current request,
+    /// refreshed from `shared` at each request head.
     config: Arc<Config>,
+    policy: Arc<Policy>,
+    /// This connection's place under the connection caps.
+    _permit: Option<ConnPermit>,
     anchor: WallAnchor,
     phase: Phase,
     /// The request head being read, copied out of the runtime's buffer
@@ -141,18 +152,24 @@ enum Queued {
 
 impl Connection {
     /// A new connection from `client`, accepted at `now`. `anchor` ties
-    /// `now` to the calendar for the `Date` header.
+    /// `now` to the calendar for the `Date` header. Over a connection cap,
+    /// the connection answers 503 at once and closes: drain its actions.
     pub fn new(
         id: ConnId,
         client: SocketAddr,
-        config: Arc<Config>,
+        shared: Arc<Shared>,
         anchor: WallAnchor,
         now: Instant,
     ) -> Self {
+        let snapshot = shared.snapshot();
+        let permit = shared.caps().try_acquire(client.ip());
         let mut conn = Connection {
             id,
             client,
-            config,
+            config: snapshot.config.clone(),
+            policy: snapshot.policy.clone(),
+            shared,
+            _permit: None,
             anchor,
             phase: Phase::Head,
             head: HeadBuf::default(),
@@ -166,7 +183,13 @@ impl Connection {
             shutting_down: false,
             segments: Vec::new(),
         };
-        conn.enter_idle(now);
+        match permit {
+            Ok(p) => {
+                conn._permit = Some(p);
+                conn.enter_idle(now);
+            }
+            Err(exceeded) => conn.refuse_over_cap(now, exceeded),
+        }
         conn
     }
 

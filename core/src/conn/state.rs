@@ -15,6 +15,8 @@ use crate::io::{
     UpstreamId,
 };
 use crate::log::{AccessRecord, ExchangeKind};
+use crate::policy::caps::CapExceeded;
+use crate::policy::{Denial, DenyKind};
 use crate::time::{Instant, Timer};
 use std::net::{IpAddr, SocketAddr};
 
@@ -128,6 +130,10 @@ impl Connection {
         let started = self.head.started.unwrap_or(now);
         self.head = HeadBuf::default();
         self.timers.stop(Timer::HeadRead);
+        // A reload applies from the next request on.
+        let snapshot = self.shared.snapshot();
+        self.config = snapshot.config.clone();
+        self.policy = snapshot.policy.clone();
         let head = match parse_request(
             raw,
             self.config.limits.max_headers,
@@ -165,17 +171,22 @@ impl Connection {
             status: 0,
             bytes_to_client: 0,
             bytes_from_client: raw.len() as u64,
+            user: None,
+            denial: None,
+            body_bytes: 0,
         };
-        match self.prepare(&head, &mut ex) {
+        match self.prepare(now, &head, &mut ex) {
             Ok(Prepared::Forward) => {}
             Ok(Prepared::Local) => {
                 self.phase = Phase::Exchange(Box::new(ex));
                 return self.answer_locally(now, &head, raw);
             }
             Err(e) => {
-                // What could not be framed cannot be skipped over either.
+                // What could not be framed cannot be skipped over either;
+                // a refusal leaves the stream sound.
+                let bad_request = matches!(e, ProxyError::Request(_));
                 self.phase = Phase::Exchange(Box::new(ex));
-                return self.fail(now, e.into(), true);
+                return self.fail(now, e, bad_request);
             }
         }
         let host = ex.authority.host.clone();
@@ -197,15 +208,20 @@ impl Connection {
     }
 
     /// Validates a parsed head and fills in where and how it goes.
-    fn prepare(&self, head: &RequestHead, ex: &mut Exchange) -> Result<Prepared, RequestError> {
-        let framing = request_framing(head)?;
+    fn prepare(
+        &self,
+        now: Instant,
+        head: &RequestHead,
+        ex: &mut Exchange,
+    ) -> Result<Prepared, ProxyError> {
+        let framing = request_framing(head).map_err(RequestError::from)?;
         let hosts = head.fields.get_all("host").count();
         // RFC 9112 §3.2: exactly one Host in HTTP/1.1, at most one in 1.0.
         if hosts > 1 || (hosts == 0 && head.version == Version::Http11) {
-            return Err(RequestError::BadHost);
+            return Err(RequestError::BadHost.into());
         }
         if self.via_names_us(head) {
-            return Err(RequestError::Loop);
+            return Err(RequestError::Loop.into());
         }
         let fields = &head.fields;
         ex.client_keep_alive = match head.version {
@@ -226,21 +242,45 @@ impl Connection {
         );
         ex.retry_safe = ex.req_body.is_none() && IDEMPOTENT.contains(&head.method.as_str());
 
-        if head.method == "CONNECT" {
+        if let (Some(max), Framing::Length(n)) = (limits.max_body_bytes, framing) {
+            if n > max {
+                return Err(RequestError::BodyTooLarge(max).into());
+            }
+        }
+
+        let connect = head.method == "CONNECT";
+        let uri = if connect {
             ex.kind = ExchangeKind::Tunnel;
             ex.authority = Authority::parse(&head.target, None)?;
             if framing != Framing::None {
-                return Err(RequestError::Malformed("CONNECT request with a body"));
+                return Err(RequestError::Malformed("CONNECT request with a body").into());
             }
+            None
+        } else {
+            if head.target == "*" || head.target.starts_with('/') {
+                return Err(RequestError::BadTarget(
+                    "origin-form request to a proxy; send an absolute URI (is the client configured to use this proxy?)",
+                )
+                .into());
+            }
+            let uri = AbsoluteUri::parse(&head.target)?;
+            ex.authority = uri.authority.clone();
+            Some(uri)
+        };
+
+        // Policy, in the order the policy module documents.
+        let policy = &self.policy;
+        let client_ip = self.client.ip();
+        policy.check_client(client_ip)?;
+        ex.user = policy.authenticate(fields.get("proxy-authorization"), now)?;
+        let user = ex.user.as_deref();
+        policy.check_method_and_port(&head.method, ex.authority.port, connect, user)?;
+        policy.check_host(&ex.authority.host)?;
+        policy.check_rate(client_ip, user, now)?;
+
+        let Some(uri) = uri else {
             return Ok(Prepared::Forward);
-        }
-        if head.target == "*" || head.target.starts_with('/') {
-            return Err(RequestError::BadTarget(
-                "origin-form request to a proxy; send an absolute URI (is the client configured to use this proxy?)",
-            ));
-        }
-        let uri = AbsoluteUri::parse(&head.target)?;
-        ex.authority = uri.authority.clone();
+        };
 
         // RFC 9110 §7.6.2: Max-Forwards governs TRACE and OPTIONS only.
         let mut max_forwards = None;
@@ -250,7 +290,7 @@ impl Connection {
                     .ok()
                     .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
                     .and_then(|s| s.parse().ok())
-                    .ok_or(RequestError::BadMaxForwards)?;
+                    .ok_or(ProxyError::Request(RequestError::BadMaxForwards))?;
                 if n == 0 {
                     return Ok(Prepared::Local);
                 }
@@ -320,8 +360,24 @@ impl Connection {
         let Some(reader) = ex.req_body.as_mut() else {
             return 0;
         };
-        // The request body goes upstream verbatim, chunk framing and all.
-        let result = reader.read(data, |_| {});
+        // The request body goes upstream verbatim, chunk framing and all;
+        // only its payload counts against the body limit.
+        let mut payload = 0u64;
+        let result = reader.read(data, |s| {
+            if let Segment::Data(n) = s {
+                payload += n as u64;
+            }
+        });
+        ex.body_bytes += payload;
+        if let Some(max) = self
+            .config
+            .limits
+            .max_body_bytes
+            .filter(|&max| ex.body_bytes > max)
+        {
+            self.fail(now, RequestError::BodyTooLarge(max).into(), true);
+            return data.len();
+        }
         match result {
             Ok(n) => {
                 ex.bytes_from_client += n as u64;
@@ -374,6 +430,15 @@ impl Connection {
         let host = ex.authority.host.to_string();
         match result {
             Ok(addrs) if !addrs.is_empty() => {
+                // Every address is judged, so a name cannot smuggle a
+                // private one past the guard (DNS rebinding); the core
+                // connects only to addresses from this list.
+                if let Err(d) = self.policy.check_addresses(addrs) {
+                    ex.upstream_addr = addrs
+                        .first()
+                        .map(|ip| SocketAddr::new(*ip, ex.authority.port));
+                    return self.fail(now, d.into(), false);
+                }
                 ex.addrs = addrs.to_vec();
                 self.connect_next(now);
             }
@@ -829,7 +894,7 @@ impl Connection {
             crate::io::TunnelEndReason::Shutdown => Some("shutdown"),
         };
         let record = self.record(now, &ex, note.map(str::to_owned));
-        self.push(Action::Log(record));
+        self.push(Action::Log(Box::new(record)));
         self.close(CloseReason::TunnelDone);
     }
 
@@ -892,7 +957,7 @@ impl Connection {
             return;
         };
         let record = self.record(now, &ex, None);
-        self.push(Action::Log(record));
+        self.push(Action::Log(Box::new(record)));
         if let Some(upstream) = ex.upstream {
             let reuse = ex.upstream_reusable && ex.req_done() && ex.resp_done();
             self.push(Action::Release { upstream, reuse });
@@ -929,6 +994,10 @@ impl Connection {
             || self.shutting_down
             || self.client_eof;
         let head_only = ex.method == "HEAD";
+        if let ProxyError::Denied(d) = &err {
+            ex.denial = Some(d.clone());
+        }
+        let extra = err.extra_fields();
         let status = err.status();
         let date = http_date(self.anchor.wall(now));
         let message = err.to_string();
@@ -940,6 +1009,7 @@ impl Connection {
             date: &date,
             close,
             head_only,
+            extra: &extra,
         };
         let mut bytes = Vec::new();
         page.write(&mut bytes);
@@ -950,7 +1020,7 @@ impl Connection {
         ex.status = status;
         ex.bytes_to_client += len as u64;
         let record = self.record(now, &ex, Some(err.proxy_status().to_owned()));
-        self.push(Action::Log(record));
+        self.push(Action::Log(Box::new(record)));
         if let Some(upstream) = ex.upstream {
             self.push(Action::Release {
                 upstream,
@@ -974,7 +1044,7 @@ impl Connection {
             return;
         };
         let record = self.record(now, &ex, Some(note.to_owned()));
-        self.push(Action::Log(record));
+        self.push(Action::Log(Box::new(record)));
         if let Some(upstream) = ex.upstream {
             self.push(Action::Release {
                 upstream,
@@ -993,8 +1063,34 @@ impl Connection {
         bytes_in: u64,
         err: RequestError,
     ) {
+        self.refuse_connection(now, started, bytes_in, err.into(), CloseReason::BadRequest);
+    }
+
+    /// Refuses a connection over a cap: 503 before reading anything.
+    pub(super) fn refuse_over_cap(&mut self, now: Instant, exceeded: CapExceeded) {
+        let rule = match exceeded {
+            CapExceeded::Global(n) => format!("max_connections ({n})"),
+            CapExceeded::PerIp(n) => format!("max_connections_per_ip ({n})"),
+        };
+        let denial = Denial {
+            kind: DenyKind::Connections,
+            rule,
+        };
+        self.refuse_connection(now, now, 0, denial.into(), CloseReason::AfterError);
+    }
+
+    /// Answers `err` outside any exchange, logs it, and closes.
+    fn refuse_connection(
+        &mut self,
+        now: Instant,
+        started: Instant,
+        bytes_in: u64,
+        err: ProxyError,
+        reason: CloseReason,
+    ) {
         let date = http_date(self.anchor.wall(now));
         let message = err.to_string();
+        let extra = err.extra_fields();
         let page = ErrorPage {
             status: err.status(),
             proxy_status: err.proxy_status(),
@@ -1003,6 +1099,7 @@ impl Connection {
             date: &date,
             close: true,
             head_only: false,
+            extra: &extra,
         };
         let mut bytes = Vec::new();
         page.write(&mut bytes);
@@ -1010,8 +1107,12 @@ impl Connection {
         let mut record =
             self.unparsed_record(now, started, bytes_in, err.status(), err.proxy_status());
         record.bytes_to_client = len as u64;
-        self.push(Action::Log(record));
-        self.close(CloseReason::BadRequest);
+        if let ProxyError::Denied(d) = &err {
+            record.decision = d.decision().to_owned();
+            record.rule = Some(d.rule.clone());
+        }
+        self.push(Action::Log(Box::new(record)));
+        self.close(reason);
     }
 
     fn log_unparsed(
@@ -1023,7 +1124,7 @@ impl Connection {
         note: &str,
     ) {
         let record = self.unparsed_record(now, started, bytes_in, status, note);
-        self.push(Action::Log(record));
+        self.push(Action::Log(Box::new(record)));
     }
 
     fn unparsed_record(
@@ -1046,6 +1147,9 @@ impl Connection {
             duration: now - started,
             kind: ExchangeKind::Http,
             error: Some(note.to_owned()),
+            user: None,
+            decision: "allowed".to_owned(),
+            rule: None,
         }
     }
 
@@ -1062,6 +1166,13 @@ impl Connection {
             duration: now - ex.started,
             kind: ex.kind,
             error,
+            user: ex.user.clone(),
+            decision: ex
+                .denial
+                .as_ref()
+                .map_or("allowed", |d| d.decision())
+                .to_owned(),
+            rule: ex.denial.as_ref().map(|d| d.rule.clone()),
         }
     }
 

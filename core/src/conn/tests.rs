@@ -38,6 +38,20 @@ pub(crate) struct Sim {
 
 impl Sim {
     pub(crate) fn new(config: Config) -> Sim {
+        Sim::with_shared(crate::Shared::allow_all(config))
+    }
+
+    /// A world whose connection compiles `config`'s own policy.
+    pub(crate) fn with_policy(config: Config, sources: &[(&str, &str)]) -> Sim {
+        let sources = sources
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (shared, _) = crate::Shared::new(config, sources).expect("policy compiles");
+        Sim::with_shared(shared)
+    }
+
+    pub(crate) fn with_shared(shared: Arc<crate::Shared>) -> Sim {
         let anchor = WallAnchor {
             unix_at_zero: UnixTime(1_795_270_203_000_000),
         };
@@ -45,7 +59,7 @@ impl Sim {
             conn: Connection::new(
                 ConnId(7),
                 "127.0.0.1:40000".parse().unwrap(),
-                Arc::new(config),
+                shared,
                 anchor,
                 Instant::ZERO,
             ),
@@ -118,7 +132,7 @@ impl Sim {
                     assert!(self.closed.is_none(), "closed twice");
                     self.closed = Some(reason);
                 }
-                Action::Log(r) => self.logs.push(r),
+                Action::Log(r) => self.logs.push(*r),
             }
         }
     }
@@ -995,4 +1009,274 @@ fn failed_connect_closes_so_early_tunnel_bytes_are_never_parsed() {
     assert!(sim.client_text().contains("Connection: close\r\n"));
     assert_eq!(sim.closed, Some(CloseReason::AfterError));
     assert_eq!(sim.logs.len(), 1, "the early bytes make no second record");
+}
+
+/// Policy refusals: each is an HTTP answer with Proxy-Status, a log record
+/// naming the decision and rule, and nothing sent upstream.
+mod policy {
+    use super::*;
+    use crate::policy::PolicyConfig;
+
+    fn config(policy: PolicyConfig) -> Config {
+        Config {
+            policy,
+            ..Config::default()
+        }
+    }
+
+    fn assert_refused(sim: &Sim, status: u16, proxy_status: &str, decision: &str) -> AccessRecord {
+        let text = sim.client_text();
+        assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{text}");
+        assert!(
+            text.contains(&format!(
+                "Proxy-Status: proxy-rs; error={proxy_status}; details="
+            )),
+            "{text}"
+        );
+        let log = sim.logs.last().expect("a record").clone();
+        assert_eq!(log.status, status);
+        assert_eq!(log.decision, decision);
+        assert!(log.rule.is_some());
+        assert!(sim.connects.is_empty(), "nothing was connected");
+        log
+    }
+
+    #[test]
+    fn denied_domain_names_its_rule_and_keeps_the_connection() {
+        let cfg = config(PolicyConfig {
+            deny_lists: vec!["block.txt".into()],
+            ..Default::default()
+        });
+        let mut sim = Sim::with_policy(cfg, &[("block.txt", "# ads\nads.example  # all of it\n")]);
+        sim.client_sends(b"GET http://cdn.ADS.example./x HTTP/1.1\r\nHost: a\r\n\r\n");
+        let log = assert_refused(&sim, 403, "http_request_denied", "denied_domain");
+        assert_eq!(log.rule.as_deref(), Some("deny ads.example (block.txt:2)"));
+        assert!(sim.client_text().contains("block.txt:2"));
+        assert!(sim.resolves.is_empty());
+        assert!(sim.closed.is_none(), "a refusal leaves the stream usable");
+    }
+
+    #[test]
+    fn private_ip_literals_are_refused_before_connecting() {
+        for target in [
+            "http://127.0.0.1/",
+            "http://10.1.2.3:8080/",
+            "http://[::1]/",
+            "http://[::ffff:10.0.0.1]/",
+            "http://169.254.169.254/latest/meta-data/",
+        ] {
+            let mut sim = Sim::with_policy(Config::default(), &[]);
+            sim.client_sends(format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+            assert_refused(&sim, 403, "destination_ip_prohibited", "denied_address");
+        }
+    }
+
+    #[test]
+    fn a_name_resolving_to_a_private_address_is_refused_after_resolution() {
+        let mut sim = Sim::with_policy(Config::default(), &[]);
+        sim.client_sends(b"GET http://rebind.test/ HTTP/1.1\r\nHost: rebind.test\r\n\r\n");
+        sim.resolve(&["93.184.216.34", "127.0.0.1"]);
+        let log = assert_refused(&sim, 403, "destination_ip_prohibited", "denied_address");
+        assert!(log
+            .rule
+            .unwrap()
+            .starts_with("127.0.0.1: deny 127.0.0.0/8 (built-in private range)"));
+    }
+
+    #[test]
+    fn clients_outside_the_allowed_ranges_get_403() {
+        let cfg = config(PolicyConfig {
+            clients: vec!["10.0.0.0/8".into()],
+            ..Default::default()
+        });
+        let mut sim = Sim::with_policy(cfg, &[]);
+        sim.client_sends(b"GET http://example.com/ HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_refused(&sim, 403, "http_request_denied", "denied_client");
+        assert!(sim.resolves.is_empty());
+    }
+
+    #[test]
+    fn connect_only_to_allowed_ports_and_users_can_have_their_own() {
+        use crate::policy::{auth, AuthConfig, UserRules};
+        let _ = auth::parse_basic; // the header format is tested in auth.rs
+        let mut users = std::collections::BTreeMap::new();
+        users.insert(
+            "admin".to_owned(),
+            UserRules {
+                connect_ports: Some(vec![22, 443]),
+                ..Default::default()
+            },
+        );
+        let cfg = config(PolicyConfig {
+            users,
+            auth: Some(AuthConfig {
+                htpasswd: "users".into(),
+                realm: "r".into(),
+                allow_plaintext: true,
+            }),
+            ..Default::default()
+        });
+        let sources = [("users", "admin:pw\nbob:pw\n")];
+        let basic = |u: &str| {
+            format!(
+                "Proxy-Authorization: Basic {}\r\n",
+                base64_encode(&format!("{u}:pw"))
+            )
+        };
+
+        let mut sim = Sim::with_policy(cfg.clone(), &sources);
+        sim.client_sends(
+            format!(
+                "CONNECT example.com:22 HTTP/1.1\r\nHost: x\r\n{}\r\n",
+                basic("bob")
+            )
+            .as_bytes(),
+        );
+        let log = assert_refused(&sim, 403, "http_request_denied", "denied_port");
+        assert_eq!(log.user.as_deref(), Some("bob"));
+
+        let mut sim = Sim::with_policy(cfg, &sources);
+        sim.client_sends(
+            format!(
+                "CONNECT example.com:22 HTTP/1.1\r\nHost: x\r\n{}\r\n",
+                basic("admin")
+            )
+            .as_bytes(),
+        );
+        assert_eq!(sim.resolves.len(), 1, "admin may CONNECT to 22");
+    }
+
+    #[test]
+    fn missing_or_wrong_credentials_get_407_with_a_challenge() {
+        use crate::policy::AuthConfig;
+        let cfg = config(PolicyConfig {
+            auth: Some(AuthConfig {
+                htpasswd: "users".into(),
+                realm: "corp".into(),
+                allow_plaintext: true,
+            }),
+            ..Default::default()
+        });
+        let sources = [("users", "alice:secret\n")];
+        for creds in [
+            "",
+            "Proxy-Authorization: Basic YWxpY2U6d3Jvbmc=\r\n",
+            "Proxy-Authorization: Bearer x\r\n",
+        ] {
+            let mut sim = Sim::with_policy(cfg.clone(), &sources);
+            sim.client_sends(
+                format!("GET http://example.com/ HTTP/1.1\r\nHost: a\r\n{creds}\r\n").as_bytes(),
+            );
+            assert_refused(&sim, 407, "http_request_denied", "auth_required");
+            assert!(sim
+                .client_text()
+                .contains("Proxy-Authenticate: Basic realm=\"corp\""));
+            assert!(
+                sim.closed.is_none(),
+                "the client may retry with credentials"
+            );
+        }
+        let mut sim = Sim::with_policy(cfg, &sources);
+        sim.client_sends(b"GET http://example.com/ HTTP/1.1\r\nHost: a\r\nProxy-Authorization: Basic YWxpY2U6c2VjcmV0\r\n\r\n");
+        sim.resolve(&["93.184.216.34"]);
+        sim.connect_ok(false);
+        assert!(
+            !sim.sent_upstream().contains("Proxy-Authorization"),
+            "the credential is never forwarded"
+        );
+        sim.upstream_sends(OK_HELLO);
+        assert_eq!(sim.logs[0].user.as_deref(), Some("alice"));
+        assert_eq!(sim.logs[0].decision, "allowed");
+    }
+
+    #[test]
+    fn over_the_rate_limit_gets_429_with_retry_after() {
+        use crate::policy::rate::RateConfig;
+        let cfg = config(PolicyConfig {
+            rate: Some(RateConfig {
+                requests: 2,
+                per: Duration::from_secs(10),
+                burst: None,
+            }),
+            allow_private_destinations: true,
+            ..Default::default()
+        });
+        let mut sim = Sim::with_policy(cfg, &[]);
+        for _ in 0..2 {
+            sim.client_sends(b"GET http://192.0.2.1/ HTTP/1.1\r\nHost: a\r\n\r\n");
+            sim.connect_ok(false);
+            sim.upstream_sends(b"HTTP/1.1 204 No Content\r\n\r\n");
+        }
+        sim.take_client_text();
+        sim.client_sends(b"GET http://192.0.2.1/ HTTP/1.1\r\nHost: a\r\n\r\n");
+        let text = sim.client_text();
+        assert!(
+            text.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("Retry-After: 5\r\n"), "{text}");
+        assert_eq!(sim.logs.last().unwrap().decision, "rate_limited");
+    }
+
+    #[test]
+    fn connections_over_the_cap_get_503_at_once() {
+        let cfg = Config {
+            limits: crate::config::Limits {
+                max_connections_per_ip: Some(1),
+                ..Default::default()
+            },
+            ..Config::default()
+        };
+        let (shared, _) = crate::Shared::new(cfg, Default::default()).unwrap();
+        let first = Sim::with_shared(shared.clone());
+        let mut second = Sim::with_shared(shared.clone());
+        second.drain(&[], &[]);
+        assert!(second
+            .client_text()
+            .starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(second
+            .client_text()
+            .contains("error=connection_limit_reached"));
+        assert_eq!(second.closed, Some(CloseReason::AfterError));
+        assert_eq!(second.logs[0].decision, "connection_limit");
+        assert!(first.closed.is_none());
+        drop(first);
+        drop(second);
+        assert_eq!(shared.caps().active(), 0, "places are given back");
+        let mut third = Sim::with_shared(shared);
+        third.drain(&[], &[]);
+        assert!(third.closed.is_none(), "a freed place can be taken again");
+    }
+
+    #[test]
+    fn body_over_the_limit_gets_413() {
+        let cfg = Config {
+            limits: crate::config::Limits {
+                max_body_bytes: Some(10),
+                ..Default::default()
+            },
+            ..Config::default()
+        };
+        let mut sim = Sim::new(cfg.clone());
+        sim.client_sends(
+            b"POST http://192.0.2.1/ HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n",
+        );
+        assert!(sim.client_text().starts_with("HTTP/1.1 413 "));
+        assert!(sim.connects.is_empty());
+
+        let mut sim = Sim::new(cfg);
+        sim.client_sends(
+            b"POST http://192.0.2.1/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        sim.connect_ok(false);
+        sim.client_sends(b"6\r\nabcdef\r\n6\r\nghijkl\r\n0\r\n\r\n");
+        assert!(sim.client_text().starts_with("HTTP/1.1 413 "));
+        assert_eq!(sim.releases, vec![(UpstreamId(0), false)]);
+        assert_eq!(sim.closed, Some(CloseReason::BadRequest));
+    }
+
+    fn base64_encode(text: &str) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(text)
+    }
 }

@@ -81,6 +81,8 @@ pub struct ErrorPage<'a> {
     pub close: bool,
     /// Omit the body (the request was HEAD).
     pub head_only: bool,
+    /// More header fields (`Proxy-Authenticate`, `Retry-After`).
+    pub extra: &'a [(&'a str, String)],
 }
 
 impl ErrorPage<'_> {
@@ -105,6 +107,9 @@ impl ErrorPage<'_> {
             self.proxy_status,
             sf_string(self.message),
         );
+        for (name, value) in self.extra {
+            let _ = write!(head, "{name}: {value}\r\n");
+        }
         if self.status == 408 || self.close {
             head.push_str("Connection: close\r\n");
         }
@@ -191,6 +196,7 @@ mod tests {
             date: "D",
             close: true,
             head_only: false,
+            extra: &[("Retry-After", "3".to_owned())],
         }
         .write(&mut out);
         let text = String::from_utf8(out).unwrap();
@@ -200,6 +206,7 @@ mod tests {
             "Proxy-Status: p; error=dns_error; details=\"cannot resolve <evil>\\\"x\\\"\""
         ));
         assert!(head.contains("Connection: close"));
+        assert!(head.contains("\r\nRetry-After: 3\r\n"));
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
         assert!(body.contains("cannot resolve &lt;evil&gt;&quot;x&quot;"));
     }
@@ -215,6 +222,7 @@ mod tests {
             date: "D",
             close: false,
             head_only: true,
+            extra: &[],
         }
         .write(&mut out);
         let text = String::from_utf8(out).unwrap();

@@ -1,0 +1,231 @@
+//! Address rules: CIDR ranges that allow or deny, most specific prefix
+//! first, deny winning a tie. One hash lookup per distinct prefix length,
+//! so tens of thousands of ranges cost a few dozen lookups at most.
+
+use super::domain::Action;
+use super::Origin;
+use ipnet::IpNet;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+
+/// One address rule as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CidrRule {
+    /// The range (host bits cleared).
+    pub net: IpNet,
+    /// What it does.
+    pub action: Action,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+impl fmt::Display for CidrRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = match self.action {
+            Action::Allow => "allow",
+            Action::Deny => "deny",
+        };
+        write!(f, "{verb} {} ({})", self.net, self.origin)
+    }
+}
+
+/// Ranges no destination should reach unless explicitly allowed: the SSRF
+/// guard. Loopback, private (RFC 1918), CGNAT, link-local, unique-local,
+/// unspecified, multicast, reserved, benchmarking, and NAT64 (which can
+/// embed any of the IPv4 ones).
+pub const PRIVATE_RANGES: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+    "::/128",
+    "::1/128",
+    "64:ff9b::/96",
+    "fc00::/7",
+    "fe80::/10",
+    "ff00::/8",
+];
+
+/// Parses `10.0.0.0/8`, `::1/128`, or a bare address (a host range).
+pub fn parse_net(text: &str) -> Result<IpNet, String> {
+    let t = text.trim();
+    if let Ok(net) = t.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    t.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("{text:?} is not an IP address or CIDR range"))
+}
+
+/// The form an address is judged in: IPv4-mapped IPv6 (`::ffff:10.0.0.1`)
+/// is the IPv4 address it carries, so it meets the IPv4 rules.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
+}
+
+/// Compiled address rules.
+#[derive(Debug, Clone, Default)]
+pub struct CidrTable {
+    rules: Vec<CidrRule>,
+    /// Prefix length → network → rule index, per family.
+    v4: HashMap<u8, HashMap<IpNet, usize>>,
+    v6: HashMap<u8, HashMap<IpNet, usize>>,
+    /// Prefix lengths present, longest first.
+    v4_lens: Vec<u8>,
+    v6_lens: Vec<u8>,
+}
+
+impl CidrTable {
+    /// Compiles rules.
+    pub fn new(rules: impl IntoIterator<Item = CidrRule>) -> Self {
+        let mut t = CidrTable::default();
+        for r in rules {
+            t.add(r);
+        }
+        t
+    }
+
+    /// Adds one rule.
+    pub fn add(&mut self, rule: CidrRule) {
+        let index = self.rules.len();
+        let net = rule.net.trunc();
+        let (map, lens) = match net {
+            IpNet::V4(_) => (&mut self.v4, &mut self.v4_lens),
+            IpNet::V6(_) => (&mut self.v6, &mut self.v6_lens),
+        };
+        let len = net.prefix_len();
+        let slot = map.entry(len).or_default();
+        let replace = match slot.get(&net) {
+            None => true,
+            Some(&i) => self.rules[i].action == Action::Allow && rule.action == Action::Deny,
+        };
+        if replace {
+            slot.insert(net, index);
+        }
+        if !lens.contains(&len) {
+            lens.push(len);
+            lens.sort_unstable_by(|a, b| b.cmp(a));
+        }
+        self.rules.push(rule);
+    }
+
+    /// How many rules.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The most specific rule covering `ip`.
+    pub fn lookup(&self, ip: IpAddr) -> Option<&CidrRule> {
+        let ip = canonical(ip);
+        let (map, lens) = match ip {
+            IpAddr::V4(_) => (&self.v4, &self.v4_lens),
+            IpAddr::V6(_) => (&self.v6, &self.v6_lens),
+        };
+        for &len in lens {
+            let net = IpNet::new(ip, len).ok()?.trunc();
+            if let Some(&i) = map.get(&len).and_then(|m| m.get(&net)) {
+                return Some(&self.rules[i]);
+            }
+        }
+        None
+    }
+
+    /// Distinct networks, for a quick size report.
+    pub fn distinct(&self) -> usize {
+        let mut s = HashSet::new();
+        for r in &self.rules {
+            s.insert(r.net);
+        }
+        s.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(net: &str, action: Action) -> CidrRule {
+        CidrRule {
+            net: parse_net(net).unwrap(),
+            action,
+            origin: Origin::config(),
+        }
+    }
+
+    fn private() -> CidrTable {
+        CidrTable::new(PRIVATE_RANGES.iter().map(|n| rule(n, Action::Deny)))
+    }
+
+    fn decide(t: &CidrTable, ip: &str) -> Option<Action> {
+        t.lookup(ip.parse().unwrap()).map(|r| r.action)
+    }
+
+    #[test]
+    fn private_ranges_cover_the_usual_suspects() {
+        let t = private();
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.31.255.255",
+            "192.168.0.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "64:ff9b::a00:1",
+        ] {
+            assert_eq!(decide(&t, ip), Some(Action::Deny), "{ip}");
+        }
+        for ip in ["93.184.216.34", "172.32.0.1", "2606:4700::1", "8.8.8.8"] {
+            assert_eq!(decide(&t, ip), None, "{ip}");
+        }
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_meets_the_ipv4_rules() {
+        let t = private();
+        assert_eq!(decide(&t, "::ffff:10.0.0.1"), Some(Action::Deny));
+        assert_eq!(decide(&t, "::ffff:127.0.0.1"), Some(Action::Deny));
+        assert_eq!(decide(&t, "::ffff:8.8.8.8"), None);
+    }
+
+    #[test]
+    fn most_specific_prefix_wins_and_deny_wins_ties() {
+        let mut t = private();
+        t.add(rule("127.0.0.1/32", Action::Allow));
+        t.add(rule("10.9.0.0/16", Action::Allow));
+        t.add(rule("10.9.9.9", Action::Deny));
+        assert_eq!(decide(&t, "127.0.0.1"), Some(Action::Allow));
+        assert_eq!(decide(&t, "127.0.0.2"), Some(Action::Deny));
+        assert_eq!(decide(&t, "10.9.1.1"), Some(Action::Allow));
+        assert_eq!(decide(&t, "10.9.9.9"), Some(Action::Deny));
+        t.add(rule("10.9.1.0/24", Action::Allow));
+        t.add(rule("10.9.1.0/24", Action::Deny));
+        assert_eq!(decide(&t, "10.9.1.1"), Some(Action::Deny));
+    }
+
+    #[test]
+    fn parse_accepts_ranges_and_bare_addresses() {
+        assert_eq!(parse_net("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(parse_net("::1").unwrap().to_string(), "::1/128");
+        assert_eq!(parse_net(" 1.2.3.4 ").unwrap().to_string(), "1.2.3.4/32");
+        assert!(parse_net("10.0.0.0/33").is_err());
+        assert!(parse_net("example.com").is_err());
+    }
+}

@@ -1,0 +1,619 @@
+//! Who may go where, how often, and with what answer: access rules
+//! compiled once from configuration (and the list files it names) and
+//! consulted per request.
+//!
+//! A request is checked in this order, and the first refusal answers:
+//!
+//! 1. **client**: the client's address must be in `clients` (403);
+//! 2. **authentication**: with `auth` configured, `Proxy-Authorization:
+//!    Basic` must name a user of the htpasswd file (407);
+//! 3. **method** and **port**: `methods` (any when empty), `connect_ports`
+//!    for CONNECT (443 by default, like Squid's SSL_ports), `http_ports`
+//!    for plain HTTP (any when empty); a user's entry in `users` replaces
+//!    these for that user (403);
+//! 4. **destination name**: the domain rules (see [`domain`]; most
+//!    specific wins, deny wins ties, `default` when none applies) (403);
+//! 5. **rate**: per client address, and per user when authenticated (429);
+//! 6. **destination address**: an IP-literal target before connecting,
+//!    and every address a name resolves to, against the address rules
+//!    (see [`cidr`]); the built-in private ranges are denied unless
+//!    `allow_private_destinations` (403).
+
+pub mod auth;
+pub mod caps;
+pub mod cidr;
+pub mod domain;
+pub mod list;
+pub mod rate;
+
+use self::auth::Htpasswd;
+use self::cidr::{CidrRule, CidrTable};
+use self::domain::{Action, DomainRules};
+use self::rate::RateConfig;
+use crate::http::target::Host;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where a rule came from: a list file and line, or the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// A file name, `config`, or `built-in`.
+    pub source: Arc<str>,
+    /// 1-based line in the file; 0 when not from a file.
+    pub line: u32,
+}
+
+impl Origin {
+    /// A rule written inline in the configuration.
+    pub fn config() -> Origin {
+        Origin {
+            source: Arc::from("config"),
+            line: 0,
+        }
+    }
+
+    fn builtin() -> Origin {
+        Origin {
+            source: Arc::from("built-in private range"),
+            line: 0,
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            f.write_str(&self.source)
+        } else {
+            write!(f, "{}:{}", self.source, self.line)
+        }
+    }
+}
+
+/// A line of a list or configuration that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineError {
+    /// Where.
+    pub origin: Origin,
+    /// What was wrong.
+    pub message: String,
+}
+
+impl fmt::Display for LineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.origin, self.message)
+    }
+}
+
+/// Access rules as configured. List files are named here and read by
+/// the runtime; their text reaches [`Policy::compile`] in [`Sources`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Client ranges allowed to use the proxy at all. Loopback only by
+    /// default: a proxy open to the network must be opened on purpose.
+    pub clients: Vec<String>,
+    /// Entries to allow: domain patterns or address ranges.
+    pub allow: Vec<String>,
+    /// Entries to deny: domain patterns or address ranges.
+    pub deny: Vec<String>,
+    /// List files of entries to allow.
+    pub allow_lists: Vec<String>,
+    /// List files of entries to deny (blocklists).
+    pub deny_lists: Vec<String>,
+    /// What happens to a name no domain rule covers.
+    pub default: Action,
+    /// Lift the SSRF guard: let destinations in private, loopback,
+    /// link-local and other special ranges through.
+    pub allow_private_destinations: bool,
+    /// Methods allowed; empty means any.
+    pub methods: Vec<String>,
+    /// Ports CONNECT may reach.
+    pub connect_ports: Vec<u16>,
+    /// Ports plain HTTP may reach; empty means any.
+    pub http_ports: Vec<u16>,
+    /// Per-user replacements of the method and port rules.
+    pub users: BTreeMap<String, UserRules>,
+    /// Basic proxy authentication, when set.
+    pub auth: Option<AuthConfig>,
+    /// Request rate limit per client address (and per user), when set.
+    pub rate: Option<RateConfig>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            clients: vec!["127.0.0.0/8".to_owned(), "::1/128".to_owned()],
+            allow: Vec::new(),
+            deny: Vec::new(),
+            allow_lists: Vec::new(),
+            deny_lists: Vec::new(),
+            default: Action::Allow,
+            allow_private_destinations: false,
+            methods: Vec::new(),
+            connect_ports: vec![443],
+            http_ports: Vec::new(),
+            users: BTreeMap::new(),
+            auth: None,
+            rate: None,
+        }
+    }
+}
+
+/// Rules that replace the general ones for one user.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UserRules {
+    /// Replaces `methods`.
+    pub methods: Option<Vec<String>>,
+    /// Replaces `connect_ports`.
+    pub connect_ports: Option<Vec<u16>>,
+    /// Replaces `http_ports`.
+    pub http_ports: Option<Vec<u16>>,
+}
+
+/// Basic proxy authentication.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The htpasswd file.
+    pub htpasswd: String,
+    /// The realm in `Proxy-Authenticate`.
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    /// Accept `user:password` lines in plain text (insecure; warned about).
+    #[serde(default)]
+    pub allow_plaintext: bool,
+}
+
+fn default_realm() -> String {
+    "proxy".to_owned()
+}
+
+/// The text of every file the configuration names, by the name it uses.
+pub type Sources = BTreeMap<String, String>;
+
+/// What compiling a policy found worth telling the operator.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Per file: entries loaded and lines rejected.
+    pub files: Vec<(String, usize, usize)>,
+    /// Every rejected line, with where.
+    pub errors: Vec<LineError>,
+    /// Users in the htpasswd file.
+    pub users: usize,
+    /// Of them, with plain-text passwords.
+    pub plaintext_users: usize,
+}
+
+/// A configuration that cannot be compiled at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PolicyError(pub String);
+
+/// Why a request was refused, and by which rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// Which check refused.
+    pub kind: DenyKind,
+    /// The rule, spelled for a person (`deny example.com (blocklist.txt:3)`).
+    pub rule: String,
+}
+
+/// The checks that can refuse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DenyKind {
+    /// The client address is not allowed.
+    Client,
+    /// No credentials, or wrong ones; carries the realm.
+    Auth {
+        /// For `Proxy-Authenticate`.
+        realm: String,
+    },
+    /// The method is not allowed.
+    Method,
+    /// The port is not allowed.
+    Port,
+    /// The destination name is denied.
+    Domain,
+    /// A destination address is denied.
+    Address,
+    /// Over the rate limit; retry after this long.
+    Rate(Duration),
+    /// Over a connection cap.
+    Connections,
+}
+
+impl Denial {
+    /// The status to answer with.
+    pub fn status(&self) -> u16 {
+        match self.kind {
+            DenyKind::Auth { .. } => 407,
+            DenyKind::Rate(_) => 429,
+            DenyKind::Connections => 503,
+            _ => 403,
+        }
+    }
+
+    /// The RFC 9209 error type.
+    pub fn proxy_status(&self) -> &'static str {
+        match self.kind {
+            DenyKind::Address => "destination_ip_prohibited",
+            DenyKind::Connections => "connection_limit_reached",
+            _ => "http_request_denied",
+        }
+    }
+
+    /// Decision name for logs: what kind of refusal.
+    pub fn decision(&self) -> &'static str {
+        match self.kind {
+            DenyKind::Client => "denied_client",
+            DenyKind::Auth { .. } => "auth_required",
+            DenyKind::Method => "denied_method",
+            DenyKind::Port => "denied_port",
+            DenyKind::Domain => "denied_domain",
+            DenyKind::Address => "denied_address",
+            DenyKind::Rate(_) => "rate_limited",
+            DenyKind::Connections => "connection_limit",
+        }
+    }
+}
+
+impl std::error::Error for Denial {}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            DenyKind::Client => write!(
+                f,
+                "clients from this address may not use this proxy ({})",
+                self.rule
+            ),
+            DenyKind::Auth { .. } => write!(f, "proxy authentication required ({})", self.rule),
+            DenyKind::Method => write!(f, "method not allowed ({})", self.rule),
+            DenyKind::Port => write!(f, "port not allowed ({})", self.rule),
+            DenyKind::Domain => write!(f, "destination denied by policy ({})", self.rule),
+            DenyKind::Address => write!(f, "destination address denied by policy ({})", self.rule),
+            DenyKind::Rate(d) => write!(
+                f,
+                "too many requests; retry after {}s ({})",
+                retry_secs(*d),
+                self.rule
+            ),
+            DenyKind::Connections => write!(f, "too many connections ({})", self.rule),
+        }
+    }
+}
+
+/// Whole seconds for `Retry-After`, rounded up and at least 1.
+pub fn retry_secs(d: Duration) -> u64 {
+    (d.as_micros().div_ceil(1_000_000) as u64).max(1)
+}
+
+/// Compiled access rules. Immutable; a reload compiles a new one.
+#[derive(Debug)]
+pub struct Policy {
+    clients: CidrTable,
+    domains: DomainRules,
+    addresses: CidrTable,
+    default: Action,
+    methods: Vec<String>,
+    connect_ports: Vec<u16>,
+    http_ports: Vec<u16>,
+    users: BTreeMap<String, UserRules>,
+    auth: Option<(Htpasswd, String)>,
+    rate: Option<rate::RateLimiter>,
+}
+
+/// Most distinct keys a rate limiter tracks.
+const RATE_MAX_KEYS: usize = 100_000;
+
+impl Policy {
+    /// A policy that allows everything from anywhere to anywhere (tests,
+    /// and the core's own defaults before a runtime compiles one).
+    pub fn allow_all() -> Policy {
+        let config = PolicyConfig {
+            clients: vec!["0.0.0.0/0".into(), "::/0".into()],
+            allow_private_destinations: true,
+            connect_ports: Vec::new(),
+            ..PolicyConfig::default()
+        };
+        let (p, _) =
+            Policy::compile(&config, &Sources::new()).expect("the allow-all policy compiles");
+        p
+    }
+
+    /// Compiles `config`, reading named files from `sources`. Bad entries
+    /// in lists are reported and skipped; a missing file, a bad client
+    /// range or a bad inline entry is an error.
+    pub fn compile(
+        config: &PolicyConfig,
+        sources: &Sources,
+    ) -> Result<(Policy, Report), PolicyError> {
+        let mut report = Report::default();
+        let mut clients = CidrTable::default();
+        for c in &config.clients {
+            let net =
+                cidr::parse_net(c).map_err(|e| PolicyError(format!("policy.clients: {e}")))?;
+            clients.add(CidrRule {
+                net,
+                action: Action::Allow,
+                origin: Origin::config(),
+            });
+        }
+        let mut domains = DomainRules::default();
+        let mut addresses = CidrTable::default();
+        if !config.allow_private_destinations {
+            for r in cidr::PRIVATE_RANGES {
+                let net = cidr::parse_net(r).expect("built-in ranges parse");
+                addresses.add(CidrRule {
+                    net,
+                    action: Action::Deny,
+                    origin: Origin::builtin(),
+                });
+            }
+        }
+        for (entries, action, what) in [
+            (&config.allow, Action::Allow, "allow"),
+            (&config.deny, Action::Deny, "deny"),
+        ] {
+            let text = entries.join("\n");
+            let parsed = list::parse_list("config", &text, action);
+            if let Some(e) = parsed.errors.first() {
+                return Err(PolicyError(format!("policy.{what}: {}", e.message)));
+            }
+            let origin_fix = |o: Origin| Origin { line: 0, ..o };
+            for mut d in parsed.domains {
+                d.origin = origin_fix(d.origin);
+                domains.add(d);
+            }
+            for (net, o) in parsed.nets {
+                addresses.add(CidrRule {
+                    net,
+                    action,
+                    origin: origin_fix(o),
+                });
+            }
+        }
+        for (files, action) in [
+            (&config.allow_lists, Action::Allow),
+            (&config.deny_lists, Action::Deny),
+        ] {
+            for file in files {
+                let text = sources
+                    .get(file)
+                    .ok_or_else(|| PolicyError(format!("{file}: not loaded")))?;
+                let parsed = list::parse_list(file, text, action);
+                report.files.push((
+                    file.clone(),
+                    parsed.domains.len() + parsed.nets.len(),
+                    parsed.errors.len(),
+                ));
+                report.errors.extend(parsed.errors);
+                for d in parsed.domains {
+                    domains.add(d);
+                }
+                for (net, origin) in parsed.nets {
+                    addresses.add(CidrRule {
+                        net,
+                        action,
+                        origin,
+                    });
+                }
+            }
+        }
+        let auth = match &config.auth {
+            None => None,
+            Some(a) => {
+                let text = sources
+                    .get(&a.htpasswd)
+                    .ok_or_else(|| PolicyError(format!("{}: not loaded", a.htpasswd)))?;
+                let (users, errors) = Htpasswd::parse(text, a.allow_plaintext);
+                let source: Arc<str> = Arc::from(a.htpasswd.as_str());
+                report.errors.extend(errors.into_iter().map(|e| LineError {
+                    origin: Origin {
+                        source: source.clone(),
+                        line: e.line as u32,
+                    },
+                    message: e.message,
+                }));
+                report.users = users.len();
+                report.plaintext_users = users.plaintext_users();
+                Some((users, a.realm.clone()))
+            }
+        };
+        let rate = config
+            .rate
+            .clone()
+            .map(|r| rate::RateLimiter::new(r, RATE_MAX_KEYS));
+        Ok((
+            Policy {
+                clients,
+                domains,
+                addresses,
+                default: config.default,
+                methods: config.methods.clone(),
+                connect_ports: config.connect_ports.clone(),
+                http_ports: config.http_ports.clone(),
+                users: config.users.clone(),
+                auth,
+                rate,
+            },
+            report,
+        ))
+    }
+
+    /// Step 1: may this client use the proxy?
+    pub fn check_client(&self, ip: IpAddr) -> Result<(), Denial> {
+        match self.clients.lookup(ip) {
+            Some(r) if r.action == Action::Allow => Ok(()),
+            Some(r) => Err(Denial {
+                kind: DenyKind::Client,
+                rule: r.to_string(),
+            }),
+            None => Err(Denial {
+                kind: DenyKind::Client,
+                rule: "not in policy.clients".to_owned(),
+            }),
+        }
+    }
+
+    /// Step 2: the authenticated user, `None` when no authentication is
+    /// configured.
+    pub fn authenticate(
+        &self,
+        proxy_authorization: Option<&[u8]>,
+        now: crate::Instant,
+    ) -> Result<Option<String>, Denial> {
+        let Some((users, realm)) = &self.auth else {
+            return Ok(None);
+        };
+        let deny = |rule: &str| Denial {
+            kind: DenyKind::Auth {
+                realm: realm.clone(),
+            },
+            rule: rule.to_owned(),
+        };
+        let value = proxy_authorization.ok_or_else(|| deny("no credentials"))?;
+        let (user, password) =
+            auth::parse_basic(value).ok_or_else(|| deny("unreadable credentials"))?;
+        if users.verify(&user, &password, now) {
+            Ok(Some(user))
+        } else {
+            Err(deny("wrong user name or password"))
+        }
+    }
+
+    /// Step 3: method and port, with the user's own rules if any.
+    pub fn check_method_and_port(
+        &self,
+        method: &str,
+        port: u16,
+        connect: bool,
+        user: Option<&str>,
+    ) -> Result<(), Denial> {
+        let own = user.and_then(|u| self.users.get(u));
+        let methods = own
+            .and_then(|o| o.methods.as_ref())
+            .unwrap_or(&self.methods);
+        if !methods.is_empty() && !methods.iter().any(|m| m == method) {
+            let whose = if own.and_then(|o| o.methods.as_ref()).is_some() {
+                "user's methods"
+            } else {
+                "policy.methods"
+            };
+            return Err(Denial {
+                kind: DenyKind::Method,
+                rule: format!("{method} not in {whose}"),
+            });
+        }
+        let (ports, name) = if connect {
+            (
+                own.and_then(|o| o.connect_ports.as_ref())
+                    .unwrap_or(&self.connect_ports),
+                "connect_ports",
+            )
+        } else {
+            (
+                own.and_then(|o| o.http_ports.as_ref())
+                    .unwrap_or(&self.http_ports),
+                "http_ports",
+            )
+        };
+        // An empty connect list means any port, as for plain HTTP.
+        if !ports.is_empty() && !ports.contains(&port) {
+            return Err(Denial {
+                kind: DenyKind::Port,
+                rule: format!("port {port} not in {name}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Step 4: the destination host. IP literals meet the address rules
+    /// here, before any connection is made.
+    pub fn check_host(&self, host: &Host) -> Result<(), Denial> {
+        match host {
+            Host::Name(name) => match self.domains.lookup(name) {
+                Some(r) if r.action == Action::Allow => Ok(()),
+                Some(r) => Err(Denial {
+                    kind: DenyKind::Domain,
+                    rule: r.to_string(),
+                }),
+                None if self.default == Action::Allow => Ok(()),
+                None => Err(Denial {
+                    kind: DenyKind::Domain,
+                    rule: "no allow rule (policy.default is Deny)".to_owned(),
+                }),
+            },
+            Host::Ip(ip) => match self.addresses.lookup(*ip) {
+                Some(r) if r.action == Action::Allow => Ok(()),
+                Some(r) => Err(Denial {
+                    kind: DenyKind::Address,
+                    rule: format!("{ip}: {r}"),
+                }),
+                None if self.default == Action::Allow => Ok(()),
+                None => Err(Denial {
+                    kind: DenyKind::Address,
+                    rule: format!("{ip}: no allow rule (policy.default is Deny)"),
+                }),
+            },
+        }
+    }
+
+    /// Step 5: the rate limit, per client address and per user.
+    pub fn check_rate(
+        &self,
+        client: IpAddr,
+        user: Option<&str>,
+        now: crate::Instant,
+    ) -> Result<(), Denial> {
+        let Some(limiter) = &self.rate else {
+            return Ok(());
+        };
+        let deny = |d: Duration, who: String| Denial {
+            kind: DenyKind::Rate(d),
+            rule: format!("rate limit for {who}"),
+        };
+        limiter
+            .check(&rate::RateKey::Ip(client), now)
+            .map_err(|d| deny(d, cidr::canonical(client).to_string()))?;
+        if let Some(u) = user {
+            limiter
+                .check(&rate::RateKey::User(u.to_owned()), now)
+                .map_err(|d| deny(d, format!("user {u}")))?;
+        }
+        Ok(())
+    }
+
+    /// Step 6: every address a name resolved to (and so the one connected
+    /// to). One denied address refuses the request: a name that mixes
+    /// public and private addresses is how DNS rebinding looks.
+    pub fn check_addresses(&self, addrs: &[IpAddr]) -> Result<(), Denial> {
+        for ip in addrs {
+            if let Some(r) = self.addresses.lookup(*ip) {
+                if r.action == Action::Deny {
+                    return Err(Denial {
+                        kind: DenyKind::Address,
+                        rule: format!("{ip}: {r}"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether authentication is configured.
+    pub fn requires_auth(&self) -> bool {
+        self.auth.is_some()
+    }
+
+    /// Rule counts: (domain rules, address rules).
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.domains.len(), self.addresses.len())
+    }
+}

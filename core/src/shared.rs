@@ -1,0 +1,99 @@
+//! State every connection of one proxy shares: the configuration and
+//! compiled policy in force (swapped whole on reload), and the connection
+//! caps. Plain data behind `Arc`; usable from many threads (proxy-std)
+//! or one (proxy-smol, WASI).
+
+use crate::config::Config;
+use crate::policy::caps::ConnectionCaps;
+use crate::policy::{Policy, PolicyError, Report, Sources};
+use std::sync::{Arc, RwLock};
+
+/// The configuration and the policy compiled from it, as one unit: a
+/// request sees both from the same reload.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Limits, timeouts, names.
+    pub config: Arc<Config>,
+    /// Access rules.
+    pub policy: Arc<Policy>,
+    /// The text of the files the policy was compiled from (lists,
+    /// htpasswd), so a recorded trace can compile it again.
+    pub sources: Arc<Sources>,
+}
+
+/// Shared by every connection.
+#[derive(Debug)]
+pub struct Shared {
+    current: RwLock<Arc<Snapshot>>,
+    caps: Arc<ConnectionCaps>,
+}
+
+impl Shared {
+    /// Shared state for `config`, compiling its policy from `sources` (the
+    /// text of every file it names). Connection caps are fixed here, at
+    /// start-up.
+    pub fn new(config: Config, sources: Sources) -> Result<(Arc<Shared>, Report), PolicyError> {
+        let (policy, report) = Policy::compile(&config.policy, &sources)?;
+        let caps = ConnectionCaps::new(
+            config.limits.max_connections,
+            config.limits.max_connections_per_ip,
+        );
+        let snapshot = Snapshot {
+            config: Arc::new(config),
+            policy: Arc::new(policy),
+            sources: Arc::new(sources),
+        };
+        Ok((
+            Arc::new(Shared {
+                current: RwLock::new(Arc::new(snapshot)),
+                caps,
+            }),
+            report,
+        ))
+    }
+
+    /// `config` with a policy that allows everything from anywhere to
+    /// anywhere, whatever `config.policy` says: for tests of the protocol.
+    pub fn allow_all(config: Config) -> Arc<Shared> {
+        let caps = ConnectionCaps::new(
+            config.limits.max_connections,
+            config.limits.max_connections_per_ip,
+        );
+        let snapshot = Snapshot {
+            config: Arc::new(config),
+            policy: Arc::new(Policy::allow_all()),
+            sources: Arc::new(Sources::new()),
+        };
+        Arc::new(Shared {
+            current: RwLock::new(Arc::new(snapshot)),
+            caps,
+        })
+    }
+
+    /// What is in force now. Connections take one per request, so a
+    /// reload applies from each connection's next request on.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Compiles and puts a new configuration in force. On error the
+    /// running one stays, and the error says why.
+    pub fn reload(&self, config: Config, sources: Sources) -> Result<Report, PolicyError> {
+        let (policy, report) = Policy::compile(&config.policy, &sources)?;
+        let next = Arc::new(Snapshot {
+            config: Arc::new(config),
+            policy: Arc::new(policy),
+            sources: Arc::new(sources),
+        });
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = next;
+        Ok(report)
+    }
+
+    /// The connection caps.
+    pub fn caps(&self) -> &Arc<ConnectionCaps> {
+        &self.caps
+    }
+}
