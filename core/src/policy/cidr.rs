@@ -7,6 +7,7 @@ use super::Origin;
 use ipnet::IpNet;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
 /// One address rule as written.
@@ -71,16 +72,56 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     ip.to_canonical()
 }
 
+/// Hashes the integer form of a masked address cheaply: a lookup may
+/// probe every prefix length, and SipHash made that several times
+/// slower. Masked keys have zero low bits, so the high bits of the
+/// product are folded down for the table's bucket index.
+#[derive(Debug, Clone, Copy, Default)]
+struct IntHasher(u64);
+
+impl Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 29)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        let folded = (n as u64) ^ ((n >> 64) as u64).rotate_left(32);
+        self.0 = (folded ^ self.0).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IntMap<V> = HashMap<u128, V, BuildHasherDefault<IntHasher>>;
+
 /// Compiled address rules.
 #[derive(Debug, Clone, Default)]
 pub struct CidrTable {
     rules: Vec<CidrRule>,
-    /// Prefix length → network → rule index, per family.
-    v4: HashMap<u8, HashMap<IpNet, usize>>,
-    v6: HashMap<u8, HashMap<IpNet, usize>>,
-    /// Prefix lengths present, longest first.
-    v4_lens: Vec<u8>,
-    v6_lens: Vec<u8>,
+    /// Per family, per prefix length (longest first): masked network →
+    /// rule index.
+    v4: Vec<(u8, IntMap<usize>)>,
+    v6: Vec<(u8, IntMap<usize>)>,
+}
+
+/// The address as a number, IPv4 in the low 32 bits.
+fn bits(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+/// `bits` with everything past `len` cleared, for a family of `width` bits.
+fn masked(bits: u128, len: u8, width: u8) -> u128 {
+    let host = u32::from(width - len);
+    if host >= 128 {
+        0
+    } else {
+        bits >> host << host
+    }
 }
 
 impl CidrTable {
@@ -97,22 +138,30 @@ impl CidrTable {
     pub fn add(&mut self, rule: CidrRule) {
         let index = self.rules.len();
         let net = rule.net.trunc();
-        let (map, lens) = match net {
-            IpNet::V4(_) => (&mut self.v4, &mut self.v4_lens),
-            IpNet::V6(_) => (&mut self.v6, &mut self.v6_lens),
+        let (levels, width) = match net {
+            IpNet::V4(_) => (&mut self.v4, 32),
+            IpNet::V6(_) => (&mut self.v6, 128),
         };
         let len = net.prefix_len();
-        let slot = map.entry(len).or_default();
-        let replace = match slot.get(&net) {
+        let pos = match levels.iter().position(|(l, _)| *l <= len) {
+            Some(p) if levels[p].0 == len => p,
+            Some(p) => {
+                levels.insert(p, (len, IntMap::default()));
+                p
+            }
+            None => {
+                levels.push((len, IntMap::default()));
+                levels.len() - 1
+            }
+        };
+        let key = masked(bits(net.network()), len, width);
+        let slot = &mut levels[pos].1;
+        let replace = match slot.get(&key) {
             None => true,
             Some(&i) => self.rules[i].action == Action::Allow && rule.action == Action::Deny,
         };
         if replace {
-            slot.insert(net, index);
-        }
-        if !lens.contains(&len) {
-            lens.push(len);
-            lens.sort_unstable_by(|a, b| b.cmp(a));
+            slot.insert(key, index);
         }
         self.rules.push(rule);
     }
@@ -130,17 +179,15 @@ impl CidrTable {
     /// The most specific rule covering `ip`.
     pub fn lookup(&self, ip: IpAddr) -> Option<&CidrRule> {
         let ip = canonical(ip);
-        let (map, lens) = match ip {
-            IpAddr::V4(_) => (&self.v4, &self.v4_lens),
-            IpAddr::V6(_) => (&self.v6, &self.v6_lens),
+        let (levels, width) = match ip {
+            IpAddr::V4(_) => (&self.v4, 32),
+            IpAddr::V6(_) => (&self.v6, 128),
         };
-        for &len in lens {
-            let net = IpNet::new(ip, len).ok()?.trunc();
-            if let Some(&i) = map.get(&len).and_then(|m| m.get(&net)) {
-                return Some(&self.rules[i]);
-            }
-        }
-        None
+        let b = bits(ip);
+        levels
+            .iter()
+            .find_map(|(len, map)| map.get(&masked(b, *len, width)))
+            .map(|&i| &self.rules[i])
     }
 
     /// Distinct networks, for a quick size report.
