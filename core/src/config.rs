@@ -177,4 +177,14 @@ mod tests {
         assert_eq!(e.line, 2);
         assert!(e.message.contains("conect"), "{e}");
     }
+
+    #[test]
+    fn the_readme_examples_parse() {
+        let readme = include_str!("../../README.md");
+        let blocks: Vec<&str> = readme.split("```ron\n").skip(1).map(|b| b.split("```").next().unwrap()).collect();
+        assert!(blocks.len() >= 2, "README has RON examples");
+        for block in blocks {
+            Config::from_ron(block).unwrap_or_else(|e| panic!("README example does not parse: {e}\n{block}"));
+        }
+    }
 }
