@@ -4,6 +4,7 @@
 use crate::policy::PolicyConfig;
 use crate::units;
 use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Everything a [`Connection`](crate::Connection) needs to know about policy
@@ -20,6 +21,12 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Who may go where, how often.
     pub policy: PolicyConfig,
+    /// Where to listen; `--listen` flags replace this list.
+    pub listen: Vec<SocketAddr>,
+    /// Access and diagnostic logging.
+    pub logging: Logging,
+    /// The proxy's own pages: metrics and status.
+    pub admin: Admin,
 }
 
 impl Default for Config {
@@ -29,6 +36,84 @@ impl Default for Config {
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             policy: PolicyConfig::default(),
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 8888))],
+            logging: Logging::default(),
+            admin: Admin::default(),
+        }
+    }
+}
+
+/// Access-log and diagnostic-log settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Logging {
+    /// How access records are written.
+    pub format: LogFormat,
+    /// Access-log file; `None` writes to the console (stdout).
+    pub file: Option<String>,
+    /// Rotate the file when it would grow past this.
+    #[serde(with = "units::size")]
+    pub max_size: usize,
+    /// Rotated files kept (`access.log.1` ... `access.log.N`).
+    pub backups: u32,
+    /// Least severe diagnostic messages shown (on stderr).
+    pub level: LogLevel,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Logging {
+            format: LogFormat::Human,
+            file: None,
+            max_size: 10 << 20,
+            backups: 5,
+            level: LogLevel::Info,
+        }
+    }
+}
+
+/// Access-log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogFormat {
+    /// One readable line per request (the console default).
+    Human,
+    /// One JSON object per line, stable field names (ELK, Loki).
+    Json,
+    /// Squid's native access.log format.
+    Squid,
+    /// Apache/nginx combined format (GoAccess).
+    Combined,
+}
+
+/// Diagnostic message severities, most severe first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum LogLevel {
+    /// Something failed.
+    Error,
+    /// Something is wrong but the proxy carries on.
+    Warn,
+    /// What the proxy is doing (start-up, reloads, shutdown).
+    Info,
+    /// Detail for finding bugs.
+    Debug,
+}
+
+/// The proxy's own pages, answered for origin-form requests (`GET
+/// /_metrics`) on the proxy port, and on `listen` if set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Admin {
+    /// Answer `/_metrics` (Prometheus text) and `/_status` (HTML).
+    pub enabled: bool,
+    /// A separate listener for them only, if set.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            enabled: true,
+            listen: None,
         }
     }
 }
@@ -104,6 +189,10 @@ pub struct Timeouts {
     /// Idle pooled upstream connections are closed after this.
     #[serde(with = "units::duration")]
     pub upstream_idle: Duration,
+    /// On SIGINT/SIGTERM, in-flight requests and tunnels get this long to
+    /// finish before the rest are closed.
+    #[serde(with = "units::duration")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Timeouts {
@@ -117,6 +206,7 @@ impl Default for Timeouts {
             transfer_idle: Duration::from_secs(60),
             tunnel_idle: Duration::from_secs(300),
             upstream_idle: Duration::from_secs(15),
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -181,10 +271,15 @@ mod tests {
     #[test]
     fn the_readme_examples_parse() {
         let readme = include_str!("../../README.md");
-        let blocks: Vec<&str> = readme.split("```ron\n").skip(1).map(|b| b.split("```").next().unwrap()).collect();
+        let blocks: Vec<&str> = readme
+            .split("```ron\n")
+            .skip(1)
+            .map(|b| b.split("```").next().unwrap())
+            .collect();
         assert!(blocks.len() >= 2, "README has RON examples");
         for block in blocks {
-            Config::from_ron(block).unwrap_or_else(|e| panic!("README example does not parse: {e}\n{block}"));
+            Config::from_ron(block)
+                .unwrap_or_else(|e| panic!("README example does not parse: {e}\n{block}"));
         }
     }
 }
