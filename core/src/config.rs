@@ -1,11 +1,20 @@
 //! The core's configuration: limits and timeouts that shape every
 //! connection. Runtimes read files and flags; the core only sees values.
 
+mod explain;
+mod tree;
+mod validate;
+
 use crate::policy::PolicyConfig;
 use crate::units;
 use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
+use tree::In;
+
+pub use tree::{KeyPath, PathSeg};
+pub use validate::Invalid;
 
 /// Everything a [`Connection`](crate::Connection) needs to know about policy
 /// and limits. Cheap to share behind an `Arc`.
@@ -212,14 +221,28 @@ impl Default for Timeouts {
 }
 
 impl Config {
-    /// Parses a configuration from RON text. Keys left out keep their
-    /// defaults; unknown keys are errors.
+    /// Parses and validates a configuration from RON text. Keys left out
+    /// keep their defaults; unknown keys are errors, with the closest
+    /// valid key suggested.
     pub fn from_ron(text: &str) -> Result<Config, ConfigError> {
-        ron::from_str(text).map_err(|e| ConfigError {
-            line: e.position.line,
-            column: e.position.col,
-            message: e.code.to_string(),
-        })
+        load(&[(None, text)])
+    }
+
+    /// Layers configuration files over the defaults, in order: each
+    /// `(name, text)` needs only the keys it changes (structs and maps are
+    /// merged key by key, `Some(..)` into `Some(..)`; lists and other
+    /// values are replaced). Errors name the file, line and column that
+    /// set the value, even when it was only wrong after merging.
+    pub fn from_layers(layers: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let layers: Vec<(Option<&str>, &str)> =
+            layers.iter().map(|(n, t)| (Some(*n), *t)).collect();
+        load(&layers)
+    }
+
+    /// Checks values that parse but cannot be right (a zero connection
+    /// cap, a bad CIDR, limits that contradict each other).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        validate::validate(self)
     }
 
     /// Serialises to pretty RON, itself a valid configuration.
@@ -229,16 +252,239 @@ impl Config {
     }
 }
 
-/// A configuration that did not parse, with where.
+/// The defaults as RON text and tree: hints (`the default is "10s"`).
+fn defaults_tree() -> (String, tree::Node) {
+    let text = Config::default().to_ron();
+    let root = tree::parse(&text, 0)
+        .expect("the defaults' RON parses")
+        .root;
+    (text, root)
+}
+
+/// Every key a configuration can have, for "did you mean" across
+/// sections: the defaults with every optional section filled in.
+fn all_key_paths() -> Vec<KeyPath> {
+    use crate::policy::rate::RateConfig;
+    use crate::policy::{AuthConfig, UserRules};
+    let mut c = Config::default();
+    c.policy.auth = Some(AuthConfig {
+        htpasswd: "users".into(),
+        realm: "proxy".into(),
+        allow_plaintext: false,
+    });
+    c.policy.rate = Some(RateConfig {
+        requests: 1,
+        per: Duration::from_secs(1),
+        burst: Some(1),
+    });
+    c.policy.users.insert(
+        "<user>".into(),
+        UserRules {
+            methods: Some(Vec::new()),
+            connect_ports: Some(Vec::new()),
+            http_ports: Some(Vec::new()),
+        },
+    );
+    let text = c.to_ron();
+    let root = tree::parse(&text, 0).expect("RON we wrote parses").root;
+    let mut out = Vec::new();
+    tree::key_paths(&root, &KeyPath::root(), &mut out);
+    out
+}
+
+fn load(layers: &[(Option<&str>, &str)]) -> Result<Config, ConfigError> {
+    let texts: Vec<&str> = layers.iter().map(|l| l.1).collect();
+    let error_at = |file: usize, at: usize, message: String| {
+        let (line, column) = tree::line_col(texts[file], at);
+        ConfigError {
+            file: layers[file].0.map(str::to_owned),
+            line,
+            column,
+            message,
+        }
+    };
+    let explained = |e: &ron::error::SpannedError,
+                     parsed: &str,
+                     root: Option<&tree::Node>,
+                     which: In,
+                     fallback: usize| {
+        let ex = explain::explain(
+            e,
+            parsed,
+            root,
+            which,
+            &texts,
+            fallback,
+            &defaults_tree(),
+            &all_key_paths(),
+        );
+        match ex.at {
+            Some(at) => error_at(ex.file, at, ex.message),
+            None => ConfigError {
+                file: Some(
+                    layers
+                        .iter()
+                        .filter_map(|l| l.0)
+                        .collect::<Vec<_>>()
+                        .join(" + "),
+                )
+                .filter(|n| !n.is_empty()),
+                line: 0,
+                column: 0,
+                message: ex.message,
+            },
+        }
+    };
+
+    let mut docs = Vec::with_capacity(layers.len());
+    for (i, text) in texts.iter().enumerate() {
+        let doc = tree::parse(text, i);
+        if let Err(e) = ron::from_str::<Config>(text) {
+            // A required key (`policy.auth.htpasswd`) may come from
+            // another layer: that is checked after merging.
+            let missing = matches!(e.code, ron::Error::MissingStructField { .. });
+            if !missing || layers.len() == 1 {
+                return Err(explained(
+                    &e,
+                    text,
+                    doc.as_ref().ok().map(|d| &d.root),
+                    In::Source,
+                    i,
+                ));
+            }
+        }
+        match doc {
+            Ok(d) => docs.push(d),
+            Err((at, msg)) => {
+                return Err(error_at(i, at, format!("cannot layer this file: {msg}")))
+            }
+        }
+    }
+    let mut attributes: Vec<String> = Vec::new();
+    for a in docs.iter().flat_map(|d| &d.attributes) {
+        if !attributes.contains(a) {
+            attributes.push(a.clone());
+        }
+    }
+    let separate = docs.clone();
+    let Some(mut root) = docs
+        .into_iter()
+        .map(|d| d.root)
+        .reduce(|a, b| tree::merge(a, b, &texts))
+    else {
+        return Ok(Config::default());
+    };
+    let merged = tree::emit(&attributes, &mut root, &texts);
+    let config: Config = ron::from_str(&merged)
+        .map_err(|e| explained(&e, &merged, Some(&root), In::Merged, layers.len() - 1))?;
+    config
+        .validate()
+        .map_err(|invalid| locate_invalid(&invalid, &separate, &texts, layers))?;
+    Ok(config)
+}
+
+/// Points a validation error at the file, line and column that set the
+/// value: the last layer that sets the key (or a key it conflicts with).
+fn locate_invalid(
+    invalid: &Invalid,
+    docs: &[tree::Doc],
+    texts: &[&str],
+    layers: &[(Option<&str>, &str)],
+) -> ConfigError {
+    let set_at = |path: &KeyPath| {
+        docs.iter()
+            .enumerate()
+            .rev()
+            .find_map(|(i, d)| match tree::locate(&d.root, texts, path) {
+                Some((true, hit)) => Some((i, hit)),
+                _ => None,
+            })
+    };
+    let place = |(i, hit): &(usize, tree::Hit)| {
+        let (line, column) = tree::line_col(texts[*i], hit.at);
+        (layers[*i].0.map(str::to_owned), line, column)
+    };
+    let primary = set_at(&invalid.path);
+    let related: Vec<(KeyPath, Option<(usize, tree::Hit)>)> = invalid
+        .related
+        .iter()
+        .map(|p| (p.clone(), set_at(p)))
+        .collect();
+    // Blame the latest layer involved; the primary key on a tie.
+    let mut chosen = primary.clone();
+    for (_, r) in &related {
+        if let Some(r) = r {
+            if chosen.as_ref().map_or(true, |c| r.0 > c.0) {
+                chosen = Some(r.clone());
+            }
+        }
+    }
+    let mut message = invalid.to_string();
+    let involved = std::iter::once((invalid.path.clone(), primary)).chain(related);
+    for (i, (path, r)) in involved.enumerate() {
+        match r {
+            Some(r)
+                if chosen
+                    .as_ref()
+                    .is_some_and(|c| c.0 != r.0 || c.1.at != r.1.at) =>
+            {
+                let (file, line, column) = place(&r);
+                let file = file.map_or(String::new(), |f| format!("{f}:"));
+                message.push_str(&format!(" (`{path}` is set at {file}{line}:{column})"));
+            }
+            Some(_) => {}
+            None if i > 0 => message.push_str(&format!(" (`{path}` is the default)")),
+            None => {}
+        }
+    }
+    match chosen {
+        Some(c) => {
+            let (file, line, column) = place(&c);
+            ConfigError {
+                file,
+                line,
+                column,
+                message,
+            }
+        }
+        None => {
+            let names: Vec<&str> = layers.iter().filter_map(|l| l.0).collect();
+            ConfigError {
+                file: (!names.is_empty()).then(|| names.join(" + ")),
+                line: 0,
+                column: 0,
+                message,
+            }
+        }
+    }
+}
+
+/// A configuration that did not parse or validate, with where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{line}:{column}: {message}")]
 pub struct ConfigError {
-    /// 1-based line.
+    /// The file, when it has a name.
+    pub file: Option<String>,
+    /// 1-based line; 0 when the error is not about one place.
     pub line: usize,
-    /// 1-based column.
+    /// 1-based column, in characters.
     pub column: usize,
-    /// What was wrong.
+    /// What was wrong, and what was expected.
     pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{file}:")?;
+            if self.line == 0 {
+                f.write_str(" ")?;
+            }
+        }
+        if self.line > 0 {
+            write!(f, "{}:{}: ", self.line, self.column)?;
+        }
+        f.write_str(&self.message)
+    }
 }
 
 #[cfg(test)]
@@ -261,11 +507,408 @@ mod tests {
         assert_eq!(c.timeouts.response, Timeouts::default().response);
     }
 
+    /// `(line, column, message)` of the error `text` gives.
+    fn err(text: &str) -> (usize, usize, String) {
+        let e = Config::from_ron(text).unwrap_err();
+        assert_eq!(e.file, None);
+        assert_eq!(
+            e.to_string(),
+            format!("{}:{}: {}", e.line, e.column, e.message)
+        );
+        (e.line, e.column, e.message)
+    }
+
+    #[track_caller]
+    fn assert_err(text: &str, line: usize, column: usize, says: &[&str]) {
+        let (l, c, m) = err(text);
+        assert_eq!((l, c), (line, column), "position of {m:?} in\n{text}");
+        for s in says {
+            assert!(m.contains(s), "{m:?} does not say {s:?}");
+        }
+    }
+
     #[test]
     fn unknown_key_is_an_error_with_position() {
         let e = Config::from_ron("(\n  timeouts: (conect: \"3s\"),\n)").unwrap_err();
         assert_eq!(e.line, 2);
         assert!(e.message.contains("conect"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_point_at_the_key_and_suggest_one() {
+        assert_err(
+            "(\n  timeouts: (conect: \"3s\"),\n)",
+            2,
+            14,
+            &[
+                "unknown key `conect` in `timeouts`",
+                "did you mean `connect`?",
+            ],
+        );
+        assert_err(
+            "(\n  loging: (format: Json),\n)",
+            2,
+            3,
+            &[
+                "unknown key `loging` at the top level",
+                "did you mean `logging`?",
+            ],
+        );
+        // The right key in the wrong section.
+        assert_err(
+            "(\n  max_connections: Some(3),\n)",
+            2,
+            3,
+            &["belongs at `limits.max_connections`"],
+        );
+        // A key from other proxies' configurations.
+        assert_err(
+            "(blacklist: [\"x\"])",
+            1,
+            2,
+            &["`blacklist`", "the setting is `policy.deny_lists`"],
+        );
+        // Nothing close: the valid keys are listed.
+        assert_err(
+            "(admin: (zzz: 1))",
+            1,
+            10,
+            &[
+                "unknown key `zzz` in `admin`",
+                "valid keys: enabled, listen",
+            ],
+        );
+    }
+
+    #[test]
+    fn unknown_values_suggest_the_closest() {
+        assert_err(
+            "(logging: (format: Jsn))",
+            1,
+            20,
+            &[
+                "`logging.format`: unknown value `Jsn`",
+                "did you mean `Json`?",
+                "Human, Json, Squid, Combined",
+            ],
+        );
+        assert_err(
+            "(logging: (level: debug))",
+            1,
+            19,
+            &["did you mean `Debug`?"],
+        );
+    }
+
+    #[test]
+    fn bad_values_say_what_was_expected() {
+        // Ports.
+        assert_err(
+            "(policy: (connect_ports: [443, 70000]))",
+            1,
+            32,
+            &["`policy.connect_ports[1]`: 70000 is not a port; ports are 1 to 65535"],
+        );
+        assert_err(
+            "(policy: (http_ports: [0]))",
+            1,
+            24,
+            &["`policy.http_ports[0]`", "ports are 1 to 65535"],
+        );
+        // Durations and sizes.
+        assert_err(
+            "(\n  timeouts: (connect: \"soon\"),\n)",
+            2,
+            23,
+            &[
+                "`timeouts.connect`",
+                "invalid duration \"soon\"",
+                "like \"30s\"",
+            ],
+        );
+        assert_err(
+            "(timeouts: (connect: \"3 fortnights\"))",
+            1,
+            22,
+            &[
+                "invalid duration unit \"fortnights\"",
+                "use ms, s, m, h or d",
+            ],
+        );
+        assert_err(
+            "(limits: (max_head_bytes: \"64 parsecs\"))",
+            1,
+            27,
+            &[
+                "`limits.max_head_bytes`",
+                "invalid size unit \"parsecs\"",
+                "KiB",
+            ],
+        );
+        // Addresses and ranges.
+        assert_err(
+            "(listen: [\"127.0.0.1:8888\", \"1.2.3.4\"])",
+            1,
+            29,
+            &[
+                "`listen[1]`",
+                "expected an address and port like \"127.0.0.1:8888\"",
+                "found \"1.2.3.4\"",
+            ],
+        );
+        assert_err(
+            "(policy: (clients: [\"10.0.0.0/8\", \"10.0.0.0/33\"]))",
+            1,
+            35,
+            &[
+                "`policy.clients[1]`",
+                "\"10.0.0.0/33\" is not an IP address or CIDR range",
+            ],
+        );
+        assert_err(
+            "(policy: (deny: [\"ok.example\", \"*.*.bad\"]))",
+            1,
+            32,
+            &["`policy.deny[1]`"],
+        );
+        // Wrong types, with the default as a hint.
+        assert_err(
+            "(limits: (max_headers: \"many\"))",
+            1,
+            24,
+            &[
+                "`limits.max_headers`: expected a whole number, found \"many\"",
+                "the default is 100",
+            ],
+        );
+        assert_err(
+            "(listen: \"127.0.0.1:80\")",
+            1,
+            10,
+            &[
+                "`listen`: expected a list `[...]`",
+                "the default is [\"127.0.0.1:8888\"]",
+            ],
+        );
+        assert_err(
+            "(limits: (max_connections: 5))",
+            1,
+            28,
+            &["expected `Some(5)` or `None`"],
+        );
+        assert_err(
+            "(admin: (enabled: yes))",
+            1,
+            19,
+            &["expected `true` or `false`"],
+        );
+        // Values that parse but cannot be right.
+        assert_err(
+            "(limits: (max_connections: Some(0)))",
+            1,
+            33,
+            &["`limits.max_connections`", "use None for no limit"],
+        );
+        assert_err(
+            "(policy: (methods: [\"GET\", \"post\"]))",
+            1,
+            28,
+            &["case-sensitive: did you mean \"POST\"?"],
+        );
+        assert_err(
+            "(policy: (rate: Some((requests: 0, per: \"1s\"))))",
+            1,
+            33,
+            &["`policy.rate.requests`", "at least 1"],
+        );
+        assert_err(
+            "(policy: (users: {\"bob\": (connect_ports: Some([0]))}))",
+            1,
+            48,
+            &["`policy.users[\"bob\"].connect_ports[0]`"],
+        );
+        assert_err("(listen: [])", 1, 10, &["at least one address"]);
+        assert_err(
+            "(timeouts: (head_read: \"0s\"))",
+            1,
+            24,
+            &["would fail every request"],
+        );
+        assert_err(
+            "(logging: (max_size: 0))",
+            1,
+            22,
+            &["`logging.max_size`: must be more than zero"],
+        );
+    }
+
+    #[test]
+    fn structure_errors() {
+        assert_err(
+            "(\n  timeouts: (connect: \"3s\", connect: \"4s\"),\n)",
+            2,
+            29,
+            &["`connect` is set twice in `timeouts`"],
+        );
+        assert_err(
+            "(\n  policy: (auth: Some((realm: \"corp\"))),\n)",
+            2,
+            23,
+            &["`policy.auth` needs `htpasswd`"],
+        );
+        // Syntax: ron's own position, in words.
+        assert_err(
+            "(\n  timeouts: (connect: \"3s\"\n  response: \"4s\"),\n)",
+            3,
+            3,
+            &["expected `,`"],
+        );
+        assert_err(
+            "(\n  timeouts: (connect: \"3s\"),\n",
+            3,
+            1,
+            &["unexpected end of file"],
+        );
+        assert_err("() ()", 1, 4, &["unexpected text after the configuration"]);
+    }
+
+    #[test]
+    fn layers_merge_key_by_key() {
+        let a = "(proxy_name: \"a\", timeouts: (connect: \"3s\", response: \"7s\"), \
+                 policy: (users: {\"x\": (methods: Some([\"GET\"]))}, connect_ports: [443, 8443]))";
+        let b = "(timeouts: (connect: \"4s\"), policy: (users: {\"y\": (methods: None)}, connect_ports: [22]))";
+        let c = Config::from_layers(&[("a.ron", a), ("b.ron", b)]).unwrap();
+        assert_eq!(c.proxy_name, "a");
+        assert_eq!(c.timeouts.connect, Duration::from_secs(4));
+        assert_eq!(c.timeouts.response, Duration::from_secs(7));
+        assert_eq!(c.timeouts.head_read, Timeouts::default().head_read);
+        // Maps merge; lists are replaced.
+        assert_eq!(c.policy.users.keys().collect::<Vec<_>>(), vec!["x", "y"]);
+        assert_eq!(c.policy.connect_ports, vec![22]);
+        // No layers: the defaults.
+        assert_eq!(Config::from_layers(&[]).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn a_required_key_may_come_from_an_earlier_layer() {
+        let a = "(policy: (auth: Some((htpasswd: \"/etc/users\"))))";
+        let b = "(policy: (auth: Some((realm: \"corp\"))))";
+        let c = Config::from_layers(&[("a.ron", a), ("b.ron", b)]).unwrap();
+        let auth = c.policy.auth.unwrap();
+        assert_eq!(
+            (auth.htpasswd.as_str(), auth.realm.as_str()),
+            ("/etc/users", "corp")
+        );
+        // ... but not when no layer has it: the last one to set the
+        // section is named.
+        let e = Config::from_layers(&[("a.ron", "(proxy_name: \"a\")"), ("b.ron", b)]).unwrap_err();
+        assert_eq!(e.file.as_deref(), Some("b.ron"));
+        assert_eq!((e.line, e.column), (1, 22));
+        assert!(e.message.contains("`policy.auth` needs `htpasswd`"), "{e}");
+    }
+
+    #[test]
+    fn errors_in_a_layer_name_the_file() {
+        let e = Config::from_layers(&[
+            ("a.ron", "(proxy_name: \"a\")"),
+            ("b.ron", "(\n  limits: (max_conections: Some(3)),\n)"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "b.ron:2:12: unknown key `max_conections` in `limits`; did you mean `max_connections`?"
+        );
+    }
+
+    #[test]
+    fn merged_errors_name_the_file_that_set_the_value() {
+        // Each file is fine alone; together the per-address cap is over
+        // the global one. The later file is blamed, the earlier named.
+        let a = "(\n  limits: (max_connections: Some(4)),\n)";
+        let b = "(\n  limits: (max_connections_per_ip: Some(8)),\n)";
+        let e = Config::from_layers(&[("a.ron", a), ("b.ron", b)]).unwrap_err();
+        assert_eq!(
+            (e.file.as_deref(), e.line, e.column),
+            (Some("b.ron"), 2, 41)
+        );
+        assert!(
+            e.message.contains(
+                "`limits.max_connections_per_ip`: 8 is more than `limits.max_connections` (4)"
+            ),
+            "{e}"
+        );
+        assert!(
+            e.message
+                .contains("(`limits.max_connections` is set at a.ron:2:34)"),
+            "{e}"
+        );
+        // The other way round, the later file (setting the global cap) is
+        // blamed.
+        let e = Config::from_layers(&[("b.ron", b), ("a.ron", a)]).unwrap_err();
+        assert_eq!((e.file.as_deref(), e.line), (Some("a.ron"), 2));
+        assert!(e.message.contains("is set at b.ron:2:41"), "{e}");
+        // A value set by a layer and then left alone by later ones is
+        // blamed on the layer that set it.
+        let e = Config::from_layers(&[
+            ("a.ron", "(\n\n  policy: (clients: [\"10.0.0.0/40\"]),\n)"),
+            ("b.ron", "(proxy_name: \"b\")"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            (e.file.as_deref(), e.line, e.column),
+            (Some("a.ron"), 3, 22)
+        );
+    }
+
+    #[test]
+    fn a_full_config_round_trips_through_ron() {
+        let text = r#"(
+            proxy_name: "edge-1",
+            listen: ["0.0.0.0:3128", "[::1]:3129"],
+            limits: (max_body_bytes: Some("100MiB"), max_connections: Some(100), max_connections_per_ip: Some(10)),
+            timeouts: (connect: "1500ms", shutdown_grace: "2m"),
+            policy: (
+                clients: ["10.0.0.0/8"],
+                deny: ["*.ads.example", "203.0.113.0/24"],
+                allow: ["ok.ads.example"],
+                deny_lists: ["/etc/proxy/block.txt"],
+                default: Deny,
+                methods: ["GET", "CONNECT"],
+                connect_ports: [443, 8443],
+                users: {"admin": (connect_ports: Some([22]))},
+                auth: Some((htpasswd: "/etc/proxy/users", realm: "corp", allow_plaintext: true)),
+                rate: Some((requests: 10, per: "1s", burst: Some(20))),
+            ),
+            logging: (format: Squid, file: Some("/var/log/proxy/access.log"), max_size: "1MiB", backups: 3, level: Debug),
+            admin: (enabled: false, listen: Some("127.0.0.1:9090")),
+        )"#;
+        let c = Config::from_ron(text).unwrap();
+        assert_ne!(c, Config::default());
+        assert_eq!(Config::from_ron(&c.to_ron()).unwrap(), c);
+    }
+
+    /// testdata/configs/example.ron sets every key to its default, with
+    /// comments: it must parse to exactly the defaults, and mention every
+    /// key a configuration can have.
+    #[test]
+    fn the_annotated_example_is_the_defaults_and_names_every_key() {
+        let text = include_str!("../../testdata/configs/example.ron");
+        let c = Config::from_ron(text).unwrap_or_else(|e| panic!("example.ron:{e}"));
+        assert_eq!(c, Config::default());
+        let root = tree::parse(text, 0).unwrap().root;
+        let texts = [text];
+        for path in all_key_paths() {
+            let set = matches!(tree::locate(&root, &texts, &path), Some((true, _)));
+            let key = path.last_key().unwrap();
+            let in_a_comment = text
+                .lines()
+                .filter(|l| l.trim_start().starts_with("//"))
+                .any(|l| l.contains(&format!("{key}:")));
+            assert!(
+                set || in_a_comment,
+                "example.ron does not document `{path}`"
+            );
+        }
     }
 
     #[test]

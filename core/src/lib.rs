@@ -24,6 +24,7 @@ pub mod error;
 pub mod http;
 pub mod io;
 pub mod log;
+pub mod metrics;
 pub mod policy;
 pub mod shared;
 pub mod time;

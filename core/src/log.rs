@@ -1,6 +1,12 @@
 //! Access-log records. The core fills them in; whoever writes the log
-//! stamps the wall time and picks the format.
+//! stamps the wall time and picks the format: [`human`](AccessRecord::human)
+//! (the console), [`json`](AccessRecord::json) (one object per line, for
+//! ELK and Loki), [`squid`](AccessRecord::squid) (Squid's native
+//! access.log, for its analysers) or [`combined`](AccessRecord::combined)
+//! (Apache/nginx, for GoAccess). Each is a pure function of the record
+//! and the wall time it is given, and returns one line without its `\n`.
 
+use crate::config::LogFormat;
 use crate::http::date::rfc3339;
 use crate::io::ConnId;
 use crate::time::UnixTime;
@@ -109,6 +115,245 @@ impl AccessRecord {
     }
 }
 
+impl AccessRecord {
+    /// The line in `format`.
+    pub fn format(&self, format: LogFormat, at: UnixTime) -> String {
+        match format {
+            LogFormat::Human => self.human(at),
+            LogFormat::Json => self.json(at),
+            LogFormat::Squid => self.squid(at),
+            LogFormat::Combined => self.combined(at),
+        }
+    }
+
+    /// One JSON object, fields always present and in this order (`null`
+    /// when absent):
+    ///
+    /// `{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"GET","target":"http://example.com/","upstream":"93.184.216.34:80","status":200,"bytes_to_client":1256,"bytes_from_client":80,"duration_ms":12.4,"kind":"http","decision":"allowed","rule":null,"error":null,"conn":1}`
+    ///
+    /// `duration_ms` has microsecond precision; `kind` is `http`,
+    /// `tunnel`, `upgrade` or `local`.
+    pub fn json(&self, at: UnixTime) -> String {
+        let mut s = String::with_capacity(320);
+        s.push_str("{\"time\":\"");
+        s.push_str(&rfc3339_millis(at));
+        s.push_str("\",\"client\":\"");
+        let _ = write!(s, "{}", self.client);
+        s.push_str("\",\"user\":");
+        json_opt(&mut s, self.user.as_deref());
+        s.push_str(",\"method\":");
+        json_str(&mut s, &self.method);
+        s.push_str(",\"target\":");
+        json_str(&mut s, &self.target);
+        s.push_str(",\"upstream\":");
+        match self.upstream {
+            Some(a) => {
+                let _ = write!(s, "\"{a}\"");
+            }
+            None => s.push_str("null"),
+        }
+        let micros = self.duration.as_micros();
+        let _ = write!(
+            s,
+            ",\"status\":{},\"bytes_to_client\":{},\"bytes_from_client\":{},\"duration_ms\":{}",
+            self.status,
+            self.bytes_to_client,
+            self.bytes_from_client,
+            decimal(micros, 3)
+        );
+        let kind = match self.kind {
+            ExchangeKind::Http => "http",
+            ExchangeKind::Tunnel => "tunnel",
+            ExchangeKind::Upgrade => "upgrade",
+            ExchangeKind::Local => "local",
+        };
+        let _ = write!(s, ",\"kind\":\"{kind}\",\"decision\":");
+        json_str(&mut s, &self.decision);
+        s.push_str(",\"rule\":");
+        json_opt(&mut s, self.rule.as_deref());
+        s.push_str(",\"error\":");
+        json_opt(&mut s, self.error.as_deref());
+        let _ = write!(s, ",\"conn\":{}}}", self.conn.0);
+        s
+    }
+
+    /// Squid's native format (`logformat squid %ts.%03tu %6tr %>a
+    /// %Ss/%03>Hs %<st %rm %ru %[un %Sh/%<a %mt`):
+    ///
+    /// `1795270203.123     12 127.0.0.1 TCP_MISS/200 1256 GET http://example.com/ - HIER_DIRECT/93.184.216.34 -`
+    ///
+    /// The time is when the exchange ended, the elapsed time in
+    /// milliseconds. The result code is `TCP_DENIED` for a policy refusal,
+    /// `TCP_TUNNEL` for CONNECT (whose URL is `host:port`), `NONE_NONE`
+    /// for a request that could not be read, and `TCP_MISS` otherwise
+    /// (there is no cache), with `_ABORTED` when the client went away; the
+    /// status is `000` when none was sent. The peer is `HIER_DIRECT/ip`
+    /// once connected, `HIER_NONE/-` before; the content type is not
+    /// recorded (`-`).
+    pub fn squid(&self, at: UnixTime) -> String {
+        let code = if self.decision != "allowed" {
+            "TCP_DENIED"
+        } else if self.method == "-" {
+            "NONE_NONE"
+        } else if self.kind == ExchangeKind::Tunnel {
+            "TCP_TUNNEL"
+        } else {
+            "TCP_MISS"
+        };
+        let aborted = matches!(
+            self.error.as_deref(),
+            Some("client_closed" | "client_error")
+        );
+        let mut s = String::with_capacity(160);
+        let _ = write!(
+            s,
+            "{}.{:03} {:>6} {} {code}{}/{:03} {} ",
+            at.as_secs(),
+            at.0 % 1_000_000 / 1_000,
+            self.duration.as_millis(),
+            self.client.ip(),
+            if aborted { "_ABORTED" } else { "" },
+            self.status,
+            self.bytes_to_client,
+        );
+        squid_field(&mut s, &self.method);
+        s.push(' ');
+        squid_field(&mut s, &self.target);
+        s.push(' ');
+        squid_field(&mut s, self.user.as_deref().unwrap_or("-"));
+        match self.upstream {
+            Some(a) => {
+                let _ = write!(s, " HIER_DIRECT/{} -", a.ip());
+            }
+            None => s.push_str(" HIER_NONE/- -"),
+        }
+        s
+    }
+
+    /// Apache/nginx combined format:
+    ///
+    /// `127.0.0.1 - - [21/Nov/2026:14:10:03 +0000] "GET http://example.com/ HTTP/1.1" 200 1256 "-" "-"`
+    ///
+    /// Times are UTC. The byte count is everything sent to the client,
+    /// head included; a request that could not be read is `"-"`; an
+    /// exchange that ended before any status was sent is logged as 499
+    /// (nginx's "client closed request"), since log analysers refuse 0.
+    /// The record keeps no referrer or user agent: both are `"-"`.
+    pub fn combined(&self, at: UnixTime) -> String {
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        // 2026-11-21T14:10:03Z
+        let t = rfc3339(at);
+        let month: usize = t[5..7].parse().unwrap_or(1);
+        let mut s = String::with_capacity(160);
+        let _ = write!(s, "{} - ", self.client.ip());
+        match &self.user {
+            Some(u) => escape_clf(&mut s, u, true),
+            None => s.push('-'),
+        }
+        let _ = write!(
+            s,
+            " [{}/{}/{}:{} +0000] \"",
+            &t[8..10],
+            MONTHS[month.clamp(1, 12) - 1],
+            &t[0..4],
+            &t[11..19]
+        );
+        if self.method == "-" {
+            s.push('-');
+        } else {
+            escape_clf(&mut s, &self.method, false);
+            s.push(' ');
+            escape_clf(&mut s, &self.target, false);
+            s.push_str(" HTTP/1.1");
+        }
+        let status = if self.status == 0 { 499 } else { self.status };
+        let _ = write!(s, "\" {status} {} \"-\" \"-\"", self.bytes_to_client);
+        s
+    }
+}
+
+/// `2026-11-21T14:10:03.123Z`
+fn rfc3339_millis(at: UnixTime) -> String {
+    let mut t = rfc3339(at);
+    t.pop(); // Z
+    let _ = write!(t, ".{:03}Z", at.0 % 1_000_000 / 1_000);
+    t
+}
+
+/// `n / 10^places` in decimal, without trailing zeros: 12400 → `12.4`.
+fn decimal(n: u128, places: u32) -> String {
+    let div = 10u128.pow(places);
+    let (whole, frac) = (n / div, n % div);
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let f = format!("{frac:0width$}", width = places as usize);
+    format!("{whole}.{}", f.trim_end_matches('0'))
+}
+
+/// A JSON string literal.
+fn json_str(out: &mut String, v: &str) {
+    out.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' || c == '\u{2028}' || c == '\u{2029}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn json_opt(out: &mut String, v: Option<&str>) {
+    match v {
+        Some(v) => json_str(out, v),
+        None => out.push_str("null"),
+    }
+}
+
+/// A Squid field: `-` if empty, and what would break the space-separated
+/// line (spaces, control characters, `%`) %-encoded.
+fn squid_field(out: &mut String, v: &str) {
+    if v.is_empty() {
+        out.push('-');
+        return;
+    }
+    for c in v.chars() {
+        if c == '%' || c.is_whitespace() || c.is_control() {
+            let mut buf = [0; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                let _ = write!(out, "%{b:02X}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+/// Escapes for the combined format as nginx does: `"`, `\` and bytes
+/// outside printable ASCII as `\xHH` (and spaces too when `spaces`).
+fn escape_clf(out: &mut String, v: &str, spaces: bool) {
+    if v.is_empty() {
+        out.push('-');
+        return;
+    }
+    for b in v.bytes() {
+        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) || (spaces && b == b' ') {
+            let _ = write!(out, "\\x{b:02X}");
+        } else {
+            out.push(b as char);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +409,215 @@ mod tests {
         assert!(failed
             .human(UnixTime(0))
             .ends_with("-> - 502 1256B 12ms error=dns_error"));
+    }
+
+    /// 2026-11-21T14:10:03.123456Z
+    const AT: UnixTime = UnixTime(1_795_270_203_123_456);
+
+    fn get() -> AccessRecord {
+        AccessRecord {
+            conn: ConnId(1),
+            client: "127.0.0.1:51234".parse().unwrap(),
+            method: "GET".into(),
+            target: "http://example.com/".into(),
+            upstream: Some("93.184.216.34:80".parse().unwrap()),
+            status: 200,
+            bytes_to_client: 1256,
+            bytes_from_client: 80,
+            duration: Duration::from_micros(12_400),
+            kind: ExchangeKind::Http,
+            error: None,
+            user: None,
+            decision: "allowed".into(),
+            rule: None,
+        }
+    }
+
+    fn denied() -> AccessRecord {
+        AccessRecord {
+            upstream: None,
+            status: 403,
+            bytes_to_client: 475,
+            duration: Duration::from_micros(300),
+            error: Some("http_request_denied".into()),
+            user: Some("alice".into()),
+            decision: "denied_domain".into(),
+            rule: Some("deny example.com (blocklist.txt:3)".into()),
+            ..get()
+        }
+    }
+
+    fn tunnel() -> AccessRecord {
+        AccessRecord {
+            conn: ConnId(7),
+            method: "CONNECT".into(),
+            target: "example.com:443".into(),
+            upstream: Some("93.184.216.34:443".parse().unwrap()),
+            bytes_to_client: 5000,
+            bytes_from_client: 700,
+            duration: Duration::from_millis(1500),
+            kind: ExchangeKind::Tunnel,
+            ..get()
+        }
+    }
+
+    fn unreadable() -> AccessRecord {
+        AccessRecord {
+            method: "-".into(),
+            target: "-".into(),
+            upstream: None,
+            status: 400,
+            bytes_to_client: 0,
+            bytes_from_client: 17,
+            duration: Duration::from_millis(3),
+            error: Some("http_request_error".into()),
+            ..get()
+        }
+    }
+
+    fn aborted() -> AccessRecord {
+        AccessRecord {
+            target: "http://example.com/big".into(),
+            status: 0,
+            bytes_to_client: 0,
+            error: Some("client_closed".into()),
+            ..get()
+        }
+    }
+
+    #[test]
+    fn json_lines() {
+        assert_eq!(
+            get().json(AT),
+            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"GET","target":"http://example.com/","upstream":"93.184.216.34:80","status":200,"bytes_to_client":1256,"bytes_from_client":80,"duration_ms":12.4,"kind":"http","decision":"allowed","rule":null,"error":null,"conn":1}"#
+        );
+        assert_eq!(
+            denied().json(AT),
+            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":"alice","method":"GET","target":"http://example.com/","upstream":null,"status":403,"bytes_to_client":475,"bytes_from_client":80,"duration_ms":0.3,"kind":"http","decision":"denied_domain","rule":"deny example.com (blocklist.txt:3)","error":"http_request_denied","conn":1}"#
+        );
+        assert_eq!(
+            tunnel().json(AT),
+            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"CONNECT","target":"example.com:443","upstream":"93.184.216.34:443","status":200,"bytes_to_client":5000,"bytes_from_client":700,"duration_ms":1500,"kind":"tunnel","decision":"allowed","rule":null,"error":null,"conn":7}"#
+        );
+        // Escaping: quotes, backslashes, control characters.
+        let odd = AccessRecord {
+            client: "[::1]:5000".parse().unwrap(),
+            user: Some("b\u{1}ob\n".into()),
+            rule: Some(r#"deny "x" \ y"#.into()),
+            ..denied()
+        };
+        let line = odd.json(UnixTime(0));
+        assert!(
+            line.starts_with(
+                r#"{"time":"1970-01-01T00:00:00.000Z","client":"[::1]:5000","user":"b\u0001ob\n","#
+            ),
+            "{line}"
+        );
+        assert!(line.contains(r#""rule":"deny \"x\" \\ y""#), "{line}");
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn squid_lines() {
+        assert_eq!(
+            get().squid(AT),
+            "1795270203.123     12 127.0.0.1 TCP_MISS/200 1256 GET http://example.com/ - HIER_DIRECT/93.184.216.34 -"
+        );
+        assert_eq!(
+            denied().squid(AT),
+            "1795270203.123      0 127.0.0.1 TCP_DENIED/403 475 GET http://example.com/ alice HIER_NONE/- -"
+        );
+        assert_eq!(
+            tunnel().squid(AT),
+            "1795270203.123   1500 127.0.0.1 TCP_TUNNEL/200 5000 CONNECT example.com:443 - HIER_DIRECT/93.184.216.34 -"
+        );
+        assert_eq!(
+            unreadable().squid(AT),
+            "1795270203.123      3 127.0.0.1 NONE_NONE/400 0 - - - HIER_NONE/- -"
+        );
+        assert_eq!(
+            aborted().squid(AT),
+            "1795270203.123     12 127.0.0.1 TCP_MISS_ABORTED/000 0 GET http://example.com/big - HIER_DIRECT/93.184.216.34 -"
+        );
+        let odd = AccessRecord {
+            client: "[::1]:5000".parse().unwrap(),
+            user: Some("j doe".into()),
+            ..get()
+        };
+        assert!(odd
+            .squid(AT)
+            .contains(" ::1 TCP_MISS/200 1256 GET http://example.com/ j%20doe "));
+        // Every line has the ten space-separated fields analysers expect.
+        for r in [get(), denied(), tunnel(), unreadable(), aborted(), odd] {
+            assert_eq!(
+                r.squid(AT).split_whitespace().count(),
+                10,
+                "{}",
+                r.squid(AT)
+            );
+        }
+    }
+
+    #[test]
+    fn combined_lines() {
+        assert_eq!(
+            get().combined(AT),
+            r#"127.0.0.1 - - [21/Nov/2026:14:10:03 +0000] "GET http://example.com/ HTTP/1.1" 200 1256 "-" "-""#
+        );
+        assert_eq!(
+            denied().combined(AT),
+            r#"127.0.0.1 - alice [21/Nov/2026:14:10:03 +0000] "GET http://example.com/ HTTP/1.1" 403 475 "-" "-""#
+        );
+        assert_eq!(
+            tunnel().combined(AT),
+            r#"127.0.0.1 - - [21/Nov/2026:14:10:03 +0000] "CONNECT example.com:443 HTTP/1.1" 200 5000 "-" "-""#
+        );
+        assert_eq!(
+            unreadable().combined(AT),
+            r#"127.0.0.1 - - [21/Nov/2026:14:10:03 +0000] "-" 400 0 "-" "-""#
+        );
+        assert_eq!(
+            aborted().combined(UnixTime(951_782_400_000_000)),
+            r#"127.0.0.1 - - [29/Feb/2000:00:00:00 +0000] "GET http://example.com/big HTTP/1.1" 499 0 "-" "-""#
+        );
+        let odd = AccessRecord {
+            user: Some("j \"doe\"".into()),
+            target: "http://example.com/a\"b".into(),
+            ..get()
+        };
+        assert_eq!(
+            odd.combined(AT),
+            r#"127.0.0.1 - j\x20\x22doe\x22 [21/Nov/2026:14:10:03 +0000] "GET http://example.com/a\x22b HTTP/1.1" 200 1256 "-" "-""#
+        );
+    }
+
+    #[test]
+    fn human_lines_for_each_kind() {
+        assert_eq!(
+            get().human(AT),
+            "2026-11-21T14:10:03Z 127.0.0.1:51234 GET http://example.com/ -> 93.184.216.34:80 200 1256B 12ms"
+        );
+        assert_eq!(
+            denied().human(AT),
+            "2026-11-21T14:10:03Z 127.0.0.1:51234 GET http://example.com/ -> - 403 475B 0ms error=http_request_denied user=alice rule=\"deny example.com (blocklist.txt:3)\""
+        );
+        assert_eq!(
+            tunnel().human(AT),
+            "2026-11-21T14:10:03Z 127.0.0.1:51234 CONNECT example.com:443 -> 93.184.216.34:443 200 5000B 1500ms client_sent=700B"
+        );
+        assert_eq!(
+            unreadable().human(AT),
+            "2026-11-21T14:10:03Z 127.0.0.1:51234 - - -> - 400 0B 3ms error=http_request_error"
+        );
+        for f in [
+            LogFormat::Human,
+            LogFormat::Json,
+            LogFormat::Squid,
+            LogFormat::Combined,
+        ] {
+            let line = tunnel().format(f, AT);
+            assert!(!line.is_empty() && !line.contains('\n'), "{f:?}: {line}");
+        }
+        assert_eq!(get().format(LogFormat::Squid, AT), get().squid(AT));
     }
 }

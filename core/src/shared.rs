@@ -1,11 +1,13 @@
 //! State every connection of one proxy shares: the configuration and
-//! compiled policy in force (swapped whole on reload), and the connection
-//! caps. Plain data behind `Arc`; usable from many threads (proxy-std)
-//! or one (proxy-smol, WASI).
+//! compiled policy in force (swapped whole on reload), the connection
+//! caps, and the metrics. Plain data behind `Arc`; usable from many
+//! threads (proxy-std) or one (proxy-smol, WASI).
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::policy::caps::ConnectionCaps;
 use crate::policy::{Policy, PolicyError, Report, Sources};
+use crate::time::{Instant, UnixTime};
 use std::sync::{Arc, RwLock};
 
 /// The configuration and the policy compiled from it, as one unit: a
@@ -26,6 +28,7 @@ pub struct Snapshot {
 pub struct Shared {
     current: RwLock<Arc<Snapshot>>,
     caps: Arc<ConnectionCaps>,
+    metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -47,6 +50,7 @@ impl Shared {
             Arc::new(Shared {
                 current: RwLock::new(Arc::new(snapshot)),
                 caps,
+                metrics: Arc::new(Metrics::new()),
             }),
             report,
         ))
@@ -67,6 +71,7 @@ impl Shared {
         Arc::new(Shared {
             current: RwLock::new(Arc::new(snapshot)),
             caps,
+            metrics: Arc::new(Metrics::new()),
         })
     }
 
@@ -95,5 +100,29 @@ impl Shared {
     /// The connection caps.
     pub fn caps(&self) -> &Arc<ConnectionCaps> {
         &self.caps
+    }
+
+    /// The counters behind `/_metrics` and `/_status`. Survive reloads.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Says when the proxy started, for the uptime. Without it the uptime
+    /// counts from [`Instant::ZERO`], the runtime's clock origin, which
+    /// both runtimes take at start-up.
+    pub fn set_start(&self, now: Instant) {
+        self.metrics.set_start(now);
+    }
+
+    /// The Prometheus text exposition at `now`.
+    pub fn render_metrics(&self, now: Instant) -> String {
+        self.metrics.render_prometheus(now, self.caps.active())
+    }
+
+    /// The status page at `now`; `wall` is the calendar time at `now`.
+    pub fn render_status(&self, now: Instant, wall: UnixTime) -> String {
+        let config = self.snapshot().config.clone();
+        self.metrics
+            .render_status(now, wall, &config.proxy_name, self.caps.active())
     }
 }

@@ -4,30 +4,79 @@
 use std::fmt;
 use std::time::Duration;
 
-/// Parses `"250ms"`, `"30s"`, `"5m"`, `"2h"`, `"1d"`; a bare number is seconds.
+/// Splits `"1.5 MiB"` into the number (`"1.5"`) and the unit (`"MiB"`).
+fn split_number(t: &str) -> (&str, &str) {
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '_'))
+        .unwrap_or(t.len());
+    let (n, u) = t.split_at(split);
+    (n, u.trim())
+}
+
+/// Digits with at most one `.`.
+fn is_plain_number(n: &str) -> bool {
+    n.bytes().any(|b| b.is_ascii_digit()) && n.matches('.').count() <= 1
+}
+
+/// `whole.frac` times `unit`, exactly where it can be (truncating below
+/// one unit of the result); `None` if it is not a number or overflows.
+fn scale(number: &str, unit: u64) -> Option<u64> {
+    let number = number.replace('_', "");
+    let (whole, frac) = number.split_once('.').unwrap_or((&number, ""));
+    if whole.is_empty() && frac.is_empty() {
+        return None;
+    }
+    if !whole.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let w: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    let frac = &frac[..frac.len().min(18)];
+    let f: u128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
+    let part = f * u128::from(unit) / 10u128.pow(frac.len() as u32);
+    w.checked_mul(unit)?.checked_add(u64::try_from(part).ok()?)
+}
+
+/// Parses `"250ms"`, `"30s"`, `"1.5s"`, `"5m"`, `"2h"`, `"1d"` (also
+/// `sec`, `min`, `hours`, ...); a bare number is seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| {
-        format!("invalid duration {text:?}: expected a number with a unit, like \"30s\"")
-    })?;
-    let unit_micros: u64 = match unit.trim() {
-        "us" | "µs" => 1,
-        "ms" => 1_000,
-        "" | "s" => 1_000_000,
-        "m" | "min" => 60_000_000,
-        "h" => 3_600_000_000,
-        "d" => 86_400_000_000,
+    if t.starts_with('-') {
+        return Err(format!("invalid duration {text:?}: it cannot be negative"));
+    }
+    let (number, unit) = split_number(t);
+    let unit_micros: u64 = match unit.to_ascii_lowercase().as_str() {
+        "us" | "µs" | "micros" => 1,
+        "ms" | "msec" | "millis" => 1_000,
+        "" | "s" | "sec" | "secs" | "second" | "seconds" => 1_000_000,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60_000_000,
+        "h" | "hr" | "hour" | "hours" => 3_600_000_000,
+        "d" | "day" | "days" => 86_400_000_000,
+        _ if number.is_empty() => {
+            return Err(format!(
+                "invalid duration {text:?}: expected a number with a unit, like \"30s\", \"250ms\" or \"5m\""
+            ))
+        }
         other => {
             return Err(format!(
-                "invalid duration unit {other:?} in {text:?}: use ms, s, m, h or d"
+                "invalid duration unit {other:?} in {text:?}: use ms, s, m, h or d (like \"30s\")"
             ))
         }
     };
-    n.checked_mul(unit_micros)
-        .map(Duration::from_micros)
-        .ok_or_else(|| format!("duration {text:?} is too large"))
+    match scale(number, unit_micros) {
+        Some(micros) => Ok(Duration::from_micros(micros)),
+        None if !is_plain_number(number) => Err(format!(
+            "invalid duration {text:?}: expected a number with a unit, like \"30s\""
+        )),
+        None => Err(format!("duration {text:?} is too large")),
+    }
 }
 
 /// Formats a duration in the largest unit that divides it exactly.
@@ -51,30 +100,42 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
-/// Parses `"512"`, `"64KiB"`, `"1MiB"`, `"2GiB"` (also `KB`/`MB`/`GB` as decimal).
+/// Parses `"512"`, `"64KiB"`, `"1.5MiB"`, `"2GiB"` (`K`/`M`/`G` are
+/// binary too; `KB`/`MB`/`GB` decimal); units are case-insensitive.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| {
-        format!("invalid size {text:?}: expected a number with a unit, like \"64KiB\"")
-    })?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "K" => 1 << 10,
-        "MiB" | "M" => 1 << 20,
-        "GiB" | "G" => 1 << 30,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
+    if t.starts_with('-') {
+        return Err(format!("invalid size {text:?}: it cannot be negative"));
+    }
+    let (number, unit) = split_number(t);
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" | "bytes" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        "tib" | "t" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ if number.is_empty() => {
+            return Err(format!(
+                "invalid size {text:?}: expected a number with a unit, like \"64KiB\" or \"10MiB\""
+            ))
+        }
         other => {
             return Err(format!(
-                "invalid size unit {other:?} in {text:?}: use B, KiB, MiB or GiB"
+                "invalid size unit {other:?} in {text:?}: use B, KiB, MiB or GiB (like \"64KiB\")"
             ))
         }
     };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size {text:?} is too large"))
+    match scale(number, mult) {
+        Some(n) => Ok(n),
+        None if !is_plain_number(number) => Err(format!(
+            "invalid size {text:?}: expected a number with a unit, like \"64KiB\""
+        )),
+        None => Err(format!("size {text:?} is too large")),
+    }
 }
 
 /// Formats a size in the largest binary unit that divides it exactly.
@@ -111,6 +172,18 @@ pub mod duration {
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
                 Ok(Duration::from_secs(v))
             }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+                u64::try_from(v)
+                    .map(Duration::from_secs)
+                    .map_err(|_| E::custom(format!("invalid duration {v}: it cannot be negative")))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
+                Duration::try_from_secs_f64(v).map_err(|_| {
+                    E::custom(format!(
+                        "invalid duration {v}: expected a number of seconds, or a string like \"30s\""
+                    ))
+                })
+            }
         }
         d.deserialize_any(V)
     }
@@ -140,6 +213,10 @@ pub mod size {
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<usize, E> {
                 usize::try_from(v).map_err(|_| E::custom("size does not fit this platform"))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<usize, E> {
+                usize::try_from(v)
+                    .map_err(|_| E::custom(format!("invalid size {v}: it cannot be negative")))
             }
         }
         d.deserialize_any(V)
@@ -194,6 +271,39 @@ mod tests {
             .contains("expected a number"));
         assert!(parse_duration("3 weeks").unwrap_err().contains("unit"));
         assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn durations_take_fractions_and_words() {
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            parse_duration("0.25 s").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            parse_duration("2 minutes").unwrap(),
+            Duration::from_secs(120)
+        );
+        assert_eq!(parse_duration("1_000ms").unwrap(), Duration::from_secs(1));
+        assert!(parse_duration("-5s").unwrap_err().contains("negative"));
+        assert!(parse_duration("1.2.3s").is_err());
+        assert!(parse_duration("")
+            .unwrap_err()
+            .contains("expected a number"));
+    }
+
+    #[test]
+    fn sizes_take_fractions_and_any_case() {
+        assert_eq!(parse_size("1.5MiB").unwrap(), 3 << 19);
+        assert_eq!(parse_size("64kib").unwrap(), 65536);
+        assert_eq!(parse_size("64 K").unwrap(), 65536);
+        assert_eq!(parse_size("2kb").unwrap(), 2000);
+        assert!(parse_size("-1KiB").unwrap_err().contains("negative"));
+        assert!(parse_size("KiB").unwrap_err().contains("expected a number"));
+        assert!(parse_size("64 KB/s").unwrap_err().contains("unit"));
+        assert!(parse_size("99999999999GiB")
+            .unwrap_err()
+            .contains("too large"));
     }
 
     #[test]

@@ -6,6 +6,13 @@
 //! write, a tunnel's end) are queued and fed back only once the drain is
 //! over. Then offer held bytes again while the core wants them, and
 //! otherwise wait for the client, the upstream or the core's deadline.
+//!
+//! Each wait also listens for the next lifecycle stage
+//! (`proxy_std::lifecycle`): when shutdown begins the connection gets
+//! `begin_shutdown` (an idle one closes, an exchange in flight finishes
+//! with `Connection: close`); when the grace period ends, a tunnel's relay
+//! ends (`TunnelEndReason::Shutdown`, logged) and an exchange still in
+//! flight is cut off.
 
 use crate::net::{self, Stream};
 use crate::relay;
@@ -18,6 +25,7 @@ use proxy_core::{
 };
 use proxy_std::buf::InBuf;
 use proxy_std::io_error::connect_error;
+use proxy_std::lifecycle::{ConnGuard, EventListener, Lifecycle, Stage};
 use proxy_std::pool::Pool;
 use proxy_std::{Clock, Settings};
 use smol::Timer;
@@ -45,8 +53,11 @@ pub(crate) struct Shared {
     pub(crate) settings: Arc<Settings>,
     pub(crate) clock: Clock,
     pub(crate) pool: Pool<Stream>,
-    /// Finished traces go to the trace writer thread, when recording.
-    pub(crate) traces: Option<mpsc::Sender<Trace>>,
+    /// Finished traces go to the trace writer thread, when recording,
+    /// each with a live-count guard so shutdown waits until it is saved.
+    pub(crate) traces: Option<mpsc::Sender<(Trace, ConnGuard)>>,
+    /// Shutdown state.
+    pub(crate) life: Lifecycle,
 }
 
 /// Serves one accepted client until the core closes the connection.
@@ -82,6 +93,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: Stream, peer: SocketAddr,
         last_fired: None,
         write_stall,
         upstream_first: false,
+        shutdown_begun: false,
+        life_listener: None,
     };
     driver.run().await;
 
@@ -98,11 +111,29 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: Stream, peer: SocketAddr,
     drop(upstream);
     if let (Some(traces), Some(trace)) = (&shared.traces, traced.into_trace()) {
         // Only fails if the writer thread is gone; nothing to do then.
-        let _ = traces.send(trace);
+        let _ = traces.send((trace, shared.life.track()));
     }
     if closed && !client_eof && !client_dead {
-        net::linger_close(&client).await;
+        // Not past the end of the grace period, though.
+        future::or(net::linger_close(&client), shared.life.stopping()).await;
     }
+}
+
+/// [`net::write_all`], abandoned (as `TimedOut`) when the shutdown grace
+/// period ends, so a peer that stopped reading cannot hold the process.
+/// The lifecycle is looked at only if the write blocks.
+async fn write_all(
+    life: &Lifecycle,
+    stream: &smol::Async<std::net::TcpStream>,
+    a: &[u8],
+    b: &[u8],
+    stall: Duration,
+) -> io::Result<()> {
+    future::or(net::write_all(stream, a, b, stall), async {
+        life.stopping().await;
+        Err(io::ErrorKind::TimedOut.into())
+    })
+    .await
 }
 
 /// A result of an action, or an event, waiting to be fed to the core.
@@ -126,6 +157,8 @@ enum Event {
     Upstream(io::Result<usize>),
     /// The core's deadline passed.
     Deadline,
+    /// The lifecycle moved to a later stage.
+    Lifecycle,
 }
 
 /// The upstream connection currently held.
@@ -179,6 +212,11 @@ struct Driver {
     /// Which socket the next wait polls first, alternating so a busy side
     /// cannot starve the other.
     upstream_first: bool,
+    /// `begin_shutdown` was called (shutdown began).
+    shutdown_begun: bool,
+    /// Notified at the next lifecycle stage; kept across waits (one
+    /// listener per stage, not one per wait).
+    life_listener: Option<EventListener>,
 }
 
 impl Driver {
@@ -188,6 +226,9 @@ impl Driver {
 
     async fn run(&mut self) {
         let mut events = 0u32;
+        // A connection over a cap is refused from birth: its 503 and its
+        // log record are queued already.
+        self.drain().await;
         loop {
             if self.closed || self.traced.conn().is_closed() {
                 return;
@@ -196,6 +237,21 @@ impl Driver {
                 self.feed(input);
                 self.drain().await;
                 continue;
+            }
+            // After the pending inputs, so a tunnel's end is logged first.
+            match self.shared.life.stage() {
+                Stage::Running => {}
+                Stage::Draining if self.shutdown_begun => {}
+                Stage::Draining => {
+                    self.shutdown_begun = true;
+                    let now = self.now();
+                    self.traced.begin_shutdown(now);
+                    self.drain().await;
+                    continue;
+                }
+                // The grace period is over and an exchange is still in
+                // flight: cut it off.
+                Stage::Stopping => return,
             }
             if self.offer_client() || self.offer_upstream() {
                 self.drain().await;
@@ -302,6 +358,8 @@ impl Driver {
                 self.armed = None;
                 self.pending.push_back(Input::Timeout);
             }
+            // `run` looks at the stage.
+            Event::Lifecycle => {}
         }
     }
 
@@ -395,13 +453,22 @@ impl Driver {
         }
         let result = match side {
             Side::Client if self.client_dead => return,
-            Side::Client => net::write_all(&self.client, a, b, self.write_stall).await,
+            Side::Client => {
+                write_all(&self.shared.life, &self.client, a, b, self.write_stall).await
+            }
             Side::Upstream => match &self.upstream {
-                Some(up) if !up.dead => net::write_all(&up.stream, a, b, self.write_stall).await,
+                Some(up) if !up.dead => {
+                    write_all(&self.shared.life, &up.stream, a, b, self.write_stall).await
+                }
                 _ => return,
             },
         };
         if result.is_err() {
+            if self.shared.life.is_stopping() {
+                // Cut off at the end of the shutdown grace period.
+                self.closed = true;
+                return;
+            }
             match side {
                 Side::Client => self.client_failed(),
                 Side::Upstream => self.upstream_failed(),
@@ -429,15 +496,29 @@ impl Driver {
         };
         let result = match to {
             Side::Client if self.client_dead => return,
-            Side::Client => net::write_all(&self.client, head, bytes, self.write_stall).await,
+            Side::Client => {
+                write_all(
+                    &self.shared.life,
+                    &self.client,
+                    head,
+                    bytes,
+                    self.write_stall,
+                )
+                .await
+            }
             Side::Upstream => match &self.upstream {
                 Some(up) if !up.dead => {
-                    net::write_all(&up.stream, head, bytes, self.write_stall).await
+                    write_all(&self.shared.life, &up.stream, head, bytes, self.write_stall).await
                 }
                 _ => return,
             },
         };
         if result.is_err() {
+            if self.shared.life.is_stopping() {
+                // Cut off at the end of the shutdown grace period.
+                self.closed = true;
+                return;
+            }
             match to {
                 Side::Client => self.client_failed(),
                 Side::Upstream => self.upstream_failed(),
@@ -559,6 +640,7 @@ impl Driver {
         self.client_eof_reported = true;
         let end = match &self.upstream {
             Some(up) if up.id == id && !up.dead && !self.client_dead => {
+                let life = &self.shared.life;
                 let start = relay::Start {
                     to_upstream: self
                         .client_buf
@@ -569,7 +651,7 @@ impl Driver {
                     client_eof: self.client_eof,
                     upstream_eof: up.eof,
                 };
-                relay::relay(&self.client, &up.stream, start, idle).await
+                relay::relay(&self.client, &up.stream, start, idle, life).await
             }
             _ => TunnelEnd {
                 to_upstream: 0,
@@ -622,6 +704,20 @@ impl Driver {
         if !timed && !read_client && !read_upstream {
             return None;
         }
+        if self.life_listener.is_none() {
+            // Listen first, then look, so a change in between is not lost.
+            self.life_listener = Some(self.shared.life.changed());
+            let acted_on = if self.shutdown_begun {
+                Stage::Draining
+            } else {
+                Stage::Running
+            };
+            if self.shared.life.stage() > acted_on {
+                self.life_listener = None;
+                return Some(Event::Lifecycle);
+            }
+        }
+        let life_listener = &mut self.life_listener;
 
         // Read straight into the buffers' spare room; committed afterwards.
         let client = &*self.client;
@@ -654,6 +750,12 @@ impl Driver {
             }
             if timed && Pin::new(&mut *timer).poll(cx).is_ready() {
                 return Poll::Ready(Event::Deadline);
+            }
+            if let Some(listener) = life_listener.as_mut() {
+                if Pin::new(listener).poll(cx).is_ready() {
+                    *life_listener = None;
+                    return Poll::Ready(Event::Lifecycle);
+                }
             }
             Poll::Pending
         })

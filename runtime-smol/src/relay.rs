@@ -6,6 +6,7 @@
 use futures_lite::future::poll_fn;
 use futures_lite::{AsyncRead, AsyncWrite};
 use proxy_core::{TunnelEnd, TunnelEndReason};
+use proxy_std::lifecycle::Lifecycle;
 use smol::{Async, Timer};
 use std::future::Future;
 use std::io;
@@ -34,19 +35,26 @@ pub(crate) struct Start<'a> {
     pub(crate) upstream_eof: bool,
 }
 
-/// Relays until the tunnel is over and says how it went. Byte counts
+/// Relays until the tunnel is over, or the shutdown grace period is
+/// (`TunnelEndReason::Shutdown`), and says how it went. Byte counts
 /// include the leftover bytes in `start`.
 pub(crate) async fn relay(
     client: &Async<TcpStream>,
     upstream: &Async<TcpStream>,
     start: Start<'_>,
     idle: Duration,
+    life: &Lifecycle,
 ) -> TunnelEnd {
     let mut up = Direction::new(start.to_upstream, start.client_eof);
     let mut down = Direction::new(start.to_client, start.upstream_eof);
     let mut last_progress = Instant::now();
     let mut timer = Timer::at(last_progress + idle);
+    let mut stop = std::pin::pin!(life.stopping());
     let reason = poll_fn(|cx| {
+        // First, so a tunnel always busy still notices.
+        if stop.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(TunnelEndReason::Shutdown);
+        }
         // Each direction gets its own budget, so neither starves the other.
         let (mut b1, mut b2) = (BUDGET, BUDGET);
         let r1 = up.poll(cx, client, upstream, &mut b1);

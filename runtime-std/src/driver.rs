@@ -1,6 +1,12 @@
 //! One client connection, driven in its own thread: both sockets, poll(2),
 //! and the core's drain loop (see `proxy_core::Connection` for the contract
 //! this follows).
+//!
+//! Every poll also waits on a lifecycle beacon (`proxy_std::lifecycle`):
+//! the drain beacon until shutdown begins, when the connection gets
+//! `begin_shutdown`; then the stop beacon, which ends a tunnel (reported
+//! as `TunnelEndReason::Shutdown`) or cuts off an exchange still in
+//! flight when the grace period is over.
 
 use crate::relay::{self, Start};
 use crate::sys::{self, POLLIN};
@@ -11,12 +17,13 @@ use proxy_core::{
 };
 use proxy_std::buf::InBuf;
 use proxy_std::io_error::connect_error;
+use proxy_std::lifecycle::Lifecycle;
 use proxy_std::pool::Pool;
 use proxy_std::{Clock, Settings};
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,10 +43,12 @@ pub(crate) struct Shared {
     pub(crate) settings: Arc<Settings>,
     pub(crate) clock: Clock,
     pub(crate) pool: Pool<TcpStream>,
+    /// Shutdown state: where the process is, and the beacons to poll.
+    pub(crate) life: Lifecycle,
 }
 
 impl Shared {
-    pub(crate) fn new(settings: Settings) -> Self {
+    pub(crate) fn new(settings: Settings, life: Lifecycle) -> Self {
         let pool = Pool::new(
             settings.config().timeouts.upstream_idle,
             MAX_POOLED_PER_ADDR,
@@ -48,6 +57,7 @@ impl Shared {
             settings: Arc::new(settings),
             clock: Clock::new(),
             pool,
+            life,
         }
     }
 }
@@ -118,6 +128,8 @@ pub(crate) fn serve(shared: &Shared, id: ConnId, client: TcpStream, peer: Socket
         out: Vec::new(),
         pending: VecDeque::new(),
         closed: false,
+        shutdown_begun: false,
+        write_stall: settings.config().timeouts.transfer_idle,
     };
     driver.run();
     driver.close_sockets();
@@ -197,11 +209,19 @@ struct Driver<'a> {
     pending: VecDeque<Pending>,
     /// The core asked to close.
     closed: bool,
+    /// `begin_shutdown` was called (shutdown began).
+    shutdown_begun: bool,
+    /// A write that makes no progress for this long fails (zero: never).
+    write_stall: Duration,
 }
 
 impl Driver<'_> {
     fn now(&self) -> proxy_core::Instant {
         self.shared.clock.now()
+    }
+
+    fn stop_fd(&self) -> RawFd {
+        self.shared.life.stop_fd()
     }
 
     fn run(&mut self) {
@@ -210,6 +230,26 @@ impl Driver<'_> {
         let mut fired = None;
         self.pump();
         while !self.closed {
+            let life = &self.shared.life;
+            if life.is_stopping() {
+                // The grace period is over and this exchange is still in
+                // flight: cut it off (a tunnel never gets here; its relay
+                // ends on the same beacon).
+                break;
+            }
+            if !self.shutdown_begun && life.is_draining() {
+                self.shutdown_begun = true;
+                let now = self.now();
+                self.conn.begin_shutdown(now);
+                self.pump();
+                continue;
+            }
+            // Wakes the poll below when the next stage begins.
+            let beacon = if self.shutdown_begun {
+                life.stop_fd()
+            } else {
+                life.drain_fd()
+            };
             let now = self.now();
             let mut deadline = self.conn.poll_timeout();
             if let Some(due) = deadline.filter(|&d| d <= now) {
@@ -239,6 +279,7 @@ impl Driver<'_> {
             let mut fds = [
                 sys::pollfd(want_client.then(|| self.client.as_raw_fd()), POLLIN),
                 sys::pollfd(polled_up.map(|(_, fd)| fd), POLLIN),
+                sys::pollfd(Some(beacon), POLLIN),
             ];
             match sys::poll(&mut fds, sys::timeout_ms(deadline, now)) {
                 Ok(_) => {}
@@ -454,17 +495,23 @@ impl Driver<'_> {
         let result = match to {
             Side::Client if self.c_dead => return,
             Side::Client => match data {
-                Some(d) => (&self.client).write_all(d),
+                Some(d) => write_all(&self.client, d, self.stop_fd(), self.write_stall),
                 None => Err(io::ErrorKind::InvalidInput.into()),
             },
             Side::Upstream => match (&self.up, data) {
                 (Some(up), _) if up.dead => return,
-                (Some(up), Some(d)) => (&up.stream).write_all(d),
+                (Some(up), Some(d)) => write_all(&up.stream, d, self.stop_fd(), self.write_stall),
                 (Some(_), None) => Err(io::ErrorKind::InvalidInput.into()),
                 (None, _) => return,
             },
         };
         if let Err(e) = result {
+            if self.shared.life.is_stopping() {
+                // Cut off at the end of the shutdown grace period (the
+                // write gave up on the stop beacon): nothing more to do.
+                self.closed = true;
+                return;
+            }
             if e.kind() == io::ErrorKind::InvalidInput {
                 eprintln!(
                     "proxy-std: core asked to send {len} bytes at {start} of a {}-byte buffer",
@@ -545,6 +592,7 @@ impl Driver<'_> {
                     eof: up.eof_seen,
                 },
                 idle,
+                self.shared.life.stop_fd(),
             ),
             _ => TunnelEnd {
                 to_upstream: 0,
@@ -591,7 +639,7 @@ impl Driver<'_> {
         }
         let _ = self.client.shutdown(Shutdown::Write);
         if !self.c_eof_seen {
-            linger(&self.client);
+            linger(&self.client, self.shared.life.stop_fd());
         }
         let _ = self.client.shutdown(Shutdown::Both);
     }
@@ -618,6 +666,39 @@ fn buf_len(src: Src, d: &Driver<'_>) -> usize {
     }
 }
 
+/// Writes all of `data`, blocking, but giving up when `stop` (the
+/// lifecycle's stop beacon) becomes readable or the peer takes nothing
+/// for `stall` (zero: no limit). The common case, a socket with room, is
+/// one send(2).
+fn write_all(stream: &TcpStream, mut data: &[u8], stop: RawFd, stall: Duration) -> io::Result<()> {
+    let fd = stream.as_raw_fd();
+    while !data.is_empty() {
+        match sys::send_nowait(fd, data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let mut fds = [
+                    sys::pollfd(Some(fd), sys::POLLOUT),
+                    sys::pollfd(Some(stop), POLLIN),
+                ];
+                let timeout = (!stall.is_zero()).then_some(stall);
+                match sys::poll(&mut fds, sys::duration_ms(timeout)) {
+                    Ok(0) => return Err(io::ErrorKind::TimedOut.into()),
+                    Ok(_) if fds[1].revents != 0 => {
+                        return Err(io::Error::other("shutdown grace period over"))
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Whether an idle pooled connection is still open: nothing to read and
 /// no end of stream. Leaves it in blocking mode.
 fn is_alive(stream: &TcpStream) -> bool {
@@ -629,14 +710,32 @@ fn is_alive(stream: &TcpStream) -> bool {
     alive && stream.set_nonblocking(false).is_ok()
 }
 
-/// Reads and discards until the client closes, for at most [`LINGER`].
-fn linger(client: &TcpStream) {
+/// Reads and discards until the client closes, for at most [`LINGER`],
+/// or until `stop` (the lifecycle's stop beacon) is readable.
+fn linger(client: &TcpStream, stop: RawFd) {
     let started = std::time::Instant::now();
     let mut scratch = [0u8; 4096];
     while let Some(left) = LINGER
         .checked_sub(started.elapsed())
         .filter(|d| !d.is_zero())
     {
+        let mut fds = [
+            sys::pollfd(Some(client.as_raw_fd()), POLLIN),
+            sys::pollfd(Some(stop), POLLIN),
+        ];
+        match sys::poll(&mut fds, sys::duration_ms(Some(left))) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        }
+        if fds[1].revents != 0 {
+            return;
+        }
+        if fds[0].revents == 0 {
+            continue;
+        }
+        // Readable: data or end of stream is there, so this does not
+        // block (the timeout is a safeguard).
         if client.set_read_timeout(Some(left)).is_err() {
             return;
         }

@@ -1,6 +1,15 @@
 //! `proxy-std`: the blocking runtime. One thread per listener accepts; one
 //! thread per client connection drives the sans-IO core over both sockets
 //! with poll(2).
+//!
+//! Shutdown (see `proxy_std::lifecycle`): every poll(2) in the process,
+//! the accept threads' included, also waits on a lifecycle beacon
+//! descriptor, so a signal wakes each thread at once however long it has
+//! been blocked. On the first SIGINT/SIGTERM the accept threads return,
+//! closing their listeners; each connection thread calls
+//! `begin_shutdown` and carries on until the core closes it; the main
+//! thread waits for the live count to reach zero, or the grace period to
+//! end (then the stop beacon ends tunnels and closes the rest).
 
 mod driver;
 mod relay;
@@ -9,8 +18,10 @@ mod sys;
 use clap::Parser;
 use driver::Shared;
 use proxy_core::ConnId;
-use std::io::Write;
+use proxy_std::lifecycle::Lifecycle;
+use std::io::{self, Write};
 use std::net::TcpListener;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,8 +42,15 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if let Err(e) = proxy_std::signals::reload_on_sighup(settings.clone()) {
-        eprintln!("proxy-std: cannot watch SIGHUP: {e}");
+    let life = match Lifecycle::new() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("proxy-std: cannot set up shutdown: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = proxy_std::signals::watch("proxy-std", settings.clone(), life.clone()) {
+        eprintln!("proxy-std: cannot watch signals: {e}");
         std::process::exit(1);
     }
     let mut listeners = Vec::with_capacity(settings.listen.len());
@@ -61,14 +79,18 @@ fn main() {
         let _ = err.flush();
     }
 
-    let shared = Arc::new(Shared::new(settings));
+    let shared = Arc::new(Shared::new(settings, life.clone()));
     start_pool_sweeper(&shared);
     let mut accepters = Vec::with_capacity(listeners.len());
     for listener in listeners {
+        if let Err(e) = listener.set_nonblocking(true) {
+            eprintln!("proxy-std: cannot listen: {e}");
+            std::process::exit(1);
+        }
         let shared = Arc::clone(&shared);
         let spawned = std::thread::Builder::new()
             .name("accept".to_owned())
-            .spawn(move || accept_loop(&listener, &shared));
+            .spawn(move || accept_loop(listener, &shared));
         match spawned {
             Ok(h) => accepters.push(h),
             Err(e) => {
@@ -77,9 +99,14 @@ fn main() {
             }
         }
     }
-    for h in accepters {
-        let _ = h.join();
-    }
+    life.run_until_shutdown(&shared.settings, || {
+        // Each accept thread drops (closes) its listener as it returns.
+        for h in accepters {
+            let _ = h.join();
+        }
+    });
+    // Pooled idle upstream connections, and any thread still blocked past
+    // the grace period, go with the process.
 }
 
 /// Closes idle pooled upstream connections once they pass the idle
@@ -103,30 +130,69 @@ fn start_pool_sweeper(shared: &Arc<Shared>) {
     }
 }
 
-/// Accepts clients forever, one thread each.
-fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
+/// Accepts clients, one thread each, until shutdown begins; then returns,
+/// dropping (closing) the listener. The listener is non-blocking and
+/// polled together with the lifecycle's drain beacon.
+fn accept_loop(listener: TcpListener, shared: &Arc<Shared>) {
+    let life = &shared.life;
     loop {
-        match listener.accept() {
-            Ok((stream, peer)) => {
-                let id = ConnId(NEXT_CONN.fetch_add(1, Ordering::Relaxed));
-                let shared = Arc::clone(shared);
-                let spawned = std::thread::Builder::new()
-                    .stack_size(CONN_STACK)
-                    .spawn(move || driver::serve(&shared, id, stream, peer));
-                if let Err(e) = spawned {
-                    // The stream went with the closure and is closed.
-                    eprintln!("proxy-std: cannot start a connection thread: {e}");
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            }
-            Err(e) => match e.kind() {
-                std::io::ErrorKind::Interrupted | std::io::ErrorKind::ConnectionAborted => {}
-                _ => {
-                    // Out of descriptors or memory: back off rather than spin.
-                    eprintln!("proxy-std: accept failed: {e}");
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            },
+        if life.is_draining() {
+            return;
         }
+        let mut fds = [
+            sys::pollfd(Some(listener.as_raw_fd()), sys::POLLIN),
+            sys::pollfd(Some(life.drain_fd()), sys::POLLIN),
+        ];
+        match sys::poll(&mut fds, -1) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                eprintln!("proxy-std: poll failed: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        }
+        if fds[0].revents == 0 {
+            continue;
+        }
+        // Take everything queued, then wait again.
+        while !life.is_draining() {
+            match listener.accept() {
+                Ok((stream, peer)) => spawn_connection(shared, stream, peer),
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => break,
+                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => {}
+                    _ => {
+                        // Out of descriptors or memory: back off rather than spin.
+                        eprintln!("proxy-std: accept failed: {e}");
+                        std::thread::sleep(Duration::from_millis(50));
+                        break;
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Serves one accepted client on a thread of its own, counted as live
+/// until the thread ends.
+fn spawn_connection(shared: &Arc<Shared>, stream: std::net::TcpStream, peer: std::net::SocketAddr) {
+    // The driver uses blocking writes (with a timeout).
+    if stream.set_nonblocking(false).is_err() {
+        return;
+    }
+    let id = ConnId(NEXT_CONN.fetch_add(1, Ordering::Relaxed));
+    let guard = shared.life.track();
+    let shared = Arc::clone(shared);
+    let spawned = std::thread::Builder::new()
+        .stack_size(CONN_STACK)
+        .spawn(move || {
+            driver::serve(&shared, id, stream, peer);
+            drop(guard);
+        });
+    if let Err(e) = spawned {
+        // The stream and the guard went with the closure and are gone.
+        eprintln!("proxy-std: cannot start a connection thread: {e}");
+        std::thread::sleep(Duration::from_millis(10));
     }
 }

@@ -8,7 +8,7 @@ use crate::sys::{self, POLLIN, POLLOUT};
 use proxy_core::{TunnelEnd, TunnelEndReason};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// Per-direction buffer size.
@@ -23,20 +23,22 @@ pub(crate) struct Start<'a> {
 }
 
 /// Relays between `client` and `upstream` until both directions reached
-/// end of stream, a socket fails, or nothing moves for `idle` (zero: no
-/// limit). Byte counts include the leftovers. The sockets are back in
-/// blocking mode afterwards.
+/// end of stream, a socket fails, nothing moves for `idle` (zero: no
+/// limit), or `stop` becomes readable (the lifecycle's stop beacon: the
+/// shutdown grace period is over). Byte counts include the leftovers. The
+/// sockets are back in blocking mode afterwards.
 pub(crate) fn relay(
     client: &TcpStream,
     upstream: &TcpStream,
     from_client: Start<'_>,
     from_upstream: Start<'_>,
     idle: Duration,
+    stop: RawFd,
 ) -> TunnelEnd {
     let mut up = Half::new(from_client);
     let mut down = Half::new(from_upstream);
     let reason = if client.set_nonblocking(true).is_ok() && upstream.set_nonblocking(true).is_ok() {
-        run(client, upstream, &mut up, &mut down, idle)
+        run(client, upstream, &mut up, &mut down, idle, stop)
     } else {
         TunnelEndReason::Error
     };
@@ -143,6 +145,7 @@ fn run(
     up: &mut Half,
     down: &mut Half,
     idle: Duration,
+    stop: RawFd,
 ) -> TunnelEndReason {
     let mut last = Instant::now();
     loop {
@@ -181,6 +184,7 @@ fn run(
                 (upstream_events != 0).then(|| upstream.as_raw_fd()),
                 upstream_events,
             ),
+            sys::pollfd(Some(stop), POLLIN),
         ];
         let remaining = if idle.is_zero() {
             None
@@ -200,6 +204,9 @@ fn run(
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return TunnelEndReason::Error,
+        }
+        if fds[2].revents != 0 {
+            return TunnelEndReason::Shutdown;
         }
         if fds[0].revents != 0 && client_events & POLLIN != 0 {
             match up.fill_from(client) {
@@ -221,6 +228,7 @@ fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proxy_std::lifecycle::Lifecycle;
     use std::net::TcpListener;
 
     fn pair() -> (TcpStream, TcpStream) {
@@ -235,6 +243,8 @@ mod tests {
         // client_app <-> (client_sock | proxy | upstream_sock) <-> origin
         let (mut client_app, client_sock) = pair();
         let (upstream_sock, mut origin) = pair();
+        let life = Lifecycle::new().unwrap();
+        let stop = life.stop_fd();
         let t = std::thread::spawn(move || {
             relay(
                 &client_sock,
@@ -248,6 +258,7 @@ mod tests {
                     eof: false,
                 },
                 Duration::from_secs(5),
+                stop,
             )
         });
         client_app.write_all(b"world").unwrap();
@@ -261,6 +272,7 @@ mod tests {
         client_app.read_to_end(&mut got).unwrap();
         assert_eq!(got, b"hi there");
         let end = t.join().unwrap();
+        drop(life);
         assert_eq!(end.reason, TunnelEndReason::Closed);
         assert_eq!(end.to_upstream, 11);
         assert_eq!(end.to_client, 8);
@@ -270,6 +282,7 @@ mod tests {
     fn idle_timeout_ends_the_relay() {
         let (_client_app, client_sock) = pair();
         let (upstream_sock, _origin) = pair();
+        let life = Lifecycle::new().unwrap();
         let end = relay(
             &client_sock,
             &upstream_sock,
@@ -282,8 +295,41 @@ mod tests {
                 eof: false,
             },
             Duration::from_millis(50),
+            life.stop_fd(),
         );
         assert_eq!(end.reason, TunnelEndReason::IdleTimeout);
         assert_eq!((end.to_upstream, end.to_client), (0, 0));
+    }
+
+    #[test]
+    fn the_stop_beacon_ends_the_relay() {
+        let (mut client_app, client_sock) = pair();
+        let (upstream_sock, mut origin) = pair();
+        let life = Lifecycle::new().unwrap();
+        let stop = life.stop_fd();
+        let t = std::thread::spawn(move || {
+            relay(
+                &client_sock,
+                &upstream_sock,
+                Start {
+                    leftover: b"",
+                    eof: false,
+                },
+                Start {
+                    leftover: b"",
+                    eof: false,
+                },
+                Duration::ZERO,
+                stop,
+            )
+        });
+        client_app.write_all(b"ping").unwrap();
+        let mut got = [0u8; 4];
+        origin.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"ping");
+        life.stop();
+        let end = t.join().unwrap();
+        assert_eq!(end.reason, TunnelEndReason::Shutdown);
+        assert_eq!((end.to_upstream, end.to_client), (4, 0));
     }
 }

@@ -1,22 +1,52 @@
-//! Process signals both binaries answer the same way.
+//! Process signals both binaries answer the same way:
+//!
+//! - **SIGHUP**: read the configuration, lists and user files again and
+//!   put them in force without dropping a connection; a reload that fails
+//!   keeps the running configuration and says why on stderr.
+//! - **SIGINT, SIGTERM**: the first starts a graceful shutdown
+//!   ([`Lifecycle::begin_drain`]; the main thread does the rest, see
+//!   [`Lifecycle::run_until_shutdown`]). A second one exits at once with
+//!   status 130, after one line on stderr.
 
+use crate::lifecycle::Lifecycle;
 use crate::settings::Settings;
-use signal_hook::consts::SIGHUP;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use std::io::Write;
+use std::time::Duration;
 
-/// On SIGHUP, reads the configuration, lists and user files again and puts
-/// them in force without dropping a connection; a reload that fails keeps
-/// the running configuration and says why on stderr. Runs on its own
-/// thread for the life of the process.
-pub fn reload_on_sighup(settings: Settings) -> std::io::Result<()> {
-    let mut signals = Signals::new([SIGHUP])?;
+/// Exit status after a second SIGINT/SIGTERM (128 + SIGINT, as shells
+/// report an interrupted program).
+pub const FORCED_EXIT: i32 = 130;
+
+/// How long a second signal lets the access log write out what it holds.
+const SECOND_SIGNAL_FLUSH: Duration = Duration::from_millis(200);
+
+/// Takes over SIGHUP, SIGINT and SIGTERM and answers them on a thread of
+/// its own for the life of the process. `name` prefixes what it prints.
+/// Call early: until then the default actions apply.
+pub fn watch(name: &'static str, settings: Settings, life: Lifecycle) -> std::io::Result<()> {
+    let mut signals = Signals::new([SIGHUP, SIGINT, SIGTERM])?;
     std::thread::Builder::new()
-        .name("sighup".to_owned())
+        .name("signals".to_owned())
         .spawn(move || {
-            for _ in signals.forever() {
-                match settings.reload() {
-                    Ok(()) => eprintln!("reloaded configuration"),
-                    Err(e) => eprintln!("reload failed, keeping the running configuration: {e}"),
+            for signal in signals.forever() {
+                match signal {
+                    SIGHUP => match settings.reload() {
+                        Ok(()) => eprintln!("reloaded configuration"),
+                        Err(e) => {
+                            eprintln!("reload failed, keeping the running configuration: {e}")
+                        }
+                    },
+                    _ => {
+                        if !life.begin_drain() {
+                            eprintln!("{name}: second signal, exiting now");
+                            // What is already logged, briefly.
+                            settings.access_log.flush(SECOND_SIGNAL_FLUSH);
+                            let _ = std::io::stdout().flush();
+                            std::process::exit(FORCED_EXIT);
+                        }
+                    }
                 }
             }
         })?;

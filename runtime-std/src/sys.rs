@@ -1,4 +1,5 @@
-//! The one system call std does not wrap: poll(2).
+//! The system calls std does not wrap: poll(2), and a send(2) that never
+//! blocks.
 
 use proxy_core::Instant;
 use std::io;
@@ -33,6 +34,23 @@ pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usiz
     } else {
         Ok(usize::try_from(n).unwrap_or(0))
     }
+}
+
+/// Sends what the socket takes now, without blocking (even on a blocking
+/// socket) and without SIGPIPE; `WouldBlock` if it takes nothing.
+#[allow(unsafe_code)]
+pub(crate) fn send_nowait(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+    // SAFETY: `data` is an initialised slice and the kernel reads at most
+    // `data.len()` bytes from its start; it is not written.
+    let n = unsafe {
+        libc::send(
+            fd,
+            data.as_ptr().cast(),
+            data.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 /// The poll timeout in milliseconds until `deadline` (rounded up, so we

@@ -6,11 +6,13 @@
 //! tests are independent and can run in parallel.
 
 pub mod client;
+pub mod files;
 pub mod net;
 pub mod origin;
 pub mod proxy;
 
 pub use client::{Client, Head, Response};
+pub use files::TempFile;
 pub use net::{blackhole, free_port, ipv6_available, refused_addr, Blackhole, Refused};
 pub use origin::{EchoServer, Framing, Origin, RawOrigin, Reply, Request};
 pub use proxy::{Binary, LogLine, Proxy};

@@ -237,11 +237,13 @@ impl Proxy {
                 }
                 Err(_) => {
                     let status = proxy.child.try_wait().ok().flatten();
+                    // Not formatted under the lock: the panic would poison
+                    // it, and Drop reads it again.
+                    let stderr = proxy.stderr_lines().join("\n");
                     panic!(
-                        "{} did not report listening on {} address(es) (exit: {status:?}); stderr:\n{}",
+                        "{} did not report listening on {} address(es) (exit: {status:?}); stderr:\n{stderr}",
                         bin.name(),
                         listen.len(),
-                        proxy.stderr.lock().unwrap().join("\n")
                     );
                 }
             }
@@ -267,6 +269,31 @@ impl Proxy {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends `signal` (SIGTERM, SIGINT, ...) to the process.
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = i32::try_from(self.pid())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .expect("a valid pid");
+        rustix::process::kill_process(pid, signal)
+            .unwrap_or_else(|e| panic!("send {signal:?} to {}: {e}", self.pid()));
+    }
+
+    /// Waits up to `timeout` for the process to exit; its exit status, or
+    /// `None` if it is still running then.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// A new client connection to the proxy.
@@ -302,6 +329,50 @@ impl Proxy {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Polls stderr until a line printed at or after index `from` (see
+    /// [`stderr_lines`](Proxy::stderr_lines)) matches `pred`; panics,
+    /// showing stderr, if none does within `timeout`.
+    pub fn wait_for_stderr_from(
+        &self,
+        from: usize,
+        pred: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let lines = self.stderr_lines();
+            if let Some(l) = lines.iter().skip(from).find(|l| pred(l)) {
+                return l.clone();
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "{}: no matching stderr line within {timeout:?}; stderr:\n{}",
+                    self.bin.name(),
+                    lines.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Polls stderr until any line matches `pred`.
+    pub fn wait_for_stderr(&self, pred: impl Fn(&str) -> bool, timeout: Duration) -> String {
+        self.wait_for_stderr_from(0, pred, timeout)
+    }
+
+    /// Sends SIGHUP (reload the configuration, lists and user files) and
+    /// waits for the proxy to say how it went on stderr: returns its
+    /// `reloaded configuration` or `reload failed, ...` line.
+    pub fn reload(&self) -> String {
+        let from = self.stderr_lines().len();
+        self.signal(rustix::process::Signal::HUP);
+        self.wait_for_stderr_from(
+            from,
+            |l| l.starts_with("reloaded configuration") || l.starts_with("reload failed"),
+            IO_TIMEOUT,
+        )
     }
 
     /// Waits for the access-log line of `method target` and parses it.
@@ -375,7 +446,7 @@ impl Drop for Proxy {
 }
 
 /// One access-log line in the human format:
-/// `2026-11-21T14:10:03Z 127.0.0.1:51234 GET http://example.com/ -> 93.184.216.34:80 200 1256B 12ms [error=x]`
+/// `2026-11-21T14:10:03Z 127.0.0.1:51234 GET http://example.com/ -> 93.184.216.34:80 200 1256B 12ms [client_sent=NB] [error=x] [user=NAME] [rule="..."]`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
     /// RFC 3339 UTC time stamp.
@@ -399,13 +470,29 @@ pub struct LogLine {
     pub client_sent: Option<u64>,
     /// The `error=` value, if any.
     pub error: Option<String>,
+    /// The authenticated user (`user=`), if any.
+    pub user: Option<String>,
+    /// The policy rule that refused (`rule="..."`), if any.
+    pub rule: Option<String>,
 }
 
 impl LogLine {
     /// Parses a line, checking its shape; `None` if it does not fit.
     pub fn parse(line: &str) -> Option<LogLine> {
+        // The rule is last and the only field with spaces: quoted, with
+        // any `"` inside written as `'`.
+        let (line, rule) = match line.find(" rule=\"") {
+            Some(i) => {
+                let quoted = line[i + " rule=\"".len()..].strip_suffix('"')?;
+                if quoted.contains('"') {
+                    return None;
+                }
+                (&line[..i], Some(quoted.to_owned()))
+            }
+            None => (line, None),
+        };
         let t: Vec<&str> = line.split(' ').collect();
-        if t.len() < 9 || t.len() > 11 || t[4] != "->" {
+        if t.len() < 9 || t.len() > 12 || t[4] != "->" {
             return None;
         }
         let time = t[0];
@@ -420,18 +507,22 @@ impl LogLine {
             return None;
         }
         let mut rest = &t[9..];
-        let client_sent = match rest.first().and_then(|f| f.strip_prefix("client_sent=")) {
-            Some(n) => {
+        let mut field = |prefix: &str| match rest.first().and_then(|f| f.strip_prefix(prefix)) {
+            Some(v) => {
                 rest = &rest[1..];
-                Some(n.strip_suffix('B')?.parse().ok()?)
+                Some(v)
             }
             None => None,
         };
-        let error = match rest {
-            [] => None,
-            [e] => Some(e.strip_prefix("error=")?.to_owned()),
-            _ => return None,
+        let client_sent = match field("client_sent=") {
+            Some(n) => Some(n.strip_suffix('B')?.parse().ok()?),
+            None => None,
         };
+        let error = field("error=").map(str::to_owned);
+        let user = field("user=").map(str::to_owned);
+        if !rest.is_empty() {
+            return None;
+        }
         Some(LogLine {
             time: time.to_owned(),
             client: t[1].to_owned(),
@@ -443,6 +534,8 @@ impl LogLine {
             millis: t[8].strip_suffix("ms")?.parse().ok()?,
             client_sent,
             error,
+            user,
+            rule,
         })
     }
 }
@@ -468,5 +561,38 @@ mod tests {
         .unwrap();
         assert_eq!(e.error.as_deref(), Some("http_request_error"));
         assert!(LogLine::parse("listening on 127.0.0.1:1").is_none());
+    }
+
+    #[test]
+    fn parses_user_and_rule() {
+        let l = LogLine::parse(
+            "2026-11-21T14:10:03Z 127.0.0.1:5 GET http://a.test/ -> - 403 475B 0ms error=http_request_denied user=bob rule=\"deny a.test (list.txt:2)\"",
+        )
+        .unwrap();
+        assert_eq!(l.error.as_deref(), Some("http_request_denied"));
+        assert_eq!(l.user.as_deref(), Some("bob"));
+        assert_eq!(l.rule.as_deref(), Some("deny a.test (list.txt:2)"));
+        let u = LogLine::parse(
+            "2026-11-21T14:10:03Z 127.0.0.1:5 CONNECT a.test:443 -> 127.0.0.1:443 200 39B 3ms client_sent=50B user=alice",
+        )
+        .unwrap();
+        assert_eq!(u.client_sent, Some(50));
+        assert_eq!(u.error, None);
+        assert_eq!(u.user.as_deref(), Some("alice"));
+        assert_eq!(u.rule, None);
+        let r = LogLine::parse(
+            "2026-11-21T14:10:03Z 127.0.0.1:5 - - -> - 503 300B 0ms error=connection_limit_reached rule=\"max_connections (2)\"",
+        )
+        .unwrap();
+        assert_eq!(r.rule.as_deref(), Some("max_connections (2)"));
+        // Unknown trailing fields and an unterminated rule do not fit.
+        assert!(
+            LogLine::parse("2026-11-21T14:10:03Z 127.0.0.1:5 GET / -> - 200 1B 0ms what=ever")
+                .is_none()
+        );
+        assert!(LogLine::parse(
+            "2026-11-21T14:10:03Z 127.0.0.1:5 GET / -> - 403 1B 0ms rule=\"open"
+        )
+        .is_none());
     }
 }

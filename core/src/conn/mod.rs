@@ -81,6 +81,7 @@ mod tests;
 
 use crate::config::Config;
 use crate::io::{Action, ConnId, Side};
+use crate::metrics::UpstreamInUse;
 use crate::policy::caps::ConnPermit;
 use crate::policy::Policy;
 use crate::shared::Shared;
@@ -103,6 +104,9 @@ pub struct Connection {
     policy: Arc<Policy>,
     /// This connection's place under the connection caps.
     _permit: Option<ConnPermit>,
+    /// Counts the upstream connection serving the exchange, from its
+    /// connect to the exchange's log record.
+    upstream_in_use: Option<UpstreamInUse>,
     anchor: WallAnchor,
     phase: Phase,
     /// The request head being read, copied out of the runtime's buffer
@@ -170,6 +174,7 @@ impl Connection {
             policy: snapshot.policy.clone(),
             shared,
             _permit: None,
+            upstream_in_use: None,
             anchor,
             phase: Phase::Head,
             head: HeadBuf::default(),

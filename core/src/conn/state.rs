@@ -177,9 +177,9 @@ impl Connection {
         };
         match self.prepare(now, &head, &mut ex) {
             Ok(Prepared::Forward) => {}
-            Ok(Prepared::Local) => {
+            Ok(Prepared::Local(reply)) => {
                 self.phase = Phase::Exchange(Box::new(ex));
-                return self.answer_locally(now, &head, raw);
+                return self.answer_locally(now, &head, raw, reply);
             }
             Err(e) => {
                 // What could not be framed cannot be skipped over either;
@@ -257,6 +257,14 @@ impl Connection {
             }
             None
         } else {
+            if let Some(page) = self.admin_page(head) {
+                // The proxy's own pages: for the clients allowed to use
+                // it, without proxy credentials (a scraper talks to us as
+                // to an origin server).
+                self.policy.check_client(self.client.ip())?;
+                ex.kind = ExchangeKind::Local;
+                return Ok(Prepared::Local(page));
+            }
             if head.target == "*" || head.target.starts_with('/') {
                 return Err(RequestError::BadTarget(
                     "origin-form request to a proxy; send an absolute URI (is the client configured to use this proxy?)",
@@ -292,7 +300,11 @@ impl Connection {
                     .and_then(|s| s.parse().ok())
                     .ok_or(ProxyError::Request(RequestError::BadMaxForwards))?;
                 if n == 0 {
-                    return Ok(Prepared::Local);
+                    return Ok(Prepared::Local(if head.method == "TRACE" {
+                        LocalReply::Trace
+                    } else {
+                        LocalReply::Options
+                    }));
                 }
                 max_forwards = Some(n - 1);
             }
@@ -333,16 +345,52 @@ impl Connection {
         })
     }
 
-    /// Answers TRACE or OPTIONS with `Max-Forwards: 0` ourselves.
-    fn answer_locally(&mut self, now: Instant, head: &RequestHead, raw: &[u8]) {
-        let date = http_date(self.anchor.wall(now));
+    /// Which of the proxy's own pages an origin-form `GET` or `HEAD`
+    /// asks for, when they are enabled. The query is ignored.
+    fn admin_page(&self, head: &RequestHead) -> Option<LocalReply> {
+        if !self.config.admin.enabled || !(head.method == "GET" || head.method == "HEAD") {
+            return None;
+        }
+        let path = head
+            .target
+            .split_once('?')
+            .map_or(&*head.target, |(p, _)| p);
+        match path {
+            "/_metrics" => Some(LocalReply::Metrics),
+            "/_status" => Some(LocalReply::Status),
+            _ => None,
+        }
+    }
+
+    /// Answers what the proxy answers itself: TRACE or OPTIONS with
+    /// `Max-Forwards: 0`, and its own pages.
+    fn answer_locally(&mut self, now: Instant, head: &RequestHead, raw: &[u8], reply: LocalReply) {
+        let wall = self.anchor.wall(now);
+        let date = http_date(wall);
         let proxy_name = self.config.proxy_name.clone();
-        let len = self.write_with(Side::Client, |out| {
-            if head.method == "TRACE" {
-                page::write_trace_reply(head, raw, &date, &proxy_name, out);
-            } else {
-                page::write_options_reply(&date, out);
+        let head_only = head.method == "HEAD";
+        let (keep_alive, req_done) = match &self.phase {
+            Phase::Exchange(ex) => (ex.client_keep_alive, ex.req_done()),
+            _ => (false, true),
+        };
+        let close = !keep_alive || !req_done || self.shutting_down || self.client_eof;
+        let page = match reply {
+            LocalReply::Metrics => Some((
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.shared.render_metrics(now),
+            )),
+            LocalReply::Status => Some((
+                "text/html; charset=utf-8",
+                self.shared.render_status(now, wall),
+            )),
+            LocalReply::Trace | LocalReply::Options => None,
+        };
+        let len = self.write_with(Side::Client, |out| match (reply, &page) {
+            (LocalReply::Trace, _) => page::write_trace_reply(head, raw, &date, &proxy_name, out),
+            (_, Some((content_type, body))) => {
+                page::write_local_page(&date, content_type, body.as_bytes(), head_only, close, out)
             }
+            _ => page::write_options_reply(&date, out),
         });
         let ex = self.exchange_mut();
         ex.kind = ExchangeKind::Local;
@@ -503,6 +551,10 @@ impl Connection {
             }
         };
         ex.reused = connected.reused;
+        self.upstream_in_use = Some(self.shared.metrics().upstream_in_use());
+        let Phase::Exchange(ex) = &mut self.phase else {
+            return;
+        };
         if ex.is_connect() {
             ex.status = 200;
             ex.bytes_to_client += page::CONNECT_ESTABLISHED.len() as u64;
@@ -848,6 +900,7 @@ impl Connection {
                     ex.retried = true;
                     ex.next_addr -= 1;
                     ex.upstream = None;
+                    self.upstream_in_use = None;
                     self.push(Action::Release {
                         upstream,
                         reuse: false,
@@ -894,7 +947,7 @@ impl Connection {
             crate::io::TunnelEndReason::Shutdown => Some("shutdown"),
         };
         let record = self.record(now, &ex, note.map(str::to_owned));
-        self.push(Action::Log(Box::new(record)));
+        self.log(now, record);
         self.close(CloseReason::TunnelDone);
     }
 
@@ -957,7 +1010,7 @@ impl Connection {
             return;
         };
         let record = self.record(now, &ex, None);
-        self.push(Action::Log(Box::new(record)));
+        self.log(now, record);
         if let Some(upstream) = ex.upstream {
             let reuse = ex.upstream_reusable && ex.req_done() && ex.resp_done();
             self.push(Action::Release { upstream, reuse });
@@ -1020,7 +1073,7 @@ impl Connection {
         ex.status = status;
         ex.bytes_to_client += len as u64;
         let record = self.record(now, &ex, Some(err.proxy_status().to_owned()));
-        self.push(Action::Log(Box::new(record)));
+        self.log(now, record);
         if let Some(upstream) = ex.upstream {
             self.push(Action::Release {
                 upstream,
@@ -1044,7 +1097,7 @@ impl Connection {
             return;
         };
         let record = self.record(now, &ex, Some(note.to_owned()));
-        self.push(Action::Log(Box::new(record)));
+        self.log(now, record);
         if let Some(upstream) = ex.upstream {
             self.push(Action::Release {
                 upstream,
@@ -1111,7 +1164,7 @@ impl Connection {
             record.decision = d.decision().to_owned();
             record.rule = Some(d.rule.clone());
         }
-        self.push(Action::Log(Box::new(record)));
+        self.log(now, record);
         self.close(reason);
     }
 
@@ -1124,7 +1177,7 @@ impl Connection {
         note: &str,
     ) {
         let record = self.unparsed_record(now, started, bytes_in, status, note);
-        self.push(Action::Log(Box::new(record)));
+        self.log(now, record);
     }
 
     fn unparsed_record(
@@ -1176,6 +1229,15 @@ impl Connection {
         }
     }
 
+    /// Emits the record that ends a request or tunnel: counted in the
+    /// metrics, then queued for the access log. The exchange's upstream
+    /// is no longer counted as in use from here.
+    fn log(&mut self, now: Instant, record: AccessRecord) {
+        self.upstream_in_use = None;
+        self.shared.metrics().record(now, &record);
+        self.push(Action::Log(Box::new(record)));
+    }
+
     pub(super) fn enter_idle(&mut self, now: Instant) {
         self.phase = Phase::Head;
         self.head = HeadBuf::default();
@@ -1212,7 +1274,20 @@ impl Connection {
 
 enum Prepared {
     Forward,
-    Local,
+    Local(LocalReply),
+}
+
+/// What the proxy answers itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LocalReply {
+    /// TRACE with `Max-Forwards: 0`.
+    Trace,
+    /// OPTIONS with `Max-Forwards: 0`.
+    Options,
+    /// `GET /_metrics`: Prometheus text.
+    Metrics,
+    /// `GET /_status`: the status page.
+    Status,
 }
 
 enum HeadProgress {

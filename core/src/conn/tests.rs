@@ -1280,3 +1280,153 @@ mod policy {
         base64::engine::general_purpose::STANDARD.encode(text)
     }
 }
+
+/// The proxy's own pages, `/_metrics` and `/_status`, and the counting
+/// behind them.
+mod admin {
+    use super::*;
+    use crate::policy::PolicyConfig;
+
+    fn body(text: &str) -> &str {
+        text.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+    }
+
+    #[test]
+    fn metrics_are_answered_locally_and_count_what_happened() {
+        let mut sim = Sim::default();
+        connected_get(&mut sim);
+        sim.now = Instant::from_micros(12_000);
+        sim.upstream_sends(OK_HELLO);
+        sim.take_client_text();
+        sim.now = Instant::from_micros(2_500_000);
+        let req = b"GET /_metrics HTTP/1.1\r\nHost: proxy\r\n\r\n";
+        sim.client_sends(req);
+        let text = sim.take_client_text();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.contains("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"));
+        assert!(head.contains(&format!("Content-Length: {}\r\n", body.len())));
+        assert!(head.ends_with("\r\nCache-Control: no-store"));
+        assert!(!head.contains("Connection: close"));
+        // The forwarded GET is counted; this request is not yet.
+        assert!(body.contains("proxy_requests_total{method=\"GET\",decision=\"allowed\"} 1\n"));
+        assert!(body.contains("proxy_responses_total{class=\"2xx\"} 1\n"));
+        assert!(body.contains("proxy_request_duration_seconds_sum{kind=\"http\"} 0.012\n"));
+        assert!(body.contains("proxy_active_connections 1\n"));
+        assert!(body.contains("proxy_active_upstream_connections 0\n"));
+        assert!(body.contains("proxy_uptime_seconds 2.5\n"));
+        assert!(
+            sim.resolves.len() == 1 && sim.connects.len() == 1,
+            "nothing forwarded"
+        );
+        let log = sim.logs.last().unwrap();
+        assert_eq!(log.kind, ExchangeKind::Local);
+        assert_eq!(
+            (log.method.as_str(), log.target.as_str()),
+            ("GET", "/_metrics")
+        );
+        assert_eq!((log.status, log.decision.as_str()), (200, "allowed"));
+        assert_eq!(log.bytes_to_client, text.len() as u64);
+        assert_eq!(log.bytes_from_client, req.len() as u64);
+        assert!(sim.closed.is_none() && sim.conn.wants_client_data());
+
+        // HEAD: the same head, no body; and now the scrape is counted.
+        sim.client_sends(b"HEAD /_metrics?x=1 HTTP/1.1\r\nHost: proxy\r\n\r\n");
+        let text = sim.take_client_text();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n") && text.ends_with("\r\n\r\n"));
+        assert!(!text.contains("Content-Length: 0\r\n"));
+        sim.client_sends(b"GET /_metrics HTTP/1.1\r\nHost: proxy\r\n\r\n");
+        let text = sim.take_client_text();
+        let scrape = text.split_once("\r\n\r\n").unwrap().1;
+        assert!(scrape.contains("proxy_requests_total{method=\"GET\",decision=\"allowed\"} 2\n"));
+        assert!(scrape.contains("proxy_requests_total{method=\"HEAD\",decision=\"allowed\"} 1\n"));
+        assert!(scrape.contains("proxy_request_duration_seconds_count{kind=\"local\"} 2\n"));
+    }
+
+    #[test]
+    fn status_page_is_html_and_closes_when_asked() {
+        let mut sim = Sim::default();
+        sim.client_sends(b"GET /_status HTTP/1.0\r\n\r\n");
+        let text = sim.client_text();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(text.contains("Content-Type: text/html; charset=utf-8\r\n"));
+        assert!(text.contains("Connection: close\r\n"));
+        assert!(body(&text).starts_with("<!DOCTYPE html>"));
+        assert!(body(&text).contains("<title>proxy-rs status</title>"));
+        assert_eq!(sim.closed, Some(CloseReason::NotPersistent));
+    }
+
+    #[test]
+    fn other_origin_form_targets_and_disabled_pages_stay_400() {
+        for (req, enabled) in [
+            (&b"GET /other HTTP/1.1\r\nHost: p\r\n\r\n"[..], true),
+            (
+                b"POST /_metrics HTTP/1.1\r\nHost: p\r\nContent-Length: 0\r\n\r\n",
+                true,
+            ),
+            (b"GET /_metrics/x HTTP/1.1\r\nHost: p\r\n\r\n", true),
+            (b"GET /_metrics HTTP/1.1\r\nHost: p\r\n\r\n", false),
+        ] {
+            let mut cfg = Config::default();
+            cfg.admin.enabled = enabled;
+            let mut sim = Sim::new(cfg);
+            sim.client_sends(req);
+            let text = sim.client_text();
+            assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+            assert!(text.contains("origin-form request to a proxy"));
+        }
+    }
+
+    #[test]
+    fn the_client_acl_guards_the_pages() {
+        let cfg = Config {
+            policy: PolicyConfig {
+                clients: vec!["10.0.0.0/8".into()],
+                ..Default::default()
+            },
+            ..Config::default()
+        };
+        let mut sim = Sim::with_policy(cfg, &[]);
+        sim.client_sends(b"GET /_metrics HTTP/1.1\r\nHost: p\r\n\r\n");
+        assert!(sim.client_text().starts_with("HTTP/1.1 403 "));
+        assert!(!sim.client_text().contains("proxy_requests_total"));
+        assert_eq!(sim.logs[0].decision, "denied_client");
+        let refusals = sim.conn.shared.metrics().recent_refusals();
+        assert_eq!(refusals[0].target, "/_metrics");
+    }
+
+    #[test]
+    fn upstream_gauge_counts_connections_in_use() {
+        let in_use = |sim: &Sim| {
+            sim.conn
+                .shared
+                .render_metrics(sim.now)
+                .lines()
+                .find_map(|l| l.strip_prefix("proxy_active_upstream_connections "))
+                .unwrap()
+                .to_owned()
+        };
+        let mut sim = Sim::default();
+        connected_get(&mut sim);
+        assert_eq!(in_use(&sim), "1");
+        sim.upstream_sends(OK_HELLO);
+        assert_eq!(in_use(&sim), "0");
+
+        sim.client_sends(b"CONNECT 192.0.2.1:443 HTTP/1.1\r\nHost: x\r\n\r\n");
+        sim.connect_ok(false);
+        assert_eq!(in_use(&sim), "1");
+        sim.tunnel_end(10, 20);
+        assert_eq!(in_use(&sim), "0");
+        let text = sim.conn.shared.render_metrics(sim.now);
+        assert!(text.contains("proxy_tunnels_total{kind=\"connect\"} 1\n"));
+
+        // A connection dropped mid-exchange gives its count back.
+        let mut sim = Sim::default();
+        connected_get(&mut sim);
+        let shared = Arc::clone(&sim.conn.shared);
+        drop(sim);
+        assert!(shared
+            .render_metrics(Instant::ZERO)
+            .contains("proxy_active_upstream_connections 0\n"));
+    }
+}

@@ -1,5 +1,6 @@
 //! Responses the proxy writes itself: error pages with `Proxy-Status`, the
-//! CONNECT acknowledgement, and the Max-Forwards answers.
+//! CONNECT acknowledgement, the Max-Forwards answers, and its own pages
+//! (`/_metrics`, `/_status`).
 
 use crate::http::head::RequestHead;
 use std::fmt::Write;
@@ -171,6 +172,28 @@ pub fn write_options_reply(date: &str, out: &mut Vec<u8>) {
     );
 }
 
+/// A 200 answer with a body the proxy made itself (`/_metrics`,
+/// `/_status`): never cached, since it changes with every request. With
+/// `head_only` (HEAD) the body is left out but its length is kept.
+pub fn write_local_page(
+    date: &str,
+    content_type: &str,
+    body: &[u8],
+    head_only: bool,
+    close: bool,
+    out: &mut Vec<u8>,
+) {
+    let _ = write!(
+        WriteVec(out),
+        "HTTP/1.1 200 OK\r\nDate: {date}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{}\r\n",
+        body.len(),
+        if close { "Connection: close\r\n" } else { "" },
+    );
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+}
+
 /// `fmt::Write` into a byte vector.
 pub(crate) struct WriteVec<'a>(pub(crate) &'a mut Vec<u8>);
 
@@ -209,6 +232,22 @@ mod tests {
         assert!(head.contains("\r\nRetry-After: 3\r\n"));
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
         assert!(body.contains("cannot resolve &lt;evil&gt;&quot;x&quot;"));
+    }
+
+    #[test]
+    fn local_page_is_a_complete_response() {
+        let mut out = Vec::new();
+        write_local_page("D", "text/plain", b"hello", false, false, &mut out);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nDate: D\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nCache-Control: no-store\r\n\r\nhello"
+        );
+        let mut out = Vec::new();
+        write_local_page("D", "text/html", b"hello", true, true, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with(
+            "Content-Length: 5\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
+        ));
     }
 
     #[test]

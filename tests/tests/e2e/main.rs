@@ -8,7 +8,12 @@
 mod errors;
 mod forwarding;
 mod keepalive;
+mod lifecycle;
+mod metrics;
+mod operations;
+mod policy;
 mod resources;
+mod status_page;
 mod timeouts;
 mod tunnel;
 

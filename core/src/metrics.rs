@@ -1,0 +1,1250 @@
+//! Counters every connection feeds, read by `/_metrics` (Prometheus text)
+//! and `/_status` (a small HTML page).
+//!
+//! [`Metrics`] is plain data shared by every connection, like the
+//! connection caps: it never reads a clock (time comes in as `now`) and is
+//! `Send + Sync`. The hot path is lock-free: one access record turns into a
+//! handful of relaxed atomic additions on fixed arrays indexed by small
+//! label sets (method, decision, status class, ...). Only the two lists the
+//! status page shows, top destinations and recent refusals, sit behind a
+//! mutex, and both are bounded, so a crowd of distinct hosts cannot grow
+//! memory.
+//!
+//! Everything is counted from the [`AccessRecord`] each request or tunnel
+//! ends with ([`Metrics::record`]), so the metrics and the access log can
+//! never disagree about what happened.
+
+use crate::http::date::rfc3339;
+use crate::log::{AccessRecord, ExchangeKind};
+use crate::time::{Instant, UnixTime};
+use std::collections::{HashMap, VecDeque};
+use std::fmt::{self, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Methods counted by name; any other is counted as `other`.
+pub const METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "other",
+];
+
+/// Policy decisions, as [`AccessRecord::decision`] spells them; anything
+/// else is counted as `other`.
+pub const DECISIONS: [&str; 10] = [
+    "allowed",
+    "denied_client",
+    "auth_required",
+    "denied_method",
+    "denied_port",
+    "denied_domain",
+    "denied_address",
+    "rate_limited",
+    "connection_limit",
+    "other",
+];
+
+/// Status classes; `none` is a record with no status sent (status 0).
+pub const STATUS_CLASSES: [&str; 7] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
+/// The RFC 9209 error types of a failure to reach an upstream.
+pub const CONNECT_FAILURES: [&str; 5] = [
+    "dns_error",
+    "dns_timeout",
+    "connection_refused",
+    "connection_timeout",
+    "destination_unavailable",
+];
+
+/// Exchange kinds, the `kind` label of the duration histogram.
+pub const KINDS: [&str; 4] = ["http", "tunnel", "upgrade", "local"];
+
+/// Upper bounds of the duration histogram's buckets: microseconds, and the
+/// `le` label in seconds. Prometheus's default buckets, stretched to five
+/// minutes because tunnels live long.
+const BUCKETS: [(u64, &str); 14] = [
+    (5_000, "0.005"),
+    (10_000, "0.01"),
+    (25_000, "0.025"),
+    (50_000, "0.05"),
+    (100_000, "0.1"),
+    (250_000, "0.25"),
+    (500_000, "0.5"),
+    (1_000_000, "1"),
+    (2_500_000, "2.5"),
+    (5_000_000, "5"),
+    (10_000_000, "10"),
+    (30_000_000, "30"),
+    (60_000_000, "60"),
+    (300_000_000, "300"),
+];
+
+/// How many destinations are tracked for the status page. When full, a new
+/// host replaces the least counted one, so busy hosts stay.
+const DESTINATIONS_KEPT: usize = 1024;
+/// How many destinations the status page lists.
+const TOP_DESTINATIONS: usize = 10;
+/// How many refusals the status page lists.
+const RECENT_REFUSALS: usize = 20;
+/// Longest target or rule kept for a refusal, in bytes.
+const TEXT_KEPT: usize = 200;
+
+/// Counters shared by every connection of one proxy. See the module docs.
+pub struct Metrics {
+    /// When the proxy started: microseconds of [`Instant`].
+    start: AtomicU64,
+    requests: [[AtomicU64; DECISIONS.len()]; METHODS.len()],
+    responses: [AtomicU64; STATUS_CLASSES.len()],
+    bytes_to_client: AtomicU64,
+    bytes_from_client: AtomicU64,
+    /// Established CONNECT tunnels and protocol upgrades.
+    tunnels: AtomicU64,
+    upgrades: AtomicU64,
+    connect_failures: [AtomicU64; CONNECT_FAILURES.len()],
+    rate_limited: AtomicU64,
+    /// Per kind: counts per bucket (not cumulative), the last one for
+    /// durations beyond every bound.
+    durations: [[AtomicU64; BUCKETS.len() + 1]; KINDS.len()],
+    duration_sum_micros: [AtomicU64; KINDS.len()],
+    upstreams_in_use: AtomicU64,
+    lists: Mutex<Lists>,
+}
+
+#[derive(Debug, Default)]
+struct Lists {
+    destinations: HashMap<String, u64>,
+    refusals: VecDeque<Refusal>,
+}
+
+/// One refusal, as the status page lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// When it was logged.
+    pub at: Instant,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The request method.
+    pub method: String,
+    /// The target as the client sent it (cut to 200 bytes).
+    pub target: String,
+    /// The status answered.
+    pub status: u16,
+    /// The decision (`denied_domain`, ...).
+    pub decision: String,
+    /// The rule that refused.
+    pub rule: Option<String>,
+}
+
+/// Holds one upstream connection's place in the
+/// `proxy_active_upstream_connections` gauge; dropping it gives it back,
+/// so no path that ends a connection can leak a count.
+#[must_use = "the count is given back as soon as this is dropped"]
+pub struct UpstreamInUse {
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for UpstreamInUse {
+    fn drop(&mut self) {
+        self.metrics
+            .upstreams_in_use
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl fmt::Debug for UpstreamInUse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("UpstreamInUse")
+    }
+}
+
+impl fmt::Debug for Metrics {
+    // Hundreds of counters say nothing in a debug print of `Shared`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+fn index_of(names: &[&str], name: &str) -> usize {
+    names
+        .iter()
+        .position(|n| *n == name)
+        .unwrap_or(names.len() - 1)
+}
+
+fn kind_index(kind: ExchangeKind) -> usize {
+    match kind {
+        ExchangeKind::Http => 0,
+        ExchangeKind::Tunnel => 1,
+        ExchangeKind::Upgrade => 2,
+        ExchangeKind::Local => 3,
+    }
+}
+
+fn class_index(status: u16) -> usize {
+    match status {
+        0 => 0,
+        100..=599 => usize::from(status / 100),
+        _ => 6,
+    }
+}
+
+fn load(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+fn add(a: &AtomicU64, n: u64) {
+    a.fetch_add(n, Ordering::Relaxed);
+}
+
+/// `target` cut to at most [`TEXT_KEPT`] bytes, on a character boundary.
+fn kept(text: &str) -> String {
+    let mut end = text.len().min(TEXT_KEPT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+/// The destination a record went to, as the status page counts it: the
+/// authority (`host[:port]`), lower-cased. `None` for a record without a
+/// usable target.
+fn destination(record: &AccessRecord) -> Option<String> {
+    let target = record.target.as_str();
+    let authority = match target.split_once("://") {
+        Some((_, rest)) => {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let authority = &rest[..end];
+            authority.rsplit_once('@').map_or(authority, |(_, a)| a)
+        }
+        None if record.kind == ExchangeKind::Tunnel => target,
+        None => return None,
+    };
+    if authority.is_empty() || authority == "-" {
+        return None;
+    }
+    Some(kept(&authority.to_ascii_lowercase()))
+}
+
+impl Metrics {
+    /// Zeroed counters; the start is [`Instant::ZERO`], the runtime's
+    /// origin, until [`set_start`](Metrics::set_start) says otherwise.
+    pub fn new() -> Self {
+        Metrics {
+            start: AtomicU64::new(0),
+            requests: Default::default(),
+            responses: Default::default(),
+            bytes_to_client: AtomicU64::new(0),
+            bytes_from_client: AtomicU64::new(0),
+            tunnels: AtomicU64::new(0),
+            upgrades: AtomicU64::new(0),
+            connect_failures: Default::default(),
+            rate_limited: AtomicU64::new(0),
+            durations: Default::default(),
+            duration_sum_micros: Default::default(),
+            upstreams_in_use: AtomicU64::new(0),
+            lists: Mutex::new(Lists::default()),
+        }
+    }
+
+    /// When the proxy started, for the uptime.
+    pub fn set_start(&self, start: Instant) {
+        self.start.store(start.as_micros(), Ordering::Relaxed);
+    }
+
+    /// When the proxy started.
+    pub fn start(&self) -> Instant {
+        Instant::from_micros(load(&self.start))
+    }
+
+    /// Counts one finished request or tunnel, logged at `now`.
+    pub fn record(&self, now: Instant, record: &AccessRecord) {
+        let method = index_of(&METHODS, &record.method);
+        let decision = index_of(&DECISIONS, &record.decision);
+        add(&self.requests[method][decision], 1);
+        add(&self.responses[class_index(record.status)], 1);
+        add(&self.bytes_to_client, record.bytes_to_client);
+        add(&self.bytes_from_client, record.bytes_from_client);
+        match record.kind {
+            // A tunnel is established once the 200 went out; a failed
+            // CONNECT is only a request.
+            ExchangeKind::Tunnel if record.status == 200 => add(&self.tunnels, 1),
+            ExchangeKind::Upgrade => add(&self.upgrades, 1),
+            _ => {}
+        }
+        if let Some(error) = record.error.as_deref() {
+            if let Some(i) = CONNECT_FAILURES.iter().position(|f| *f == error) {
+                add(&self.connect_failures[i], 1);
+            }
+        }
+        if record.decision == "rate_limited" {
+            add(&self.rate_limited, 1);
+        }
+        let kind = kind_index(record.kind);
+        let micros = u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX);
+        let bucket = BUCKETS
+            .iter()
+            .position(|&(bound, _)| micros <= bound)
+            .unwrap_or(BUCKETS.len());
+        add(&self.durations[kind][bucket], 1);
+        add(&self.duration_sum_micros[kind], micros);
+
+        let allowed = record.decision == "allowed";
+        let destination = match record.kind {
+            ExchangeKind::Local => None,
+            _ if allowed => destination(record),
+            _ => None,
+        };
+        if allowed && destination.is_none() {
+            return;
+        }
+        let mut lists = self.lists();
+        if let Some(host) = destination {
+            lists.count_destination(host);
+        } else {
+            if lists.refusals.len() == RECENT_REFUSALS {
+                lists.refusals.pop_front();
+            }
+            lists.refusals.push_back(Refusal {
+                at: now,
+                client: record.client,
+                method: kept(&record.method),
+                target: kept(&record.target),
+                status: record.status,
+                decision: kept(&record.decision),
+                rule: record.rule.as_deref().map(kept),
+            });
+        }
+    }
+
+    /// Counts an upstream connection as in use until the result is dropped.
+    pub fn upstream_in_use(self: &Arc<Self>) -> UpstreamInUse {
+        add(&self.upstreams_in_use, 1);
+        UpstreamInUse {
+            metrics: Arc::clone(self),
+        }
+    }
+
+    /// Requests counted with this method and decision (as the labels spell
+    /// them).
+    pub fn requests(&self, method: &str, decision: &str) -> u64 {
+        load(&self.requests[index_of(&METHODS, method)][index_of(&DECISIONS, decision)])
+    }
+
+    /// Every request counted.
+    pub fn requests_total(&self) -> u64 {
+        self.requests.iter().flatten().map(load).sum()
+    }
+
+    /// The `limit` most requested destinations, busiest first.
+    pub fn top_destinations(&self, limit: usize) -> Vec<(String, u64)> {
+        let lists = self.lists();
+        let mut top: Vec<(String, u64)> = lists
+            .destinations
+            .iter()
+            .map(|(h, n)| (h.clone(), *n))
+            .collect();
+        drop(lists);
+        top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        top.truncate(limit);
+        top
+    }
+
+    /// The latest refusals, newest first.
+    pub fn recent_refusals(&self) -> Vec<Refusal> {
+        self.lists().refusals.iter().rev().cloned().collect()
+    }
+
+    fn lists(&self) -> MutexGuard<'_, Lists> {
+        // Every update leaves the lists whole; poisoning carries no news.
+        self.lists.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn uptime(&self, now: Instant) -> std::time::Duration {
+        now.saturating_since(self.start())
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) at `now`, with the
+    /// number of open client connections (which the connection caps keep).
+    pub fn render_prometheus(&self, now: Instant, active_connections: usize) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        let w = &mut out;
+
+        family(
+            w,
+            "proxy_requests_total",
+            "counter",
+            "Requests and tunnels by method and policy decision.",
+        );
+        for (m, method) in METHODS.iter().enumerate() {
+            for (d, decision) in DECISIONS.iter().enumerate() {
+                let n = load(&self.requests[m][d]);
+                if n > 0 {
+                    let _ = writeln!(
+                        w,
+                        "proxy_requests_total{{method=\"{method}\",decision=\"{decision}\"}} {n}"
+                    );
+                }
+            }
+        }
+
+        family(
+            w,
+            "proxy_responses_total",
+            "counter",
+            "Responses sent to clients by status class (none: the exchange ended before a status was sent).",
+        );
+        for (i, class) in STATUS_CLASSES.iter().enumerate() {
+            let n = load(&self.responses[i]);
+            if n > 0 || *class != "other" {
+                let _ = writeln!(w, "proxy_responses_total{{class=\"{class}\"}} {n}");
+            }
+        }
+
+        family(
+            w,
+            "proxy_client_bytes_total",
+            "counter",
+            "Bytes exchanged with clients, heads and tunnel traffic included.",
+        );
+        let _ = writeln!(
+            w,
+            "proxy_client_bytes_total{{direction=\"to_client\"}} {}",
+            load(&self.bytes_to_client)
+        );
+        let _ = writeln!(
+            w,
+            "proxy_client_bytes_total{{direction=\"from_client\"}} {}",
+            load(&self.bytes_from_client)
+        );
+
+        family(
+            w,
+            "proxy_tunnels_total",
+            "counter",
+            "Tunnels relayed to their end: established CONNECT tunnels and protocol upgrades (101).",
+        );
+        let _ = writeln!(
+            w,
+            "proxy_tunnels_total{{kind=\"connect\"}} {}",
+            load(&self.tunnels)
+        );
+        let _ = writeln!(
+            w,
+            "proxy_tunnels_total{{kind=\"upgrade\"}} {}",
+            load(&self.upgrades)
+        );
+
+        family(
+            w,
+            "proxy_upstream_connect_failures_total",
+            "counter",
+            "Requests that failed to reach their upstream, by RFC 9209 error type.",
+        );
+        for (i, reason) in CONNECT_FAILURES.iter().enumerate() {
+            let _ = writeln!(
+                w,
+                "proxy_upstream_connect_failures_total{{reason=\"{reason}\"}} {}",
+                load(&self.connect_failures[i])
+            );
+        }
+
+        family(
+            w,
+            "proxy_rate_limited_total",
+            "counter",
+            "Requests refused by a rate limit (429).",
+        );
+        let _ = writeln!(w, "proxy_rate_limited_total {}", load(&self.rate_limited));
+
+        family(
+            w,
+            "proxy_request_duration_seconds",
+            "histogram",
+            "From the first byte of a request to the end of its exchange, by kind.",
+        );
+        for (k, kind) in KINDS.iter().enumerate() {
+            // One load per bucket, so the cumulative counts are monotone
+            // and `+Inf` equals `_count` even while requests are counted.
+            let counts: Vec<u64> = self.durations[k].iter().map(load).collect();
+            let total: u64 = counts.iter().sum();
+            if total == 0 {
+                continue;
+            }
+            let mut cumulative = 0;
+            for (i, &(_, le)) in BUCKETS.iter().enumerate() {
+                cumulative += counts[i];
+                let _ = writeln!(
+                    w,
+                    "proxy_request_duration_seconds_bucket{{kind=\"{kind}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                w,
+                "proxy_request_duration_seconds_bucket{{kind=\"{kind}\",le=\"+Inf\"}} {total}"
+            );
+            let _ = writeln!(
+                w,
+                "proxy_request_duration_seconds_sum{{kind=\"{kind}\"}} {}",
+                Seconds(load(&self.duration_sum_micros[k]))
+            );
+            let _ = writeln!(
+                w,
+                "proxy_request_duration_seconds_count{{kind=\"{kind}\"}} {total}"
+            );
+        }
+
+        family(
+            w,
+            "proxy_active_connections",
+            "gauge",
+            "Open client connections.",
+        );
+        let _ = writeln!(w, "proxy_active_connections {active_connections}");
+
+        family(
+            w,
+            "proxy_active_upstream_connections",
+            "gauge",
+            "Upstream connections serving a request or tunnel (idle pooled ones not included).",
+        );
+        let _ = writeln!(
+            w,
+            "proxy_active_upstream_connections {}",
+            load(&self.upstreams_in_use)
+        );
+
+        family(
+            w,
+            "proxy_uptime_seconds",
+            "gauge",
+            "Seconds since the proxy started.",
+        );
+        let _ = writeln!(
+            w,
+            "proxy_uptime_seconds {}",
+            Seconds(u64::try_from(self.uptime(now).as_micros()).unwrap_or(u64::MAX))
+        );
+
+        family(
+            w,
+            "proxy_build_info",
+            "gauge",
+            "Always 1; the labels say which build is running.",
+        );
+        let _ = writeln!(
+            w,
+            "proxy_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        out
+    }
+
+    /// The status page at `now` (`wall` is the calendar time at `now`): a
+    /// self-contained HTML document that refreshes itself every 5 seconds.
+    pub fn render_status(
+        &self,
+        now: Instant,
+        wall: UnixTime,
+        proxy_name: &str,
+        active_connections: usize,
+    ) -> String {
+        let uptime = self.uptime(now);
+        let wall_at = |at: Instant| {
+            UnixTime(
+                wall.0
+                    .saturating_sub(u64::try_from((now - at).as_micros()).unwrap_or(u64::MAX)),
+            )
+        };
+        let mut h = String::with_capacity(8 * 1024);
+        h.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n");
+        h.push_str("<meta http-equiv=\"refresh\" content=\"5\">\n");
+        h.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
+        // An empty icon, so browsers do not ask us for /favicon.ico.
+        h.push_str("<link rel=\"icon\" href=\"data:,\">\n");
+        h.push_str("<title>");
+        escape(proxy_name, &mut h);
+        h.push_str(" status</title>\n<style>");
+        h.push_str(STYLE);
+        h.push_str("</style></head>\n<body>\n<header><h1>");
+        escape(proxy_name, &mut h);
+        let _ = write!(
+            h,
+            "</h1>\n<p>version {} &middot; up <span id=\"uptime\">{}</span> &middot; started {} &middot; as of <span id=\"now\">{}</span></p></header>\n",
+            env!("CARGO_PKG_VERSION"),
+            Uptime(uptime),
+            rfc3339(wall_at(self.start())),
+            rfc3339(wall),
+        );
+
+        // Counters.
+        let total = self.requests_total();
+        let allowed: u64 = self.requests.iter().map(|row| load(&row[0])).sum();
+        h.push_str("<section><h2>Counters</h2>\n<table class=\"counters\">\n");
+        let mut row = |id: &str, label: &str, value: &dyn fmt::Display| {
+            let _ = writeln!(h, "<tr><th>{label}</th><td id=\"{id}\">{value}</td></tr>");
+        };
+        row("requests", "Requests", &total);
+        row("allowed", "Allowed", &allowed);
+        row("refused", "Refused by policy", &(total - allowed));
+        row("rate-limited", "Rate-limited", &load(&self.rate_limited));
+        row(
+            "active-connections",
+            "Open client connections",
+            &active_connections,
+        );
+        row(
+            "active-upstreams",
+            "Upstream connections in use",
+            &load(&self.upstreams_in_use),
+        );
+        row("tunnels", "CONNECT tunnels", &load(&self.tunnels));
+        row("upgrades", "Upgrades", &load(&self.upgrades));
+        row(
+            "bytes-to-clients",
+            "Sent to clients",
+            &Bytes(load(&self.bytes_to_client)),
+        );
+        row(
+            "bytes-from-clients",
+            "Received from clients",
+            &Bytes(load(&self.bytes_from_client)),
+        );
+        for (i, class) in STATUS_CLASSES.iter().enumerate() {
+            let n = load(&self.responses[i]);
+            if n > 0 || (1..=5).contains(&i) {
+                let label = if *class == "none" {
+                    "No response".to_owned()
+                } else {
+                    format!("Responses {class}")
+                };
+                row(&format!("responses-{class}"), &label, &n);
+            }
+        }
+        for (i, reason) in CONNECT_FAILURES.iter().enumerate() {
+            let n = load(&self.connect_failures[i]);
+            if n > 0 {
+                row(
+                    &format!("failures-{reason}"),
+                    &format!("Upstream failures: {reason}"),
+                    &n,
+                );
+            }
+        }
+        h.push_str("</table></section>\n");
+
+        // Top destinations.
+        h.push_str("<section><h2>Top destinations</h2>\n");
+        let top = self.top_destinations(TOP_DESTINATIONS);
+        if top.is_empty() {
+            h.push_str("<p class=\"empty\">None yet.</p>\n");
+        } else {
+            h.push_str(
+                "<table id=\"destinations\"><tr><th>Destination</th><th>Requests</th></tr>\n",
+            );
+            for (host, n) in top {
+                h.push_str("<tr><td>");
+                escape(&host, &mut h);
+                let _ = writeln!(h, "</td><td class=\"n\">{n}</td></tr>");
+            }
+            h.push_str("</table>\n");
+        }
+        h.push_str("</section>\n");
+
+        // Recent refusals.
+        h.push_str("<section><h2>Recent refusals</h2>\n");
+        let refusals = self.recent_refusals();
+        if refusals.is_empty() {
+            h.push_str("<p class=\"empty\">None.</p>\n");
+        } else {
+            h.push_str("<table id=\"refusals\"><tr><th>Time</th><th>Client</th><th>Request</th><th>Status</th><th>Decision</th><th>Rule</th></tr>\n");
+            for r in refusals {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td class=\"w\">",
+                    rfc3339(wall_at(r.at)),
+                    r.client
+                );
+                escape(&r.method, &mut h);
+                h.push(' ');
+                escape(&r.target, &mut h);
+                let _ = write!(h, "</td><td>{}</td><td>", r.status);
+                escape(&r.decision, &mut h);
+                h.push_str("</td><td class=\"w\">");
+                escape(r.rule.as_deref().unwrap_or(""), &mut h);
+                h.push_str("</td></tr>\n");
+            }
+            h.push_str("</table>\n");
+        }
+        h.push_str("</section>\n");
+        h.push_str("<footer>Prometheus metrics: <a href=\"/_metrics\">/_metrics</a></footer>\n</body></html>\n");
+        h
+    }
+}
+
+impl Lists {
+    fn count_destination(&mut self, host: String) {
+        if let Some(n) = self.destinations.get_mut(&host) {
+            *n += 1;
+            return;
+        }
+        if self.destinations.len() >= DESTINATIONS_KEPT {
+            let least = self
+                .destinations
+                .iter()
+                .min_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
+                .map(|(h, _)| h.clone());
+            if let Some(least) = least {
+                self.destinations.remove(&least);
+            }
+        }
+        self.destinations.insert(host, 1);
+    }
+}
+
+const STYLE: &str = "\
+body{font:15px/1.4 system-ui,sans-serif;margin:1.5em auto;max-width:60em;padding:0 1em;color:#222;background:#fafafa}\
+h1{margin:0 0 .2em;font-size:1.5em}h2{font-size:1.1em;margin:1.4em 0 .4em}\
+header p{margin:0;color:#555}\
+table{border-collapse:collapse;width:100%;background:#fff}\
+th,td{text-align:left;padding:.25em .6em;border-bottom:1px solid #e4e4e4;vertical-align:top}\
+table.counters th{width:40%;font-weight:normal;color:#444}\
+td.n,table.counters td{font-variant-numeric:tabular-nums}\
+#refusals td{white-space:nowrap}#refusals td.w{white-space:normal;overflow-wrap:anywhere}\
+.empty{color:#777}\
+footer{margin-top:2em;color:#777;font-size:.9em}";
+
+/// `# HELP` and `# TYPE` lines of a metric family.
+fn family(w: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(w, "# HELP {name} {help}");
+    let _ = writeln!(w, "# TYPE {name} {kind}");
+}
+
+fn escape(text: &str, out: &mut String) {
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+}
+
+/// Microseconds written as decimal seconds, exactly (`1.5`, `0.000012`).
+struct Seconds(u64);
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (secs, micros) = (self.0 / 1_000_000, self.0 % 1_000_000);
+        if micros == 0 {
+            return write!(f, "{secs}");
+        }
+        let frac = format!("{micros:06}");
+        write!(f, "{secs}.{}", frac.trim_end_matches('0'))
+    }
+}
+
+/// A duration as a person reads an uptime: `3d 4h 5m 6s`, largest unit
+/// first, leading zero units left out.
+struct Uptime(std::time::Duration);
+
+impl fmt::Display for Uptime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0.as_secs();
+        let (d, h, m, s) = (s / 86_400, s / 3_600 % 24, s / 60 % 60, s % 60);
+        if d > 0 {
+            write!(f, "{d}d {h}h {m}m {s}s")
+        } else if h > 0 {
+            write!(f, "{h}h {m}m {s}s")
+        } else if m > 0 {
+            write!(f, "{m}m {s}s")
+        } else {
+            write!(f, "{s}s")
+        }
+    }
+}
+
+/// A byte count with a binary-unit approximation beside it.
+struct Bytes(u64);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+        if n < 1024 {
+            return write!(f, "{n} B");
+        }
+        let mut value = n as f64 / 1024.0;
+        let mut unit = 0;
+        while value >= 1024.0 && unit + 1 < UNITS.len() {
+            value /= 1024.0;
+            unit += 1;
+        }
+        write!(f, "{n} B ({value:.1} {})", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::ConnId;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    fn rec(method: &str, target: &str, status: u16, millis: u64) -> AccessRecord {
+        AccessRecord {
+            conn: ConnId(1),
+            client: "127.0.0.1:5000".parse().unwrap(),
+            method: method.into(),
+            target: target.into(),
+            upstream: None,
+            status,
+            bytes_to_client: 100,
+            bytes_from_client: 10,
+            duration: Duration::from_millis(millis),
+            kind: if method == "CONNECT" {
+                ExchangeKind::Tunnel
+            } else {
+                ExchangeKind::Http
+            },
+            error: None,
+            user: None,
+            decision: "allowed".into(),
+            rule: None,
+        }
+    }
+
+    fn denied(target: &str, decision: &str, rule: &str) -> AccessRecord {
+        AccessRecord {
+            decision: decision.into(),
+            rule: Some(rule.into()),
+            error: Some("http_request_denied".into()),
+            ..rec("GET", target, 403, 0)
+        }
+    }
+
+    /// A strict reading of the text format, enough to hold our output to
+    /// it: every sample belongs to the family announced by the `# TYPE`
+    /// before it, each family is announced once with HELP then TYPE,
+    /// names and labels are well formed, values are numbers, and
+    /// histograms are cumulative with `+Inf` equal to `_count`.
+    fn parse(text: &str) -> BTreeMap<String, f64> {
+        let mut samples = BTreeMap::new();
+        let mut families: Vec<(String, String)> = Vec::new();
+        let mut help: Option<String> = None;
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !n.starts_with(|c: char| c.is_ascii_digit())
+        };
+        assert!(text.ends_with('\n'), "the exposition ends with a newline");
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, _) = rest.split_once(' ').expect("HELP has text");
+                assert!(name_ok(name), "{line}");
+                help = Some(name.to_owned());
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("TYPE has a type");
+                assert_eq!(help.as_deref(), Some(name), "HELP before TYPE: {line}");
+                assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+                assert!(
+                    families.iter().all(|(n, _)| n != name),
+                    "{name} announced twice"
+                );
+                if kind == "counter" {
+                    assert!(name.ends_with("_total"), "counter {name} ends in _total");
+                }
+                families.push((name.to_owned(), kind.to_owned()));
+                continue;
+            }
+            assert!(!line.starts_with('#'), "unexpected comment {line}");
+            let (series, value) = line.rsplit_once(' ').expect("sample has a value");
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("value in {line}"));
+            assert!(value >= 0.0, "{line}");
+            let name = series.split('{').next().unwrap();
+            assert!(name_ok(name), "{line}");
+            let (family, kind) = families.last().expect("a sample after a TYPE");
+            let belongs = match kind.as_str() {
+                "histogram" => ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|s| name.strip_suffix(s) == Some(family)),
+                _ => name == family,
+            };
+            assert!(belongs, "{name} outside its family {family}");
+            if let Some(labels) = series.strip_prefix(name) {
+                if !labels.is_empty() {
+                    let inner = labels
+                        .strip_prefix('{')
+                        .and_then(|l| l.strip_suffix('}'))
+                        .expect("labels in braces");
+                    for pair in inner.split(',') {
+                        let (k, v) = pair.split_once('=').expect("label=value");
+                        assert!(name_ok(k), "{line}");
+                        assert!(v.len() >= 2 && v.starts_with('"') && v.ends_with('"'));
+                    }
+                }
+            }
+            assert!(
+                samples.insert(series.to_owned(), value).is_none(),
+                "duplicate series {series}"
+            );
+        }
+        // Histograms: cumulative buckets, +Inf == _count.
+        for kind in KINDS {
+            let le = |b: &str| {
+                samples.get(&format!(
+                    "proxy_request_duration_seconds_bucket{{kind=\"{kind}\",le=\"{b}\"}}"
+                ))
+            };
+            let Some(&inf) = le("+Inf") else { continue };
+            let mut last = 0.0;
+            for (_, b) in BUCKETS {
+                let v = *le(b).expect("every bucket");
+                assert!(v >= last, "buckets are cumulative");
+                last = v;
+            }
+            assert!(inf >= last);
+            assert_eq!(
+                samples[&format!("proxy_request_duration_seconds_count{{kind=\"{kind}\"}}")],
+                inf
+            );
+        }
+        samples
+    }
+
+    #[test]
+    fn counts_a_known_set_of_records() {
+        let m = Metrics::new();
+        let t = Instant::from_micros(7_000_000);
+        for _ in 0..3 {
+            m.record(t, &rec("GET", "http://Example.com/a", 200, 3));
+        }
+        m.record(t, &rec("POST", "http://example.com/form", 201, 30));
+        m.record(t, &rec("CONNECT", "example.org:443", 200, 2_000));
+        m.record(t, &rec("BREW", "http://pot.test/", 501, 0));
+        m.record(
+            t,
+            &denied("http://blocked.test/", "denied_domain", "deny blocked.test"),
+        );
+        m.record(
+            t,
+            &AccessRecord {
+                decision: "rate_limited".into(),
+                status: 429,
+                ..rec("GET", "http://example.com/", 429, 0)
+            },
+        );
+        let refused = AccessRecord {
+            status: 502,
+            error: Some("connection_refused".into()),
+            ..rec("GET", "http://127.0.0.1:1/", 502, 1)
+        };
+        m.record(t, &refused);
+        // A failed CONNECT is not a tunnel; a record with nothing sent
+        // counts under `none`.
+        let failed_connect = AccessRecord {
+            status: 502,
+            error: Some("dns_error".into()),
+            ..rec("CONNECT", "nowhere.test:443", 502, 1)
+        };
+        m.record(t, &failed_connect);
+        m.record(
+            t,
+            &AccessRecord {
+                error: Some("client_closed".into()),
+                ..rec("GET", "http://example.com/slow", 0, 12_000)
+            },
+        );
+
+        let s = parse(&m.render_prometheus(Instant::from_micros(9_500_000), 4));
+        let v = |k: &str| s.get(k).copied().unwrap_or_else(|| panic!("no {k}"));
+        assert_eq!(
+            v("proxy_requests_total{method=\"GET\",decision=\"allowed\"}"),
+            5.0
+        );
+        assert_eq!(
+            v("proxy_requests_total{method=\"POST\",decision=\"allowed\"}"),
+            1.0
+        );
+        assert_eq!(
+            v("proxy_requests_total{method=\"CONNECT\",decision=\"allowed\"}"),
+            2.0
+        );
+        assert_eq!(
+            v("proxy_requests_total{method=\"other\",decision=\"allowed\"}"),
+            1.0
+        );
+        assert_eq!(
+            v("proxy_requests_total{method=\"GET\",decision=\"denied_domain\"}"),
+            1.0
+        );
+        assert_eq!(
+            v("proxy_requests_total{method=\"GET\",decision=\"rate_limited\"}"),
+            1.0
+        );
+        assert!(!s.contains_key("proxy_requests_total{method=\"PUT\",decision=\"allowed\"}"));
+        assert_eq!(v("proxy_responses_total{class=\"2xx\"}"), 5.0);
+        assert_eq!(v("proxy_responses_total{class=\"4xx\"}"), 2.0);
+        assert_eq!(v("proxy_responses_total{class=\"5xx\"}"), 3.0);
+        assert_eq!(v("proxy_responses_total{class=\"none\"}"), 1.0);
+        assert_eq!(v("proxy_responses_total{class=\"1xx\"}"), 0.0);
+        assert_eq!(
+            v("proxy_client_bytes_total{direction=\"to_client\"}"),
+            1100.0
+        );
+        assert_eq!(
+            v("proxy_client_bytes_total{direction=\"from_client\"}"),
+            110.0
+        );
+        assert_eq!(v("proxy_tunnels_total{kind=\"connect\"}"), 1.0);
+        assert_eq!(v("proxy_tunnels_total{kind=\"upgrade\"}"), 0.0);
+        assert_eq!(
+            v("proxy_upstream_connect_failures_total{reason=\"connection_refused\"}"),
+            1.0
+        );
+        assert_eq!(
+            v("proxy_upstream_connect_failures_total{reason=\"dns_error\"}"),
+            1.0
+        );
+        assert_eq!(
+            v("proxy_upstream_connect_failures_total{reason=\"connection_timeout\"}"),
+            0.0
+        );
+        assert_eq!(v("proxy_rate_limited_total"), 1.0);
+        // Durations: http 3,3,3,30,0,0,0,1,12000 ms; tunnel 2000 ms and 1 ms.
+        let b = |kind: &str, le: &str| {
+            v(&format!(
+                "proxy_request_duration_seconds_bucket{{kind=\"{kind}\",le=\"{le}\"}}"
+            ))
+        };
+        assert_eq!(b("http", "0.005"), 7.0);
+        assert_eq!(b("http", "0.05"), 8.0);
+        assert_eq!(b("http", "10"), 8.0);
+        assert_eq!(b("http", "30"), 9.0);
+        assert_eq!(b("http", "+Inf"), 9.0);
+        assert_eq!(
+            v("proxy_request_duration_seconds_sum{kind=\"http\"}"),
+            12.04
+        );
+        assert_eq!(b("tunnel", "0.005"), 1.0);
+        assert_eq!(b("tunnel", "2.5"), 2.0);
+        assert_eq!(
+            v("proxy_request_duration_seconds_count{kind=\"tunnel\"}"),
+            2.0
+        );
+        assert!(!s.contains_key("proxy_request_duration_seconds_count{kind=\"local\"}"));
+        assert_eq!(v("proxy_active_connections"), 4.0);
+        assert_eq!(v("proxy_active_upstream_connections"), 0.0);
+        assert_eq!(v("proxy_uptime_seconds"), 9.5);
+        assert_eq!(
+            v(&format!(
+                "proxy_build_info{{version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            )),
+            1.0
+        );
+        assert_eq!(m.requests_total(), 11);
+        assert_eq!(m.requests("GET", "allowed"), 5);
+
+        // Destinations: lower-cased authorities of allowed requests.
+        let top = m.top_destinations(10);
+        assert_eq!(top[0], ("example.com".to_owned(), 5));
+        assert!(top.contains(&("example.org:443".to_owned(), 1)));
+        assert!(!top.iter().any(|(h, _)| h == "blocked.test"));
+        // Refusals: policy decisions only, newest first.
+        let refusals = m.recent_refusals();
+        assert_eq!(refusals.len(), 2);
+        assert_eq!(refusals[0].decision, "rate_limited");
+        assert_eq!(refusals[1].target, "http://blocked.test/");
+        assert_eq!(refusals[1].rule.as_deref(), Some("deny blocked.test"));
+    }
+
+    #[test]
+    fn an_empty_exposition_is_well_formed() {
+        let m = Metrics::new();
+        m.set_start(Instant::from_micros(1_000_000));
+        let text = m.render_prometheus(Instant::from_micros(1_250_000), 0);
+        let s = parse(&text);
+        assert_eq!(s["proxy_uptime_seconds"], 0.25);
+        assert!(text.contains("# TYPE proxy_request_duration_seconds histogram\n"));
+        assert!(text.contains("# TYPE proxy_requests_total counter\n"));
+        assert!(text.contains("# TYPE proxy_active_connections gauge\n"));
+    }
+
+    #[test]
+    fn upstream_gauge_follows_its_guards() {
+        let m = Arc::new(Metrics::new());
+        let a = m.upstream_in_use();
+        let b = m.upstream_in_use();
+        let s = parse(&m.render_prometheus(Instant::ZERO, 0));
+        assert_eq!(s["proxy_active_upstream_connections"], 2.0);
+        drop((a, b));
+        let s = parse(&m.render_prometheus(Instant::ZERO, 0));
+        assert_eq!(s["proxy_active_upstream_connections"], 0.0);
+    }
+
+    #[test]
+    fn lists_stay_bounded() {
+        let m = Metrics::new();
+        let t = Instant::ZERO;
+        for _ in 0..5 {
+            m.record(t, &rec("GET", "http://busy.test/", 200, 1));
+        }
+        for i in 0..3 * DESTINATIONS_KEPT {
+            m.record(t, &rec("GET", &format!("http://h{i}.test/"), 200, 1));
+        }
+        for i in 0..50 {
+            m.record(
+                t,
+                &denied(&format!("http://d{i}.test/"), "denied_domain", "r"),
+            );
+        }
+        let lists = m.lists();
+        assert!(lists.destinations.len() <= DESTINATIONS_KEPT);
+        assert_eq!(lists.refusals.len(), RECENT_REFUSALS);
+        drop(lists);
+        assert_eq!(m.top_destinations(1), vec![("busy.test".to_owned(), 5)]);
+        assert_eq!(m.recent_refusals()[0].target, "http://d49.test/");
+        // Long targets are cut, on a character boundary.
+        let long = format!("http://x.test/{}", "é".repeat(300));
+        m.record(t, &denied(&long, "denied_domain", "r"));
+        let kept = &m.recent_refusals()[0].target;
+        assert!(kept.len() <= TEXT_KEPT && long.starts_with(kept.as_str()));
+    }
+
+    #[test]
+    fn destinations_are_authorities() {
+        let d = |target: &str, kind| {
+            destination(&AccessRecord {
+                kind,
+                ..rec("GET", target, 200, 0)
+            })
+        };
+        assert_eq!(
+            d("http://user:pw@Host.test:8080/p?q#f", ExchangeKind::Http).as_deref(),
+            Some("host.test:8080")
+        );
+        assert_eq!(
+            d("http://h.test?x", ExchangeKind::Http).as_deref(),
+            Some("h.test")
+        );
+        assert_eq!(
+            d("h.test:443", ExchangeKind::Tunnel).as_deref(),
+            Some("h.test:443")
+        );
+        assert_eq!(d("-", ExchangeKind::Http), None);
+        assert_eq!(d("/_metrics", ExchangeKind::Local), None);
+    }
+
+    #[test]
+    fn status_page_shows_uptime_counters_destinations_and_refusals() {
+        let m = Metrics::new();
+        let t = Instant::from_micros(3_600_000_000);
+        for _ in 0..3 {
+            m.record(t, &rec("GET", "http://example.com/", 200, 3));
+        }
+        m.record(
+            t,
+            &denied(
+                "http://<evil>.test/",
+                "denied_domain",
+                "deny <evil>.test (list.txt:3)",
+            ),
+        );
+        let now = Instant::from_micros(3_723_000_000);
+        let wall = UnixTime(1_795_270_203_000_000);
+        let html = m.render_status(now, wall, "proxy-rs", 2);
+        assert!(html.starts_with("<!DOCTYPE html>"));
+        assert!(html.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
+        assert!(html.contains("<span id=\"uptime\">1h 2m 3s</span>"));
+        assert!(html.contains("as of <span id=\"now\">2026-11-21T14:10:03Z</span>"));
+        assert!(html.contains("<td id=\"requests\">4</td>"));
+        assert!(html.contains("<td id=\"refused\">1</td>"));
+        assert!(html.contains("<td id=\"active-connections\">2</td>"));
+        assert!(html.contains("<td id=\"responses-2xx\">3</td>"));
+        assert!(html.contains("<tr><td>example.com</td><td class=\"n\">3</td></tr>"));
+        // The refusal, 123 s before `now`, escaped.
+        assert!(html.contains("<td>2026-11-21T14:08:00Z</td><td>127.0.0.1:5000</td>"));
+        assert!(html.contains("GET http://&lt;evil&gt;.test/"));
+        assert!(html.contains("deny &lt;evil&gt;.test (list.txt:3)"));
+        assert!(!html.contains("<evil>"));
+        // Self-contained: nothing fetched from elsewhere.
+        assert!(!html.contains("src="));
+        assert!(!html.contains("href=\"http"));
+        assert_eq!(html.matches("<link").count(), 1);
+        assert!(html.contains("<link rel=\"icon\" href=\"data:,\">"));
+    }
+
+    #[test]
+    fn seconds_and_sizes_read_well() {
+        assert_eq!(Seconds(0).to_string(), "0");
+        assert_eq!(Seconds(1_500_000).to_string(), "1.5");
+        assert_eq!(Seconds(12).to_string(), "0.000012");
+        assert_eq!(Uptime(Duration::from_secs(59)).to_string(), "59s");
+        assert_eq!(
+            Uptime(Duration::from_secs(90_061)).to_string(),
+            "1d 1h 1m 1s"
+        );
+        assert_eq!(Bytes(1023).to_string(), "1023 B");
+        assert_eq!(Bytes(1536).to_string(), "1536 B (1.5 KiB)");
+    }
+
+    #[test]
+    // Real threads are the point here: no count may be lost under races.
+    #[allow(clippy::disallowed_methods)]
+    fn concurrent_records_are_all_counted() {
+        let m = Arc::new(Metrics::new());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let m = Arc::clone(&m);
+                std::thread::spawn(move || {
+                    for i in 0..500 {
+                        m.record(
+                            Instant::ZERO,
+                            &rec("GET", &format!("http://h{}.test/", i % 7), 200, t),
+                        );
+                        m.record(
+                            Instant::ZERO,
+                            &denied("http://x.test/", "denied_domain", "r"),
+                        );
+                        drop(m.upstream_in_use());
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(m.requests("GET", "allowed"), 2000);
+        assert_eq!(m.requests("GET", "denied_domain"), 2000);
+        let counted: u64 = m.top_destinations(100).iter().map(|(_, n)| n).sum();
+        assert_eq!(counted, 2000);
+        assert_eq!(m.recent_refusals().len(), RECENT_REFUSALS);
+        let s = parse(&m.render_prometheus(Instant::ZERO, 0));
+        assert_eq!(
+            s["proxy_client_bytes_total{direction=\"to_client\"}"],
+            400_000.0
+        );
+        assert_eq!(s["proxy_active_upstream_connections"], 0.0);
+        assert_eq!(
+            s["proxy_request_duration_seconds_count{kind=\"http\"}"],
+            4000.0
+        );
+    }
+
+    #[test]
+    fn metrics_are_shareable() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Metrics>();
+        assert_send_sync::<UpstreamInUse>();
+    }
+}
