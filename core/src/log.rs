@@ -72,6 +72,15 @@ fn allowed() -> String {
 }
 
 impl AccessRecord {
+    /// Whether this is a tunnel or upgrade that was set up (bytes then
+    /// flowed both ways), as opposed to a refused or failed one.
+    pub fn tunnel_established(&self) -> bool {
+        matches!(
+            (self.kind, self.status),
+            (ExchangeKind::Tunnel, 200) | (ExchangeKind::Upgrade, 101)
+        )
+    }
+
     /// The human one-line form:
     /// `2026-11-21T14:10:03Z 127.0.0.1:51234 GET http://example.com/ -> 93.184.216.34:80 200 1256B 12ms`
     pub fn human(&self, at: UnixTime) -> String {
@@ -97,9 +106,9 @@ impl AccessRecord {
             self.bytes_to_client,
             self.duration.as_millis()
         );
-        // A tunnel's traffic goes both ways; say how much came from the
-        // client (its CONNECT or upgrade head included).
-        if matches!(self.kind, ExchangeKind::Tunnel | ExchangeKind::Upgrade) {
+        // An established tunnel's traffic goes both ways; say how much
+        // came from the client (its CONNECT or upgrade head included).
+        if self.tunnel_established() {
             let _ = write!(s, " client_sent={}B", self.bytes_from_client);
         }
         if let Some(e) = &self.error {
@@ -386,6 +395,14 @@ mod tests {
             kind: ExchangeKind::Tunnel,
             ..r.clone()
         };
+        let refused = AccessRecord {
+            status: 403,
+            ..tunnel.clone()
+        };
+        assert!(
+            !refused.human(UnixTime(0)).contains("client_sent"),
+            "no tunnel was set up"
+        );
         assert!(tunnel
             .human(UnixTime(0))
             .ends_with(" 200 1256B 12ms client_sent=80B"));

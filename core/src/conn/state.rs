@@ -481,10 +481,9 @@ impl Connection {
                 // Every address is judged, so a name cannot smuggle a
                 // private one past the guard (DNS rebinding); the core
                 // connects only to addresses from this list.
+                // Nothing was connected, so the record names no upstream;
+                // the rule names the address that was refused.
                 if let Err(d) = self.policy.check_addresses(addrs) {
-                    ex.upstream_addr = addrs
-                        .first()
-                        .map(|ip| SocketAddr::new(*ip, ex.authority.port));
                     return self.fail(now, d.into(), false);
                 }
                 ex.addrs = addrs.to_vec();
