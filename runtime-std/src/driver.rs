@@ -144,8 +144,8 @@ pub(crate) fn serve(shared: &Shared, id: ConnId, client: TcpStream, peer: Socket
 
 fn prepare_socket(s: &TcpStream, settings: &Settings) {
     let _ = s.set_nodelay(true);
-    // Writes block; a peer that stops reading must not hold the thread
-    // forever.
+    // The driver's writes wait with poll(2) and their own stall limit
+    // (see `write_all`); this one guards any plain blocking write.
     let t = settings.config().timeouts.transfer_idle;
     if !t.is_zero() {
         let _ = s.set_write_timeout(Some(t));
