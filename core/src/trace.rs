@@ -113,6 +113,8 @@ pub enum Input {
     Timeout,
     /// `begin_shutdown`
     Shutdown,
+    /// `force_shutdown`
+    ForceShutdown,
 }
 
 /// An action as recorded: `Write` and `Pass` carry the bytes themselves,
@@ -382,6 +384,12 @@ impl Traced {
         self.conn.begin_shutdown(now);
     }
 
+    /// See [`Connection::force_shutdown`].
+    pub fn force_shutdown(&mut self, now: Instant) {
+        self.begin(now, Input::ForceShutdown);
+        self.conn.force_shutdown(now);
+    }
+
     /// See [`Connection::poll_action`].
     #[must_use]
     pub fn poll_action(&mut self, out: &mut Vec<u8>) -> Option<Action> {
@@ -480,6 +488,7 @@ pub fn replay(trace: &Trace) -> Result<Trace, PolicyError> {
             Input::TunnelEnd(e) => t.handle_tunnel_end(now, *e),
             Input::Timeout => t.handle_timeout(now),
             Input::Shutdown => t.begin_shutdown(now),
+            Input::ForceShutdown => t.force_shutdown(now),
         }
         drain(&mut t, &mut out);
     }

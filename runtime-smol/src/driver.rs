@@ -250,8 +250,13 @@ impl Driver {
                     continue;
                 }
                 // The grace period is over and an exchange is still in
-                // flight: cut it off.
-                Stage::Stopping => return,
+                // flight: cut it off, logged.
+                Stage::Stopping => {
+                    let now = self.shared.clock.now();
+                    self.traced.force_shutdown(now);
+                    self.drain().await;
+                    return;
+                }
             }
             if self.offer_client() || self.offer_upstream() {
                 self.drain().await;

@@ -233,8 +233,11 @@ impl Driver<'_> {
             let life = &self.shared.life;
             if life.is_stopping() {
                 // The grace period is over and this exchange is still in
-                // flight: cut it off (a tunnel never gets here; its relay
-                // ends on the same beacon).
+                // flight: cut it off, logged (a tunnel never gets here;
+                // its relay ends on the same beacon).
+                let now = self.now();
+                self.conn.force_shutdown(now);
+                self.pump();
                 break;
             }
             if !self.shutdown_begun && life.is_draining() {

@@ -1001,6 +1001,20 @@ impl Connection {
         }
     }
 
+    /// The shutdown grace period is over: cut off an exchange still in
+    /// flight (its record says `error=shutdown`) and close. Tunnels are
+    /// ended by the runtime, which reports them with
+    /// [`TunnelEndReason::Shutdown`](crate::io::TunnelEndReason::Shutdown).
+    pub fn force_shutdown(&mut self, now: Instant) {
+        self.debug_assert_drained();
+        self.shutting_down = true;
+        match self.phase {
+            Phase::Exchange(_) => self.abort(now, "shutdown"),
+            Phase::Head => self.close(CloseReason::Shutdown),
+            Phase::Tunnel(_) | Phase::Closed => {}
+        }
+    }
+
     // ----- endings ---------------------------------------------------------
 
     /// The exchange completed normally: log, release, and go idle or close.

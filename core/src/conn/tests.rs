@@ -1430,3 +1430,19 @@ mod admin {
             .contains("proxy_active_upstream_connections 0\n"));
     }
 }
+
+#[test]
+fn shutdown_lets_the_exchange_finish_then_force_cuts_it_off_with_a_record() {
+    let mut sim = Sim::default();
+    connected_get(&mut sim);
+    sim.conn.begin_shutdown(sim.now);
+    sim.drain(&[], &[]);
+    assert!(sim.closed.is_none(), "in flight: it may finish");
+    sim.upstream_sends(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial");
+    assert!(sim.client_text().contains("Connection: close\r\n"));
+    sim.conn.force_shutdown(sim.now);
+    sim.drain(&[], &[]);
+    assert_eq!(sim.closed, Some(CloseReason::Aborted));
+    assert_eq!(sim.logs[0].error.as_deref(), Some("shutdown"));
+    assert_eq!(sim.releases, vec![(UpstreamId(0), false)]);
+}

@@ -261,6 +261,8 @@ cases! {
         );
         let record = assert_log(&proxy, "CONNECT", &target, 200, None, Some("shutdown"));
         assert_eq!(record.client_sent, Some(connect.len() as u64 + 10), "{record:?}");
+        // The download cut off mid-body is logged too, as cut off.
+        assert_log(&proxy, "GET", &url, 200, None, Some("shutdown"));
     }
 
     /// A second signal during the grace period exits at once.
