@@ -64,6 +64,9 @@ pub enum RequestError {
     /// The body is larger than the limit.
     #[error("request body larger than {0} bytes")]
     BodyTooLarge(u64),
+    /// Not one of the pages the admin listener serves.
+    #[error("only /_metrics and /_status are served here")]
+    NotAdminPage,
 }
 
 impl RequestError {
@@ -77,6 +80,7 @@ impl RequestError {
             RequestError::Loop => 508,
             RequestError::HeadTimeout => 408,
             RequestError::BodyTooLarge(_) => 413,
+            RequestError::NotAdminPage => 404,
             _ => 400,
         }
     }

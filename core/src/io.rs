@@ -22,6 +22,17 @@ pub struct UpstreamId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct QueryId(pub u64);
 
+/// What a listener is for, and so what its connections may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum Role {
+    /// A proxy port: forwards, tunnels, and answers the proxy's own pages.
+    #[default]
+    Proxy,
+    /// The admin listener (`admin.listen`): the proxy's own pages only,
+    /// never forwarding anything; 404 for anything else.
+    Admin,
+}
+
 /// One end of the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Side {

@@ -35,8 +35,8 @@ pub use config::Config;
 pub use conn::Connection;
 pub use error::{ProxyError, RequestError, UpstreamError};
 pub use io::{
-    Action, CloseReason, ConnId, ConnectError, Connected, QueryId, ResolveError, Side, TunnelEnd,
-    TunnelEndReason, UpstreamId,
+    Action, CloseReason, ConnId, ConnectError, Connected, QueryId, ResolveError, Role, Side,
+    TunnelEnd, TunnelEndReason, UpstreamId,
 };
 pub use log::{AccessRecord, ExchangeKind};
 pub use shared::{Shared, Snapshot};

@@ -9,8 +9,8 @@
 
 use crate::config::Config;
 use crate::io::{
-    Action, CloseReason, ConnId, ConnectError, Connected, QueryId, ResolveError, Side, TunnelEnd,
-    UpstreamId,
+    Action, CloseReason, ConnId, ConnectError, Connected, QueryId, ResolveError, Role, Side,
+    TunnelEnd, UpstreamId,
 };
 use crate::log::AccessRecord;
 use crate::policy::{PolicyError, Sources};
@@ -178,6 +178,9 @@ pub struct Trace {
     /// The text of the files the policy names (lists, htpasswd).
     #[serde(default, skip_serializing_if = "Sources::is_empty")]
     pub sources: Sources,
+    /// The listener's role (a proxy port unless said otherwise).
+    #[serde(default, skip_serializing_if = "is_proxy")]
+    pub role: Role,
     /// The connection id.
     pub conn: ConnId,
     /// The client's address.
@@ -188,6 +191,10 @@ pub struct Trace {
     pub accepted: Instant,
     /// The steps, in order.
     pub steps: Vec<Step>,
+}
+
+fn is_proxy(role: &Role) -> bool {
+    *role == Role::Proxy
 }
 
 impl Trace {
@@ -224,6 +231,7 @@ impl Traced {
         anchor: WallAnchor,
         now: Instant,
         record: bool,
+        role: Role,
     ) -> Self {
         let trace = record.then(|| {
             let snapshot = shared.snapshot();
@@ -231,6 +239,7 @@ impl Traced {
                 note: String::new(),
                 config: (*snapshot.config).clone(),
                 sources: (*snapshot.sources).clone(),
+                role,
                 conn: id,
                 client,
                 anchor,
@@ -245,7 +254,7 @@ impl Traced {
             })
         });
         Traced {
-            conn: Connection::new(id, client, shared, anchor, now),
+            conn: Connection::with_role(id, client, shared, anchor, now, role),
             trace,
             last_client: Vec::new(),
             last_upstream: Vec::new(),
@@ -461,6 +470,7 @@ pub fn replay(trace: &Trace) -> Result<Trace, PolicyError> {
         trace.anchor,
         trace.accepted,
         true,
+        trace.role,
     );
     let mut out = Vec::new();
     let drain = |t: &mut Traced, out: &mut Vec<u8>| {

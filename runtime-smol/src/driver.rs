@@ -20,7 +20,7 @@ use futures_lite::future::{self, poll_fn};
 use futures_lite::AsyncRead;
 use proxy_core::trace::{Trace, Traced};
 use proxy_core::{
-    Action, ConnId, ConnectError, Connected, Instant, QueryId, ResolveError, Side, TunnelEnd,
+    Action, ConnId, ConnectError, Connected, Instant, QueryId, ResolveError, Role, Side, TunnelEnd,
     TunnelEndReason, UpstreamId,
 };
 use proxy_std::buf::InBuf;
@@ -61,7 +61,13 @@ pub(crate) struct Shared {
 }
 
 /// Serves one accepted client until the core closes the connection.
-pub(crate) async fn serve(shared: Arc<Shared>, client: Stream, peer: SocketAddr, id: ConnId) {
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    client: Stream,
+    peer: SocketAddr,
+    id: ConnId,
+    role: Role,
+) {
     let _ = client.get_ref().set_nodelay(true);
     let settings = &shared.settings;
     let traced = Traced::new(
@@ -71,6 +77,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: Stream, peer: SocketAddr,
         shared.clock.anchor(),
         shared.clock.now(),
         settings.record.is_some(),
+        role,
     );
     let write_stall = settings.config().timeouts.transfer_idle;
     let mut driver = Driver {

@@ -24,7 +24,7 @@ use driver::Shared;
 use futures_lite::future;
 use futures_lite::FutureExt as _;
 use proxy_core::trace::Trace;
-use proxy_core::ConnId;
+use proxy_core::{ConnId, Role};
 use proxy_std::lifecycle::{ConnGuard, Lifecycle};
 use proxy_std::pool::Pool;
 use proxy_std::{Clock, Settings};
@@ -66,17 +66,26 @@ fn main() -> ExitCode {
     }
 
     let mut listeners = Vec::new();
-    for &addr in &settings.listen {
+    let admin = settings.config().admin.listen.map(|a| (a, Role::Admin));
+    for (addr, role) in settings
+        .listen
+        .iter()
+        .map(|a| (*a, Role::Proxy))
+        .chain(admin)
+    {
         match bind(addr) {
-            Ok(l) => listeners.push(l),
+            Ok((l, local)) => listeners.push((l, local, role)),
             Err(e) => {
                 eprintln!("proxy-smol: cannot listen on {addr}: {e}");
                 return ExitCode::from(1);
             }
         }
     }
-    for (_, addr) in &listeners {
-        eprintln!("listening on {addr}");
+    for (_, addr, role) in &listeners {
+        match role {
+            Role::Admin => eprintln!("admin pages on http://{addr}/_metrics and /_status"),
+            Role::Proxy => eprintln!("listening on {addr}"),
+        }
     }
 
     let traces = match &settings.record {
@@ -118,7 +127,7 @@ fn main() -> ExitCode {
     ex.spawn(sweep_pool(shared.clone(), idle)).detach();
     let accepters: Vec<Task<()>> = listeners
         .into_iter()
-        .map(|(listener, _)| ex.spawn(accept_loop(ex, listener, shared.clone())))
+        .map(|(listener, _, role)| ex.spawn(accept_loop(ex, listener, role, shared.clone())))
         .collect();
     life.run_until_shutdown(&shared.settings, || {
         // Each accept loop drops (closes) its listener as it returns.
@@ -161,6 +170,7 @@ fn trace_writer(dir: PathBuf) -> io::Result<mpsc::Sender<(Trace, ConnGuard)>> {
 async fn accept_loop(
     ex: &'static Executor<'static>,
     listener: async_net::TcpListener,
+    role: Role,
     shared: Arc<Shared>,
 ) {
     let life = &shared.life;
@@ -179,7 +189,7 @@ async fn accept_loop(
             Some(Ok((stream, peer))) => {
                 let id = ConnId(NEXT_CONN.fetch_add(1, Ordering::Relaxed));
                 let stream: net::Stream = stream.into();
-                let task = driver::serve(shared.clone(), stream, peer, id);
+                let task = driver::serve(shared.clone(), stream, peer, id, role);
                 // Live until the task ends, however it ends.
                 let guard = life.track();
                 // A bug in one connection must not take a worker thread

@@ -12,7 +12,7 @@ use crate::relay::{self, Start};
 use crate::sys::{self, POLLIN};
 use proxy_core::trace::Traced;
 use proxy_core::{
-    Action, ConnId, ConnectError, Connected, QueryId, ResolveError, Side, TunnelEnd,
+    Action, ConnId, ConnectError, Connected, QueryId, ResolveError, Role, Side, TunnelEnd,
     TunnelEndReason, UpstreamId,
 };
 use proxy_std::buf::InBuf;
@@ -99,7 +99,7 @@ fn read_some(mut stream: &TcpStream, buf: &mut InBuf) -> ReadOutcome {
 }
 
 /// Serves one accepted client until the core closes it.
-pub(crate) fn serve(shared: &Shared, id: ConnId, client: TcpStream, peer: SocketAddr) {
+pub(crate) fn serve(shared: &Shared, id: ConnId, client: TcpStream, peer: SocketAddr, role: Role) {
     let settings = &shared.settings;
     prepare_socket(&client, settings);
     let conn = Traced::new(
@@ -109,6 +109,7 @@ pub(crate) fn serve(shared: &Shared, id: ConnId, client: TcpStream, peer: Socket
         shared.clock.anchor(),
         shared.clock.now(),
         settings.record.is_some(),
+        role,
     );
     let mut driver = Driver {
         shared,

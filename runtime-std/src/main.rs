@@ -17,7 +17,7 @@ mod sys;
 
 use clap::Parser;
 use driver::Shared;
-use proxy_core::ConnId;
+use proxy_core::{ConnId, Role};
 use proxy_std::lifecycle::Lifecycle;
 use std::io::{self, Write};
 use std::net::TcpListener;
@@ -53,10 +53,16 @@ fn main() {
         eprintln!("proxy-std: cannot watch signals: {e}");
         std::process::exit(1);
     }
-    let mut listeners = Vec::with_capacity(settings.listen.len());
-    for addr in &settings.listen {
+    let mut listeners = Vec::with_capacity(settings.listen.len() + 1);
+    let admin = settings.config().admin.listen.map(|a| (a, Role::Admin));
+    for (addr, role) in settings
+        .listen
+        .iter()
+        .map(|a| (*a, Role::Proxy))
+        .chain(admin)
+    {
         match TcpListener::bind(addr) {
-            Ok(l) => listeners.push(l),
+            Ok(l) => listeners.push((l, role)),
             Err(e) => {
                 eprintln!("proxy-std: cannot listen on {addr}: {e}");
                 std::process::exit(1);
@@ -65,8 +71,11 @@ fn main() {
     }
     {
         let mut err = std::io::stderr().lock();
-        for l in &listeners {
+        for (l, role) in &listeners {
             match l.local_addr() {
+                Ok(a) if *role == Role::Admin => {
+                    let _ = writeln!(err, "admin pages on http://{a}/_metrics and /_status");
+                }
                 Ok(a) => {
                     let _ = writeln!(err, "listening on {a}");
                 }
@@ -82,7 +91,7 @@ fn main() {
     let shared = Arc::new(Shared::new(settings, life.clone()));
     start_pool_sweeper(&shared);
     let mut accepters = Vec::with_capacity(listeners.len());
-    for listener in listeners {
+    for (listener, role) in listeners {
         if let Err(e) = listener.set_nonblocking(true) {
             eprintln!("proxy-std: cannot listen: {e}");
             std::process::exit(1);
@@ -90,7 +99,7 @@ fn main() {
         let shared = Arc::clone(&shared);
         let spawned = std::thread::Builder::new()
             .name("accept".to_owned())
-            .spawn(move || accept_loop(listener, &shared));
+            .spawn(move || accept_loop(listener, role, &shared));
         match spawned {
             Ok(h) => accepters.push(h),
             Err(e) => {
@@ -133,7 +142,7 @@ fn start_pool_sweeper(shared: &Arc<Shared>) {
 /// Accepts clients, one thread each, until shutdown begins; then returns,
 /// dropping (closing) the listener. The listener is non-blocking and
 /// polled together with the lifecycle's drain beacon.
-fn accept_loop(listener: TcpListener, shared: &Arc<Shared>) {
+fn accept_loop(listener: TcpListener, role: Role, shared: &Arc<Shared>) {
     let life = &shared.life;
     loop {
         if life.is_draining() {
@@ -158,7 +167,7 @@ fn accept_loop(listener: TcpListener, shared: &Arc<Shared>) {
         // Take everything queued, then wait again.
         while !life.is_draining() {
             match listener.accept() {
-                Ok((stream, peer)) => spawn_connection(shared, stream, peer),
+                Ok((stream, peer)) => spawn_connection(shared, stream, peer, role),
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => break,
                     io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => {}
@@ -176,7 +185,12 @@ fn accept_loop(listener: TcpListener, shared: &Arc<Shared>) {
 
 /// Serves one accepted client on a thread of its own, counted as live
 /// until the thread ends.
-fn spawn_connection(shared: &Arc<Shared>, stream: std::net::TcpStream, peer: std::net::SocketAddr) {
+fn spawn_connection(
+    shared: &Arc<Shared>,
+    stream: std::net::TcpStream,
+    peer: std::net::SocketAddr,
+    role: Role,
+) {
     // The driver uses blocking writes (with a timeout).
     if stream.set_nonblocking(false).is_err() {
         return;
@@ -187,7 +201,7 @@ fn spawn_connection(shared: &Arc<Shared>, stream: std::net::TcpStream, peer: std
     let spawned = std::thread::Builder::new()
         .stack_size(CONN_STACK)
         .spawn(move || {
-            driver::serve(&shared, id, stream, peer);
+            driver::serve(&shared, id, stream, peer, role);
             drop(guard);
         });
     if let Err(e) = spawned {

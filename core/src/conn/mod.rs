@@ -80,7 +80,7 @@ mod state;
 mod tests;
 
 use crate::config::Config;
-use crate::io::{Action, ConnId, Side};
+use crate::io::{Action, ConnId, Role, Side};
 use crate::metrics::UpstreamInUse;
 use crate::policy::caps::ConnPermit;
 use crate::policy::Policy;
@@ -104,6 +104,8 @@ pub struct Connection {
     policy: Arc<Policy>,
     /// This connection's place under the connection caps.
     _permit: Option<ConnPermit>,
+    /// What the listener it came in on is for.
+    role: Role,
     /// Counts the upstream connection serving the exchange, from its
     /// connect to the exchange's log record.
     upstream_in_use: Option<UpstreamInUse>,
@@ -165,6 +167,18 @@ impl Connection {
         anchor: WallAnchor,
         now: Instant,
     ) -> Self {
+        Connection::with_role(id, client, shared, anchor, now, Role::Proxy)
+    }
+
+    /// A new connection accepted on a listener with `role`.
+    pub fn with_role(
+        id: ConnId,
+        client: SocketAddr,
+        shared: Arc<Shared>,
+        anchor: WallAnchor,
+        now: Instant,
+        role: Role,
+    ) -> Self {
         let snapshot = shared.snapshot();
         let permit = shared.caps().try_acquire(client.ip());
         let mut conn = Connection {
@@ -174,6 +188,7 @@ impl Connection {
             policy: snapshot.policy.clone(),
             shared,
             _permit: None,
+            role,
             upstream_in_use: None,
             anchor,
             phase: Phase::Head,

@@ -11,7 +11,7 @@ use crate::http::page::{self, ErrorPage};
 use crate::http::rewrite::{ClientConnection, RequestRewrite, ResponseRewrite};
 use crate::http::target::{AbsoluteUri, Authority, Host};
 use crate::io::{
-    Action, CloseReason, ConnectError, Connected, QueryId, ResolveError, Side, TunnelEnd,
+    Action, CloseReason, ConnectError, Connected, QueryId, ResolveError, Role, Side, TunnelEnd,
     UpstreamId,
 };
 use crate::log::{AccessRecord, ExchangeKind};
@@ -184,7 +184,8 @@ impl Connection {
             Err(e) => {
                 // What could not be framed cannot be skipped over either;
                 // a refusal leaves the stream sound.
-                let bad_request = matches!(e, ProxyError::Request(_));
+                let bad_request =
+                    matches!(e, ProxyError::Request(ref r) if *r != RequestError::NotAdminPage);
                 self.phase = Phase::Exchange(Box::new(ex));
                 return self.fail(now, e, bad_request);
             }
@@ -246,6 +247,16 @@ impl Connection {
             if n > max {
                 return Err(RequestError::BodyTooLarge(max).into());
             }
+        }
+
+        if self.role == Role::Admin {
+            // The operator chose where this listener binds; it serves the
+            // pages to whoever reaches it, and nothing else.
+            ex.kind = ExchangeKind::Local;
+            return match self.admin_page(head) {
+                Some(page) => Ok(Prepared::Local(page)),
+                None => Err(RequestError::NotAdminPage.into()),
+            };
         }
 
         let connect = head.method == "CONNECT";

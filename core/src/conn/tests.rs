@@ -1446,3 +1446,30 @@ fn shutdown_lets_the_exchange_finish_then_force_cuts_it_off_with_a_record() {
     assert_eq!(sim.logs[0].error.as_deref(), Some("shutdown"));
     assert_eq!(sim.releases, vec![(UpstreamId(0), false)]);
 }
+
+#[test]
+fn the_admin_listener_serves_only_the_proxy_pages() {
+    let mut sim = Sim::default();
+    sim.conn = Connection::with_role(
+        ConnId(8),
+        "192.0.2.50:40000".parse().unwrap(),
+        crate::Shared::allow_all(Config::default()),
+        WallAnchor::default(),
+        Instant::ZERO,
+        crate::Role::Admin,
+    );
+    sim.client_sends(b"GET /_metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let text = sim.take_client_text();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("# TYPE proxy_requests_total counter"));
+    sim.client_sends(b"GET http://192.0.2.1/ HTTP/1.1\r\nHost: x\r\n\r\n");
+    let text = sim.take_client_text();
+    assert!(text.starts_with("HTTP/1.1 404 "), "{text}");
+    assert!(
+        sim.connects.is_empty() && sim.resolves.is_empty(),
+        "the admin port never forwards"
+    );
+    sim.client_sends(b"CONNECT 192.0.2.1:443 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(sim.client_text().starts_with("HTTP/1.1 404 "));
+    assert!(sim.connects.is_empty());
+}

@@ -6,6 +6,7 @@
 use crate::request;
 use prometheus_parse::{HistogramCount, LineInfo, Scrape, Value};
 use proxy_tests::{cases, refused_addr, Client, EchoServer, Origin, Proxy, Reply, Response};
+use std::time::Duration;
 
 /// The families the proxy exposes, with their types.
 const FAMILIES: &[(&str, &str)] = &[
@@ -290,5 +291,29 @@ cases! {
         c.send("GET /_metrics HTTP/1.1\r\nHost: x\r\n\r\n");
         let resp = c.read_response("GET");
         resp.assert_error(400, "http_request_error", "origin-form request to a proxy");
+    }
+
+    /// `admin.listen` opens a port that answers the pages to anyone who
+    /// reaches it and never forwards: 404 for anything else.
+    fn admin_listener_serves_only_the_pages(bin) {
+        let origin = Origin::start(|_| Reply::ok("origin"));
+        let port = proxy_tests::free_port();
+        let config = format!("(admin: (listen: Some(\"127.0.0.1:{port}\")))");
+        let proxy = Proxy::start_with_config(bin, &config, &[]);
+        proxy.wait_for_stderr(|l| l.starts_with("admin pages on http://127.0.0.1:"), Duration::from_secs(5));
+        let admin: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut c = Client::connect(admin);
+        c.send("GET /_metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        let resp = c.read_response("GET");
+        assert_eq!(resp.status(), 200);
+        assert!(resp.text().contains("# TYPE proxy_requests_total counter"));
+        c.send(request("GET", &origin.url("/x"), &[], b""));
+        let resp = c.read_response("GET");
+        resp.assert_error(404, "http_request_error", "only /_metrics and /_status are served here");
+        assert_eq!(origin.connections(), 0, "the admin port never forwards");
+        // The proxy port still proxies.
+        let mut p = proxy.connect();
+        p.send(request("GET", &origin.url("/y"), &[], b""));
+        assert_eq!(p.read_response("GET").status(), 200);
     }
 }
