@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod policy;
 pub mod shared;
 pub mod time;
+pub mod tls;
 pub mod trace;
 pub mod units;
 
