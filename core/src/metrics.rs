@@ -818,6 +818,7 @@ mod tests {
             user: None,
             decision: "allowed".into(),
             rule: None,
+            tls: None,
         }
     }
 

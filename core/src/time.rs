@@ -100,17 +100,20 @@ pub enum Timer {
     Response,
     /// A body transfer made no progress in either direction.
     Transfer,
+    /// Waiting for a tunnel's TLS ClientHello.
+    ClientHello,
 }
 
 impl Timer {
     /// Every timer, in slot order.
-    pub const ALL: [Timer; 6] = [
+    pub const ALL: [Timer; 7] = [
         Timer::ClientIdle,
         Timer::HeadRead,
         Timer::Resolve,
         Timer::Connect,
         Timer::Response,
         Timer::Transfer,
+        Timer::ClientHello,
     ];
 
     fn slot(self) -> usize {

@@ -80,3 +80,4 @@ record python-connect "Python http.client CONNECT tunnel carrying plain HTTP" --
 record curl-blocked-domain "curl to a name on the blocklist: 403 denied_domain naming the rule" --blocklist block.txt -- bash -c "sh_curl http://www.blocked.test/ ; true"
 record curl-auth "curl without credentials (407), then with them (200) on one connection" --auth-file users -- bash -c "sh_curl --proxy-anyauth -U alice:password http://127.0.0.1:$origin/private"
 record python-ssrf-literal "Python http.client to a private IP literal under the default policy: 403 destination_ip_prohibited" --config strict.ron -- bash -c "python3 '$here/clients.py' private_literal \$PROXY $origin"
+record curl-sni-denied "curl HTTPS with SNI blocked.test through a CONNECT to an IP literal: judged by the SNI, refused with a TLS alert, logged 403 denied_tls" --blocklist block.txt -- bash -c "sh_curl -k --connect-to blocked.test:443:127.0.0.1:$tls https://blocked.test/ ; true"

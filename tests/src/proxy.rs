@@ -468,6 +468,8 @@ pub struct LogLine {
     /// Bytes the client sent through a tunnel (`client_sent=`), heads
     /// included; only on tunnel and upgrade lines.
     pub client_sent: Option<u64>,
+    /// The TLS server name a tunnel's ClientHello carried (`sni=`).
+    pub sni: Option<String>,
     /// The `error=` value, if any.
     pub error: Option<String>,
     /// The authenticated user (`user=`), if any.
@@ -492,7 +494,7 @@ impl LogLine {
             None => (line, None),
         };
         let t: Vec<&str> = line.split(' ').collect();
-        if t.len() < 9 || t.len() > 12 || t[4] != "->" {
+        if t.len() < 9 || t.len() > 13 || t[4] != "->" {
             return None;
         }
         let time = t[0];
@@ -518,6 +520,7 @@ impl LogLine {
             Some(n) => Some(n.strip_suffix('B')?.parse().ok()?),
             None => None,
         };
+        let sni = field("sni=").map(str::to_owned);
         let error = field("error=").map(str::to_owned);
         let user = field("user=").map(str::to_owned);
         if !rest.is_empty() {
@@ -533,6 +536,7 @@ impl LogLine {
             bytes: t[7].strip_suffix('B')?.parse().ok()?,
             millis: t[8].strip_suffix("ms")?.parse().ok()?,
             client_sent,
+            sni,
             error,
             user,
             rule,

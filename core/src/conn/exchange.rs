@@ -7,6 +7,7 @@ use crate::http::target::Authority;
 use crate::io::{ConnectError, QueryId, UpstreamId};
 use crate::log::ExchangeKind;
 use crate::time::Instant;
+use crate::tls::client_hello::{ClientHelloInfo, HelloPeeker};
 use std::net::{IpAddr, SocketAddr};
 
 #[derive(Debug)]
@@ -52,10 +53,21 @@ pub(super) struct Exchange {
     pub(super) denial: Option<crate::policy::Denial>,
     /// Request body bytes seen, against `max_body_bytes`.
     pub(super) body_bytes: u64,
+    /// Reading a tunnel's first bytes (the TLS ClientHello), and what they
+    /// were: kept to forward once the tunnel is allowed.
+    pub(super) peeker: Option<HelloPeeker>,
+    /// What the ClientHello said, for the record.
+    pub(super) hello: Option<ClientHelloInfo>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Stage {
+    /// A CONNECT tunnel's `200` is sent and its first bytes are being
+    /// read; `connected` once the upstream is already there (policy
+    /// `delay_connect` off).
+    Peeking {
+        connected: bool,
+    },
     Resolving(QueryId),
     Connecting(UpstreamId),
     /// Connected, request head written: bodies flow.
@@ -82,11 +94,20 @@ pub(super) enum Resp {
 
 impl Exchange {
     pub(super) fn wants_client_data(&self) -> bool {
-        self.stage == Stage::Forwarding && self.req_body.is_some()
+        match self.stage {
+            Stage::Peeking { .. } => true,
+            Stage::Forwarding => self.req_body.is_some(),
+            _ => false,
+        }
     }
 
     pub(super) fn wants_upstream_data(&self) -> bool {
-        self.stage == Stage::Forwarding && !matches!(self.resp, Resp::Done)
+        match self.stage {
+            // A server speaking first ends the wait for a ClientHello.
+            Stage::Peeking { connected } => connected,
+            Stage::Forwarding => !matches!(self.resp, Resp::Done),
+            _ => false,
+        }
     }
 
     pub(super) fn req_done(&self) -> bool {

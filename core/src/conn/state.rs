@@ -18,7 +18,12 @@ use crate::log::{AccessRecord, ExchangeKind};
 use crate::policy::caps::CapExceeded;
 use crate::policy::{Denial, DenyKind};
 use crate::time::{Instant, Timer};
+use crate::tls::client_hello::{HelloPeeker, Peek};
 use std::net::{IpAddr, SocketAddr};
+
+/// A fatal TLS `access_denied` alert (RFC 8446 §6.2) in a TLS 1.2-framed
+/// record, which every TLS client understands.
+const ACCESS_DENIED_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49];
 
 /// Methods a proxy may send again after a stale pooled connection failed
 /// (RFC 9110 §9.2.2).
@@ -34,6 +39,9 @@ impl Connection {
         self.debug_assert_drained();
         match &self.phase {
             Phase::Head => self.read_head(now, data),
+            Phase::Exchange(ex) if matches!(ex.stage, Stage::Peeking { .. }) => {
+                self.read_hello(now, data)
+            }
             Phase::Exchange(ex) if ex.wants_client_data() => self.read_request_body(now, data),
             _ => 0,
         }
@@ -52,6 +60,10 @@ impl Connection {
                     self.log_unparsed(now, started, bytes, 0, "incomplete_request");
                 }
                 self.close(CloseReason::ClientDone);
+            }
+            // The tunnel's first bytes never came.
+            Phase::Exchange(ex) if matches!(ex.stage, Stage::Peeking { .. }) => {
+                self.abort(now, "client_closed")
             }
             // The request is whole; answer it, then close.
             Phase::Exchange(ex) if ex.req_done() => {}
@@ -174,6 +186,8 @@ impl Connection {
             user: None,
             denial: None,
             body_bytes: 0,
+            peeker: None,
+            hello: None,
         };
         match self.prepare(now, &head, &mut ex) {
             Ok(Prepared::Forward) => {}
@@ -190,8 +204,21 @@ impl Connection {
                 return self.fail(now, e, bad_request);
             }
         }
-        let host = ex.authority.host.clone();
+        let tls = self.policy.tls();
+        let peek_first = ex.is_connect() && tls.peek && tls.delay_connect;
         self.phase = Phase::Exchange(Box::new(ex));
+        if peek_first {
+            // The client sends its ClientHello only after the 200; read
+            // it before the origin hears of this tunnel at all.
+            return self.start_peek(now, false);
+        }
+        self.start_upstream(now);
+    }
+
+    /// Resolves (or, for an IP literal, connects to) the exchange's
+    /// destination.
+    fn start_upstream(&mut self, now: Instant) {
+        let host = self.exchange_mut().authority.host.clone();
         match host {
             Host::Ip(ip) => {
                 self.exchange_mut().addrs = vec![ip];
@@ -566,20 +593,15 @@ impl Connection {
             return;
         };
         if ex.is_connect() {
-            ex.status = 200;
-            ex.bytes_to_client += page::CONNECT_ESTABLISHED.len() as u64;
-            let Phase::Exchange(ex) = std::mem::replace(&mut self.phase, Phase::Closed) else {
-                unreachable!()
-            };
-            self.phase = Phase::Tunnel(ex);
-            self.write_with(Side::Client, |out| {
-                out.extend_from_slice(page::CONNECT_ESTABLISHED)
-            });
-            self.push(Action::Tunnel {
-                upstream,
-                idle_timeout: self.config.timeouts.tunnel_idle,
-            });
-            return;
+            if ex.peeker.is_some() {
+                // The hello was read and allowed before connecting.
+                return self.open_tunnel(upstream);
+            }
+            if self.policy.tls().peek {
+                return self.start_peek(now, true);
+            }
+            self.send_established();
+            return self.open_tunnel(upstream);
         }
         ex.stage = Stage::Forwarding;
         ex.resp = Resp::AwaitHead {
@@ -615,6 +637,26 @@ impl Connection {
         data: &[u8],
     ) -> usize {
         self.debug_assert_drained();
+        if let Phase::Exchange(ex) = &self.phase {
+            if ex.upstream == Some(upstream)
+                && matches!(ex.stage, Stage::Peeking { connected: true })
+            {
+                // The origin spoke before the client (SMTP, FTP, MySQL):
+                // not TLS. If that may go on, its greeting is passed to
+                // the client ahead of the relay.
+                self.timers.stop(Timer::ClientHello);
+                if self
+                    .policy
+                    .check_hello(&ex.authority.host, &Peek::NotTls)
+                    .is_ok()
+                {
+                    self.exchange_mut().bytes_to_client += data.len() as u64;
+                    self.pass(Side::Upstream, 0, data.len());
+                }
+                self.on_hello(now, Peek::NotTls);
+                return data.len();
+            }
+        }
         let mut pos = 0;
         loop {
             let Phase::Exchange(ex) = &mut self.phase else {
@@ -978,6 +1020,11 @@ impl Connection {
             return;
         };
         let host = ex.authority.to_string();
+        if self.timers.is_expired(Timer::ClientHello, now) {
+            // Silence: judged as "not TLS".
+            self.timers.stop(Timer::ClientHello);
+            return self.on_hello(now, Peek::NeedMore);
+        }
         if self.timers.is_expired(Timer::Resolve, now) {
             return self.fail(now, UpstreamError::DnsTimeout(host).into(), false);
         }
@@ -1010,6 +1057,93 @@ impl Connection {
         if matches!(self.phase, Phase::Head) && self.head.buf.is_empty() {
             self.close(CloseReason::Shutdown);
         }
+    }
+
+    // ----- CONNECT tunnels and their ClientHello ------------------------------
+
+    /// Writes `200 Connection established` for the exchange's CONNECT.
+    fn send_established(&mut self) {
+        let len = self.write_with(Side::Client, |out| {
+            out.extend_from_slice(page::CONNECT_ESTABLISHED)
+        });
+        let ex = self.exchange_mut();
+        ex.status = 200;
+        ex.bytes_to_client += len as u64;
+    }
+
+    /// Answers 200 (unless already done) and starts reading the tunnel's
+    /// first bytes.
+    fn start_peek(&mut self, now: Instant, connected: bool) {
+        self.send_established();
+        let tls = self.policy.tls().clone();
+        let ex = self.exchange_mut();
+        ex.stage = Stage::Peeking { connected };
+        ex.peeker = Some(HelloPeeker::new(tls.max_hello_bytes));
+        self.timers.set(Timer::ClientHello, now + tls.hello_timeout);
+    }
+
+    fn read_hello(&mut self, now: Instant, data: &[u8]) -> usize {
+        let ex = self.exchange_mut();
+        let Some(peeker) = ex.peeker.as_mut() else {
+            return 0;
+        };
+        let (taken, peek) = peeker.feed(data);
+        ex.bytes_from_client += taken as u64;
+        if peek != Peek::NeedMore {
+            self.timers.stop(Timer::ClientHello);
+            self.on_hello(now, peek);
+        }
+        taken
+    }
+
+    /// The tunnel's first bytes are known (or the wait for them is over):
+    /// refuse the tunnel, or let it go on.
+    fn on_hello(&mut self, now: Instant, peek: Peek) {
+        let policy = self.policy.clone();
+        let ex = self.exchange_mut();
+        let Stage::Peeking { connected } = ex.stage else {
+            return;
+        };
+        if let Peek::Hello(info) = &peek {
+            ex.hello = Some(info.clone());
+        }
+        if let Err(denial) = policy.check_hello(&ex.authority.host, &peek) {
+            // Past the 200 there is no HTTP answer left: a TLS client gets
+            // an alert it can report, then the tunnel closes.
+            if policy.tls().alert && matches!(peek, Peek::Hello(_)) {
+                self.write_with(Side::Client, |out| {
+                    out.extend_from_slice(&ACCESS_DENIED_ALERT)
+                });
+            }
+            let ex = self.exchange_mut();
+            ex.status = denial.status();
+            ex.denial = Some(denial);
+            return self.abort(now, "http_request_denied");
+        }
+        if connected {
+            let upstream = ex.upstream.expect("connected tunnels have an upstream");
+            self.open_tunnel(upstream);
+        } else {
+            self.start_upstream(now);
+        }
+    }
+
+    /// Forwards what was read of the tunnel so far and hands the
+    /// connection to the runtime's relay.
+    fn open_tunnel(&mut self, upstream: UpstreamId) {
+        self.timers.stop_all();
+        let Some(mut ex) = self.take_exchange() else {
+            return;
+        };
+        if let Some(mut peeker) = ex.peeker.take() {
+            let hello = peeker.take_bytes();
+            self.write_with(Side::Upstream, |out| out.extend_from_slice(&hello));
+        }
+        self.phase = Phase::Tunnel(ex);
+        self.push(Action::Tunnel {
+            upstream,
+            idle_timeout: self.config.timeouts.tunnel_idle,
+        });
     }
 
     /// The shutdown grace period is over: cut off an exchange still in
@@ -1227,6 +1361,7 @@ impl Connection {
             user: None,
             decision: "allowed".to_owned(),
             rule: None,
+            tls: None,
         }
     }
 
@@ -1250,6 +1385,7 @@ impl Connection {
                 .map_or("allowed", |d| d.decision())
                 .to_owned(),
             rule: ex.denial.as_ref().map(|d| d.rule.clone()),
+            tls: ex.hello.clone(),
         }
     }
 

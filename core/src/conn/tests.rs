@@ -1473,3 +1473,227 @@ fn the_admin_listener_serves_only_the_proxy_pages() {
     assert!(sim.client_text().starts_with("HTTP/1.1 404 "));
     assert!(sim.connects.is_empty());
 }
+
+/// The ClientHello peek on CONNECT under the default policy: 200 first,
+/// the hello read and judged, and only then the origin.
+mod tls_peek {
+    use super::*;
+    use crate::policy::{PolicyConfig, TlsAction, TlsPolicy};
+
+    const CURL_HELLO: &[u8] = include_bytes!("../../../testdata/tls/curl.bin");
+
+    fn world(deny: &[&str], tls: TlsPolicy) -> Sim {
+        let policy = PolicyConfig {
+            deny: deny.iter().map(|d| d.to_string()).collect(),
+            allow_private_destinations: true,
+            connect_ports: vec![],
+            tls,
+            ..Default::default()
+        };
+        Sim::with_policy(
+            Config {
+                policy,
+                ..Config::default()
+            },
+            &[],
+        )
+    }
+
+    /// Reads the hello before connecting (`delay_connect`).
+    fn delayed() -> TlsPolicy {
+        TlsPolicy {
+            delay_connect: true,
+            ..TlsPolicy::default()
+        }
+    }
+
+    fn sni_of_fixture() -> String {
+        let mut p = crate::tls::client_hello::HelloPeeker::new(16 * 1024);
+        match p.feed(CURL_HELLO).1 {
+            crate::tls::client_hello::Peek::Hello(info) => {
+                info.sni.expect("the fixture has an SNI")
+            }
+            other => panic!("fixture: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_allowed_hello_is_forwarded_before_the_relay_starts() {
+        let sni = sni_of_fixture();
+        let mut sim = world(&[], delayed());
+        sim.client_sends(
+            format!("CONNECT {sni}:443 HTTP/1.1\r\nHost: {sni}:443\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(
+            sim.take_client_text(),
+            "HTTP/1.1 200 Connection established\r\n\r\n"
+        );
+        assert!(
+            sim.resolves.is_empty(),
+            "nothing about the origin before the hello"
+        );
+        for b in CURL_HELLO {
+            sim.client_sends(std::slice::from_ref(b));
+        }
+        assert_eq!(sim.resolves.len(), 1);
+        sim.resolve(&["192.0.2.1"]);
+        sim.connect_ok(false);
+        assert_eq!(
+            sim.to_upstream[0].1, CURL_HELLO,
+            "the hello goes first, whole"
+        );
+        assert_eq!(sim.tunnels, vec![UpstreamId(0)]);
+        sim.tunnel_end(0, 0);
+        let log = &sim.logs[0];
+        assert_eq!(
+            log.tls.as_ref().and_then(|t| t.sni.clone()),
+            Some(sni.clone())
+        );
+        assert!(log
+            .human(crate::UnixTime(0))
+            .contains(&format!(" sni={sni}")));
+    }
+
+    #[test]
+    fn a_denied_sni_gets_an_alert_and_never_reaches_the_origin() {
+        let sni = sni_of_fixture();
+        let mut sim = world(&[&sni], delayed());
+        sim.client_sends(b"CONNECT 192.0.2.1:443 HTTP/1.1\r\nHost: x\r\n\r\n");
+        sim.take_client_text();
+        sim.client_sends(CURL_HELLO);
+        assert_eq!(
+            sim.to_client,
+            [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49],
+            "a fatal access_denied alert"
+        );
+        assert!(sim.resolves.is_empty() && sim.connects.is_empty());
+        assert_eq!(sim.closed, Some(CloseReason::Aborted));
+        let log = &sim.logs[0];
+        assert_eq!((log.status, log.decision.as_str()), (403, "denied_tls"));
+        assert!(
+            log.rule
+                .as_deref()
+                .unwrap()
+                .starts_with(&format!("SNI {sni}: deny {sni}")),
+            "{:?}",
+            log.rule
+        );
+    }
+
+    #[test]
+    fn an_sni_other_than_the_connect_target_is_refused_unless_allowed() {
+        let sni = sni_of_fixture();
+        let mut sim = world(&[], delayed());
+        sim.client_sends(b"CONNECT allowed.test:443 HTTP/1.1\r\nHost: x\r\n\r\n");
+        sim.client_sends(CURL_HELLO);
+        assert!(sim.logs[0]
+            .rule
+            .as_deref()
+            .unwrap()
+            .contains("does not match CONNECT allowed.test"));
+        assert!(sim.resolves.is_empty());
+
+        let mut sim = world(
+            &[],
+            TlsPolicy {
+                mismatch: TlsAction::Allow,
+                ..delayed()
+            },
+        );
+        sim.client_sends(b"CONNECT allowed.test:443 HTTP/1.1\r\nHost: x\r\n\r\n");
+        sim.client_sends(CURL_HELLO);
+        assert_eq!(sim.resolves.len(), 1, "log only: the tunnel goes on");
+    }
+
+    #[test]
+    fn other_protocols_and_silence_follow_not_tls() {
+        let mut sim = world(
+            &[],
+            TlsPolicy {
+                not_tls: TlsAction::Refuse,
+                ..delayed()
+            },
+        );
+        sim.client_sends(b"CONNECT a.test:80 HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\n");
+        let text = sim.client_text();
+        assert_eq!(
+            text, "HTTP/1.1 200 Connection established\r\n\r\n",
+            "no alert for a non-TLS client"
+        );
+        assert_eq!(sim.logs[0].status, 403);
+        assert_eq!(sim.closed, Some(CloseReason::Aborted));
+
+        let mut sim = world(
+            &[],
+            TlsPolicy {
+                not_tls: TlsAction::Refuse,
+                ..delayed()
+            },
+        );
+        sim.client_sends(b"CONNECT a.test:443 HTTP/1.1\r\nHost: x\r\n\r\n");
+        sim.advance(TlsPolicy::default().hello_timeout);
+        assert!(sim.logs[0]
+            .rule
+            .as_deref()
+            .unwrap()
+            .contains("nothing readable before the timeout"));
+
+        let mut sim = world(&[], delayed());
+        sim.client_sends(b"CONNECT a.test:443 HTTP/1.1\r\nHost: x\r\n\r\n");
+        sim.advance(TlsPolicy::default().hello_timeout);
+        assert_eq!(
+            sim.resolves.len(),
+            1,
+            "silence is allowed by default: a server-speaks-first protocol"
+        );
+    }
+
+    #[test]
+    fn connect_first_when_the_connect_is_not_delayed() {
+        let sni = sni_of_fixture();
+        let mut sim = world(
+            &[&sni],
+            TlsPolicy {
+                delay_connect: false,
+                ..TlsPolicy::default()
+            },
+        );
+        sim.client_sends(b"CONNECT 192.0.2.1:443 HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(
+            sim.client_text().is_empty(),
+            "no 200 before the origin is connected"
+        );
+        sim.connect_ok(false);
+        assert!(sim.client_text().starts_with("HTTP/1.1 200 "));
+        sim.client_sends(CURL_HELLO);
+        assert!(
+            sim.to_upstream.is_empty(),
+            "a refused hello never reaches the origin"
+        );
+        assert_eq!(sim.releases, vec![(UpstreamId(0), false)]);
+        assert_eq!(sim.logs[0].status, 403);
+    }
+
+    #[test]
+    fn by_default_the_origin_is_connected_first_and_may_speak_first() {
+        let mut sim = world(&[], TlsPolicy::default());
+        sim.client_sends(b"CONNECT 192.0.2.1:25 HTTP/1.1\r\nHost: x\r\n\r\n");
+        sim.connect_ok(false);
+        assert!(sim.client_text().starts_with("HTTP/1.1 200 "));
+        assert!(
+            sim.tunnels.is_empty(),
+            "waiting for the client's first bytes"
+        );
+        sim.upstream_sends(b"220 mail.example ESMTP\r\n");
+        assert_eq!(
+            sim.tunnels,
+            vec![UpstreamId(0)],
+            "a server speaking first is not TLS: relay at once"
+        );
+        assert!(
+            sim.client_text()
+                .ends_with("\r\n\r\n220 mail.example ESMTP\r\n"),
+            "its greeting goes first"
+        );
+    }
+}

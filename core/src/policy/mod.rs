@@ -31,6 +31,7 @@ use self::cidr::{CidrRule, CidrTable};
 use self::domain::{Action, DomainRules};
 use self::rate::RateConfig;
 use crate::http::target::Host;
+use crate::tls::client_hello::Peek;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -122,6 +123,75 @@ pub struct PolicyConfig {
     pub auth: Option<AuthConfig>,
     /// Request rate limit per client address (and per user), when set.
     pub rate: Option<RateConfig>,
+    /// What CONNECT tunnels' TLS ClientHellos may say.
+    pub tls: TlsPolicy,
+}
+
+/// What to do with a tunnel whose ClientHello is of some kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TlsAction {
+    /// Let it through (the access record still says what was seen).
+    Allow,
+    /// Close the tunnel before anything reaches the origin.
+    Refuse,
+}
+
+/// Policy on the TLS ClientHello a client sends first through a CONNECT
+/// tunnel. The proxy reads it without decrypting anything and applies
+/// the domain rules to its server name (SNI) as well as to the CONNECT
+/// target.
+///
+/// The `200 Connection established` has to be sent before the client
+/// sends its hello, so a refusal here cannot be an HTTP error: the tunnel
+/// is closed, after a TLS `access_denied` (or `unrecognized_name`) alert
+/// when `alert` is on, so the client reports a clear error. The access
+/// record says why, with status 403.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsPolicy {
+    /// Read ClientHellos at all.
+    pub peek: bool,
+    /// Connect to the origin only once the hello is allowed, so a refused
+    /// name never causes a connection to it. Off (the default): connect
+    /// first, so an unreachable origin still gets a real 502/504 answer
+    /// and a server that speaks first (SMTP, FTP) is relayed at once; a
+    /// refused hello still never reaches the origin.
+    pub delay_connect: bool,
+    /// Largest ClientHello read; a larger one counts as unreadable.
+    #[serde(with = "crate::units::size")]
+    pub max_hello_bytes: usize,
+    /// How long to wait for the hello; silence counts as not TLS.
+    #[serde(with = "crate::units::duration")]
+    pub hello_timeout: Duration,
+    /// The SNI names another host than the CONNECT target (domain
+    /// fronting). `Allow` only logs it.
+    pub mismatch: TlsAction,
+    /// A ClientHello without SNI.
+    pub no_sni: TlsAction,
+    /// First bytes that are not a readable ClientHello (another protocol,
+    /// silence, or an oversized or malformed hello).
+    pub not_tls: TlsAction,
+    /// An encrypted ClientHello (ECH): only the outer, public name can be
+    /// checked.
+    pub ech: TlsAction,
+    /// Send a TLS alert before closing a refused tunnel.
+    pub alert: bool,
+}
+
+impl Default for TlsPolicy {
+    fn default() -> Self {
+        TlsPolicy {
+            peek: true,
+            delay_connect: false,
+            max_hello_bytes: 16 * 1024,
+            hello_timeout: Duration::from_secs(10),
+            mismatch: TlsAction::Refuse,
+            no_sni: TlsAction::Allow,
+            not_tls: TlsAction::Allow,
+            ech: TlsAction::Allow,
+            alert: true,
+        }
+    }
 }
 
 impl Default for PolicyConfig {
@@ -140,6 +210,7 @@ impl Default for PolicyConfig {
             users: BTreeMap::new(),
             auth: None,
             rate: None,
+            tls: TlsPolicy::default(),
         }
     }
 }
@@ -226,6 +297,8 @@ pub enum DenyKind {
     Rate(Duration),
     /// Over a connection cap.
     Connections,
+    /// The tunnel's TLS ClientHello was refused (after the 200).
+    Tls,
 }
 
 impl Denial {
@@ -259,6 +332,7 @@ impl Denial {
             DenyKind::Address => "denied_address",
             DenyKind::Rate(_) => "rate_limited",
             DenyKind::Connections => "connection_limit",
+            DenyKind::Tls => "denied_tls",
         }
     }
 }
@@ -285,7 +359,18 @@ impl fmt::Display for Denial {
                 self.rule
             ),
             DenyKind::Connections => write!(f, "too many connections ({})", self.rule),
+            DenyKind::Tls => write!(f, "TLS connection refused by policy ({})", self.rule),
         }
+    }
+}
+
+fn describe_peek(peek: &Peek) -> &'static str {
+    match peek {
+        Peek::NeedMore => "nothing readable before the timeout",
+        Peek::NotTls => "another protocol",
+        Peek::Malformed(why) => why,
+        Peek::TooLarge => "too large",
+        Peek::Hello(_) => "a ClientHello",
     }
 }
 
@@ -307,19 +392,24 @@ pub struct Policy {
     users: BTreeMap<String, UserRules>,
     auth: Option<(Htpasswd, String)>,
     rate: Option<rate::RateLimiter>,
+    tls: TlsPolicy,
 }
 
 /// Most distinct keys a rate limiter tracks.
 const RATE_MAX_KEYS: usize = 100_000;
 
 impl Policy {
-    /// A policy that allows everything from anywhere to anywhere (tests,
-    /// and the core's own defaults before a runtime compiles one).
+    /// A policy that allows everything from anywhere to anywhere, and so
+    /// has no reason to read ClientHellos either (protocol tests).
     pub fn allow_all() -> Policy {
         let config = PolicyConfig {
             clients: vec!["0.0.0.0/0".into(), "::/0".into()],
             allow_private_destinations: true,
             connect_ports: Vec::new(),
+            tls: TlsPolicy {
+                peek: false,
+                ..TlsPolicy::default()
+            },
             ..PolicyConfig::default()
         };
         let (p, _) =
@@ -442,6 +532,7 @@ impl Policy {
                 users: config.users.clone(),
                 auth,
                 rate,
+                tls: config.tls.clone(),
             },
             report,
         ))
@@ -602,6 +693,58 @@ impl Policy {
                         rule: format!("{ip}: {r}"),
                     });
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// The ClientHello policy.
+    pub fn tls(&self) -> &TlsPolicy {
+        &self.tls
+    }
+
+    /// Judges what a tunnel's first bytes turned out to be, for a CONNECT
+    /// to `target`. The SNI meets the same domain rules as the CONNECT
+    /// target; a CONNECT to an IP literal is judged by its SNI alone.
+    pub fn check_hello(&self, target: &Host, peek: &Peek) -> Result<(), Denial> {
+        let refuse = |rule: String| {
+            Err(Denial {
+                kind: DenyKind::Tls,
+                rule,
+            })
+        };
+        let info = match peek {
+            Peek::Hello(info) => info,
+            Peek::NeedMore | Peek::NotTls | Peek::Malformed(_) | Peek::TooLarge => {
+                return match self.tls.not_tls {
+                    TlsAction::Allow => Ok(()),
+                    TlsAction::Refuse => refuse(format!(
+                        "not a readable TLS ClientHello ({})",
+                        describe_peek(peek)
+                    )),
+                };
+            }
+        };
+        if info.ech && self.tls.ech == TlsAction::Refuse {
+            return refuse("encrypted ClientHello (policy.tls.ech)".to_owned());
+        }
+        let Some(sni) = &info.sni else {
+            return match self.tls.no_sni {
+                TlsAction::Allow => Ok(()),
+                TlsAction::Refuse => refuse("no SNI (policy.tls.no_sni)".to_owned()),
+            };
+        };
+        let Some(name) = domain::normalize(sni) else {
+            return refuse(format!("SNI {sni:?} is not a host name"));
+        };
+        if let Err(d) = self.check_host(&Host::Name(name.clone())) {
+            return refuse(format!("SNI {name}: {}", d.rule));
+        }
+        if let Host::Name(connect) = target {
+            if *connect != name && self.tls.mismatch == TlsAction::Refuse {
+                return refuse(format!(
+                    "SNI {name} does not match CONNECT {connect} (policy.tls.mismatch)"
+                ));
             }
         }
         Ok(())
