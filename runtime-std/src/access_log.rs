@@ -593,6 +593,7 @@ mod tests {
             user: None,
             decision: "allowed".into(),
             rule: None,
+            tls: None,
         }
     }
 
