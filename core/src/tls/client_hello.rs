@@ -39,9 +39,9 @@ use tls_parser::{
 /// clients send today, post-quantum key shares included (about 2 KiB).
 pub const DEFAULT_MAX_HELLO: usize = 16 * 1024;
 
-/// The largest record length accepted: 2^14 is the limit for plaintext
-/// records, and the 2048 of slack that TLS 1.2 allows ciphertext is tolerated
-/// because some stacks have been seen to use it for handshake records too.
+/// The largest record length accepted: 2^14 for plaintext (RFC 8446 5.1)
+/// plus the 2048 that TLS 1.2 allows ciphertext, the bound a record layer
+/// checks at the header, before it knows whether the record is encrypted.
 const MAX_RECORD: usize = (1 << 14) + 2048;
 const RECORD_HEADER: usize = 5;
 const HANDSHAKE_HEADER: usize = 4;
@@ -114,8 +114,8 @@ pub struct HelloPeeker {
     max: usize,
     buf: Vec<u8>,
     stage: Stage,
-    /// Records begun so far; the first decides NotTls, later ones can only
-    /// be Malformed.
+    /// Record headers read so far: a bad first one means NotTls, a bad later
+    /// one Malformed.
     records: usize,
     /// Handshake bytes taken (record payloads, concatenated).
     hs_have: usize,
@@ -234,8 +234,8 @@ impl HelloPeeker {
                 self.records += 1;
                 self.stage = Stage::Body { left: len };
                 if len == 0 {
-                    // RFC 8446 5.1 forbids empty handshake fragments; taking
-                    // them would let a client stall us for free.
+                    // RFC 8446 5.1 forbids empty handshake fragments, and
+                    // servers refuse them: no origin would read this hello.
                     Some(Peek::Malformed("empty handshake record"))
                 } else if len > MAX_RECORD {
                     Some(Peek::Malformed("record longer than 2^14 + 2048 bytes"))
@@ -296,7 +296,9 @@ impl HelloPeeker {
         }
     }
 
-    /// Reads the complete handshake message out of `buf`.
+    /// Reads the complete handshake message out of `buf`. A hello spread
+    /// over records is copied out once, transiently, to give tls-parser one
+    /// slice; that copy is no larger than `max` either.
     fn parse(&self) -> Result<ClientHelloInfo, &'static str> {
         let total = self.hs_total.unwrap_or(0);
         // The common case, a hello in one record, is read in place.
@@ -404,7 +406,8 @@ fn read_server_name(ext: &[u8]) -> Result<String, &'static str> {
 fn host_name(raw: &[u8]) -> Result<String, &'static str> {
     let raw = raw.strip_suffix(b".").unwrap_or(raw);
     let name = std::str::from_utf8(raw).map_err(|_| "server_name is not UTF-8")?;
-    if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    let bad = |c: char| c.is_control() || c.is_whitespace();
+    if name.is_empty() || name.ends_with('.') || name.chars().any(bad) {
         return Err("server_name is not a host name");
     }
     Ok(name.to_ascii_lowercase())
@@ -1060,6 +1063,10 @@ mod tests {
             (sni_ext(&[]), "server_name is not exactly one host_name"),
             (sni_ext(&[(0, b"")]), "server_name is not a host name"),
             (sni_ext(&[(0, b".")]), "server_name is not a host name"),
+            (
+                sni_ext(&[(0, b"a.test..")]),
+                "server_name is not a host name",
+            ),
             (
                 sni_ext(&[(0, b"a.test\0.evil")]),
                 "server_name is not a host name",
