@@ -10,12 +10,14 @@ pub mod files;
 pub mod net;
 pub mod origin;
 pub mod proxy;
+pub mod tls;
 
 pub use client::{Client, Head, Response};
 pub use files::TempFile;
 pub use net::{blackhole, free_port, ipv6_available, refused_addr, Blackhole, Refused};
 pub use origin::{EchoServer, Framing, Origin, RawOrigin, Reply, Request};
 pub use proxy::{Binary, LogLine, Proxy};
+pub use tls::{TlsOrigin, TlsOutcome};
 
 use std::time::Duration;
 

@@ -15,6 +15,7 @@ mod policy;
 mod resources;
 mod status_page;
 mod timeouts;
+mod tls;
 mod tunnel;
 
 use proxy_tests::{LogLine, Proxy, Response};
