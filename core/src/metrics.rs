@@ -30,7 +30,7 @@ pub const METHODS: [&str; 10] = [
 
 /// Policy decisions, as [`AccessRecord::decision`] spells them; anything
 /// else is counted as `other`.
-pub const DECISIONS: [&str; 10] = [
+pub const DECISIONS: [&str; 11] = [
     "allowed",
     "denied_client",
     "auth_required",
@@ -40,8 +40,15 @@ pub const DECISIONS: [&str; 10] = [
     "denied_address",
     "rate_limited",
     "connection_limit",
+    "denied_tls",
     "other",
 ];
+
+/// The best TLS version a ClientHello offered, the `version` label.
+pub const TLS_VERSIONS: [&str; 4] = ["TLS1.3", "TLS1.2", "older", "unknown"];
+
+/// The first ALPN protocol a ClientHello offered, the `alpn` label.
+pub const ALPNS: [&str; 4] = ["h2", "http/1.1", "other", "none"];
 
 /// Status classes; `none` is a record with no status sent (status 0).
 pub const STATUS_CLASSES: [&str; 7] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx", "other"];
@@ -106,6 +113,8 @@ pub struct Metrics {
     durations: [[AtomicU64; BUCKETS.len() + 1]; KINDS.len()],
     duration_sum_micros: [AtomicU64; KINDS.len()],
     upstreams_in_use: AtomicU64,
+    /// ClientHellos read on tunnels: [version][alpn][ech].
+    tls_hellos: [[[AtomicU64; 2]; ALPNS.len()]; TLS_VERSIONS.len()],
     lists: Mutex<Lists>,
 }
 
@@ -247,6 +256,7 @@ impl Metrics {
             durations: Default::default(),
             duration_sum_micros: Default::default(),
             upstreams_in_use: AtomicU64::new(0),
+            tls_hellos: Default::default(),
             lists: Mutex::new(Lists::default()),
         }
     }
@@ -283,6 +293,24 @@ impl Metrics {
         }
         if record.decision == "rate_limited" {
             add(&self.rate_limited, 1);
+        }
+        if let Some(hello) = &record.tls {
+            let version = if hello.versions.iter().any(|v| v == "TLS1.3") {
+                0
+            } else if hello.versions.iter().any(|v| v == "TLS1.2") {
+                1
+            } else if hello.versions.is_empty() {
+                3
+            } else {
+                2
+            };
+            let alpn = match hello.alpn.first().map(String::as_str) {
+                Some("h2") => 0,
+                Some("http/1.1") => 1,
+                Some(_) => 2,
+                None => 3,
+            };
+            add(&self.tls_hellos[version][alpn][usize::from(hello.ech)], 1);
         }
         let kind = kind_index(record.kind);
         let micros = u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX);
@@ -460,6 +488,26 @@ impl Metrics {
             "Requests refused by a rate limit (429).",
         );
         let _ = writeln!(w, "proxy_rate_limited_total {}", load(&self.rate_limited));
+
+        family(
+            w,
+            "proxy_tls_client_hellos_total",
+            "counter",
+            "TLS ClientHellos read on CONNECT tunnels, by the best version offered, the first ALPN protocol, and whether ECH was offered.",
+        );
+        for (v, version) in TLS_VERSIONS.iter().enumerate() {
+            for (a, alpn) in ALPNS.iter().enumerate() {
+                for (e, ech) in ["false", "true"].iter().enumerate() {
+                    let n = load(&self.tls_hellos[v][a][e]);
+                    if n > 0 {
+                        let _ = writeln!(
+                            w,
+                            "proxy_tls_client_hellos_total{{version=\"{version}\",alpn=\"{alpn}\",ech=\"{ech}\"}} {n}"
+                        );
+                    }
+                }
+            }
+        }
 
         family(
             w,
@@ -1247,5 +1295,45 @@ mod tests {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Metrics>();
         assert_send_sync::<UpstreamInUse>();
+    }
+
+    #[test]
+    fn tunnels_count_their_client_hellos() {
+        use crate::tls::client_hello::ClientHelloInfo;
+        let m = Metrics::new();
+        let hello = |versions: &[&str], alpn: &[&str], ech: bool| AccessRecord {
+            tls: Some(ClientHelloInfo {
+                sni: Some("a.test".into()),
+                alpn: alpn.iter().map(|s| s.to_string()).collect(),
+                versions: versions.iter().map(|s| s.to_string()).collect(),
+                ech,
+            }),
+            ..rec("CONNECT", "a.test:443", 200, 5)
+        };
+        m.record(
+            Instant::ZERO,
+            &hello(&["TLS1.3", "TLS1.2"], &["h2", "http/1.1"], true),
+        );
+        m.record(
+            Instant::ZERO,
+            &hello(&["TLS1.3", "TLS1.2"], &["h2", "http/1.1"], true),
+        );
+        m.record(Instant::ZERO, &hello(&["TLS1.2"], &[], false));
+        m.record(Instant::ZERO, &rec("CONNECT", "b.test:443", 200, 5));
+        let text = m.render_prometheus(Instant::ZERO, 0);
+        assert!(
+            text.contains(
+                "proxy_tls_client_hellos_total{version=\"TLS1.3\",alpn=\"h2\",ech=\"true\"} 2\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            "proxy_tls_client_hellos_total{version=\"TLS1.2\",alpn=\"none\",ech=\"false\"} 1\n"
+        ));
+        assert_eq!(
+            text.matches("proxy_tls_client_hellos_total{").count(),
+            2,
+            "a tunnel without a hello counts nowhere"
+        );
     }
 }
