@@ -172,7 +172,9 @@ pub struct TlsPolicy {
     /// silence, or an oversized or malformed hello).
     pub not_tls: TlsAction,
     /// An encrypted ClientHello (ECH): only the outer, public name can be
-    /// checked.
+    /// checked. Chromium and Firefox send a placeholder (GREASE) ECH
+    /// extension on every connection, which cannot be told from the real
+    /// thing, so `Refuse` refuses those browsers everywhere.
     pub ech: TlsAction,
     /// Send a TLS alert before closing a refused tunnel.
     pub alert: bool,
