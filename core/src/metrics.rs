@@ -773,16 +773,7 @@ fn family(w: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 fn escape(text: &str, out: &mut String) {
-    for c in text.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
+    crate::http::page::escape_html(text, out);
 }
 
 /// Microseconds written as decimal seconds, exactly (`1.5`, `0.000012`).

@@ -33,7 +33,8 @@ pub fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-fn escape_html(text: &str, out: &mut String) {
+/// Appends `text` to `out` with HTML's special characters escaped.
+pub(crate) fn escape_html(text: &str, out: &mut String) {
     for c in text.chars() {
         match c {
             '<' => out.push_str("&lt;"),
