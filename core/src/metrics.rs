@@ -1240,13 +1240,12 @@ mod tests {
 
     #[test]
     // Real threads are the point here: no count may be lost under races.
-    #[allow(clippy::disallowed_methods)]
     fn concurrent_records_are_all_counted() {
         let m = Arc::new(Metrics::new());
-        let threads: Vec<_> = (0..4)
-            .map(|t| {
+        std::thread::scope(|scope| {
+            for t in 0..4 {
                 let m = Arc::clone(&m);
-                std::thread::spawn(move || {
+                scope.spawn(move || {
                     for i in 0..500 {
                         m.record(
                             Instant::ZERO,
@@ -1258,12 +1257,9 @@ mod tests {
                         );
                         drop(m.upstream_in_use());
                     }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
+                });
+            }
+        });
         assert_eq!(m.requests("GET", "allowed"), 2000);
         assert_eq!(m.requests("GET", "denied_domain"), 2000);
         let counted: u64 = m.top_destinations(100).iter().map(|(_, n)| n).sum();

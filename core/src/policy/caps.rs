@@ -261,7 +261,6 @@ mod tests {
 
     #[test]
     // Real threads are the point here: the caps must hold under real races.
-    #[allow(clippy::disallowed_methods)]
     fn caps_hold_under_concurrent_hammering() {
         const GLOBAL: usize = 5;
         const PER_IP: usize = 2;
@@ -271,14 +270,14 @@ mod tests {
         let per_ip_holders: Arc<[AtomicUsize; 4]> = Arc::new(Default::default());
         let max_seen = Arc::new(AtomicUsize::new(0));
         let max_ip_seen = Arc::new(AtomicUsize::new(0));
-        let threads: Vec<_> = (0..8)
-            .map(|t| {
+        std::thread::scope(|scope| {
+            for t in 0..8 {
                 let caps = Arc::clone(&caps);
                 let holders = Arc::clone(&holders);
                 let per_ip_holders = Arc::clone(&per_ip_holders);
                 let max_seen = Arc::clone(&max_seen);
                 let max_ip_seen = Arc::clone(&max_ip_seen);
-                std::thread::spawn(move || {
+                scope.spawn(move || {
                     for i in 0..20_000usize {
                         let slot = (t + i) % 4;
                         let ip = v4(slot as u8);
@@ -295,12 +294,9 @@ mod tests {
                             drop(permit);
                         }
                     }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
+                });
+            }
+        });
         assert!(max_seen.load(Ordering::SeqCst) <= GLOBAL);
         assert!(max_ip_seen.load(Ordering::SeqCst) <= PER_IP);
         assert!(max_seen.load(Ordering::SeqCst) >= 1);
