@@ -5,6 +5,7 @@
 //! Everything binds to loopback on port 0 and every wait is bounded, so
 //! tests are independent and can run in parallel.
 
+pub mod chromium;
 pub mod client;
 pub mod files;
 pub mod net;

@@ -22,9 +22,6 @@ use proxy_tests::tls::{
 use proxy_tests::{cases, LogLine, Origin, Proxy, RawOrigin, TlsOrigin, TlsOutcome, IO_TIMEOUT};
 use rustls::AlertDescription;
 use std::io::Write;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The names every proxy here resolves to 127.0.0.1.
@@ -135,63 +132,6 @@ fn assert_access_denied(outcome: &TlsOutcome) {
         TlsOutcome::Alert(AlertDescription::AccessDenied),
         "the client should get access_denied"
     );
-}
-
-/// Chromium on PATH; `None` (skip) when absent and
-/// `E2E_SKIP_CHROMIUM=1`, as for the status-page test.
-fn chromium_or_skip() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    let found = std::env::split_paths(&path)
-        .flat_map(|dir| ["chromium", "chromium-browser"].map(|n| dir.join(n)))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        assert_eq!(
-            std::env::var("E2E_SKIP_CHROMIUM").as_deref(),
-            Ok("1"),
-            "chromium is not on PATH: install it or set E2E_SKIP_CHROMIUM=1"
-        );
-        eprintln!("skipped: chromium is not installed (E2E_SKIP_CHROMIUM=1)");
-    }
-    found
-}
-
-/// Loads `url` in headless Chromium through the proxy at `proxy` and
-/// returns the DOM. Chromium resolves no name itself and ignores the
-/// test certificate's issuer.
-fn chromium_dom_through(exe: &Path, proxy: SocketAddr, url: &str) -> String {
-    let profile = std::env::temp_dir().join(format!(
-        "proxy-e2e-{}-tls-chromium-{}",
-        std::process::id(),
-        proxy.port()
-    ));
-    std::fs::create_dir_all(&profile).expect("profile directory");
-    let out = Command::new(exe)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-extensions",
-            "--disable-default-apps",
-            "--ignore-certificate-errors",
-            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-        ])
-        .arg(format!("--proxy-server=http://{proxy}"))
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(["--dump-dom", url])
-        .env("HOME", &profile)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output();
-    let _ = std::fs::remove_dir_all(&profile);
-    let out = out.unwrap_or_else(|e| panic!("run {}: {e}", exe.display()));
-    assert!(out.status.success(), "chromium exited with {}", out.status);
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 cases! {
@@ -551,7 +491,7 @@ cases! {
     /// Only good.test may be reached, so nothing Chromium tries on its
     /// own leaves the machine.
     fn chromium_hello_is_read_and_allowed(bin) {
-        let Some(exe) = chromium_or_skip() else { return };
+        let Some(exe) = proxy_tests::chromium::executable() else { return };
         let origin = TlsOrigin::start();
         let proxy = Proxy::start_with_config(
             bin,
@@ -559,7 +499,11 @@ cases! {
             RESOLVE,
         );
         let url = format!("https://good.test:{}/", origin.port());
-        let dom = chromium_dom_through(&exe, proxy.addr(), &url);
+        let through = [
+            "--ignore-certificate-errors".to_owned(),
+            format!("--proxy-server=http://{}", proxy.addr()),
+        ];
+        let dom = proxy_tests::chromium::dump_dom(&exe, &url, &through);
         assert!(dom.contains("hello over TLS, sni=good.test"), "DOM: {dom}");
         let target = format!("good.test:{}", origin.port());
         // Chromium may open more than one tunnel (a favicon, a
