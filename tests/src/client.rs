@@ -493,15 +493,19 @@ fn parse_head(raw: &[u8]) -> Head {
         minor: resp.version.unwrap_or(0),
         status: resp.code.unwrap_or(0),
         reason: resp.reason.unwrap_or("").to_owned(),
-        headers: resp
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_owned(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
-            .collect(),
+        headers: owned_fields(resp.headers),
     }
+}
+
+/// Parsed header fields as owned (name, value) pairs, values lossily UTF-8.
+pub(crate) fn owned_fields(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_owned(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect()
 }

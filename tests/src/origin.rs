@@ -475,16 +475,7 @@ fn serve_http(
             method: parsed.method.unwrap_or("").to_owned(),
             target: parsed.path.unwrap_or("").to_owned(),
             minor: parsed.version.unwrap_or(1),
-            headers: parsed
-                .headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.name.to_owned(),
-                        String::from_utf8_lossy(h.value).into_owned(),
-                    )
-                })
-                .collect(),
+            headers: crate::client::owned_fields(parsed.headers),
             body: Vec::new(),
             chunked: false,
             trailers: Vec::new(),
