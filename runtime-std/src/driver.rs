@@ -1,6 +1,12 @@
-//! One client connection, driven in its own thread: both sockets, poll(2),
-//! and the core's drain loop (see `proxy_core::Connection` for the contract
-//! this follows).
+//! One client connection: both sockets, poll(2), and the core's drain
+//! loop (see `proxy_core::Connection` for the contract this follows).
+//!
+//! A [`Conn`] runs on a worker thread (`crate::workers`) while it has
+//! work. When it has waited [`PARK_AFTER`] for its sockets with nothing
+//! happening, [`Conn::resume`] returns [`Step::Park`] and the worker hands
+//! it to the parking lot (`crate::parking`), which brings it back to a
+//! worker when a socket is readable or its deadline is due. Its input
+//! buffers go with the wait (an idle connection holds none).
 //!
 //! Every poll also waits on a lifecycle beacon (`proxy_std::lifecycle`):
 //! the drain beacon until shutdown begins, when the connection gets
@@ -8,8 +14,10 @@
 //! as `TunnelEndReason::Shutdown`) or cuts off an exchange still in
 //! flight when the grace period is over.
 
-use crate::relay::{self, Start};
+use crate::parking::{ParkingLot, Wait};
+use crate::relay::{Relay, RelayStep, Start};
 use crate::sys::{self, POLLIN};
+use crate::workers::Workers;
 use proxy_core::trace::Traced;
 use proxy_core::{
     Action, ConnId, ConnectError, Connected, QueryId, ResolveError, Role, Side, TunnelEnd,
@@ -17,7 +25,7 @@ use proxy_core::{
 };
 use proxy_std::buf::InBuf;
 use proxy_std::io_error::connect_error;
-use proxy_std::lifecycle::Lifecycle;
+use proxy_std::lifecycle::{ConnGuard, Lifecycle};
 use proxy_std::pool::Pool;
 use proxy_std::{Clock, Settings};
 use std::collections::VecDeque;
@@ -33,6 +41,11 @@ const BUF_CAP: usize = 64 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 /// Idle pooled connections kept per upstream address.
 pub(crate) const MAX_POOLED_PER_ADDR: usize = 8;
+/// How long a connection waits for its sockets on its worker thread before
+/// it is parked. Long enough that a busy keep-alive client (the next
+/// request follows within milliseconds) never pays for parking; short
+/// enough that idle clients give their threads back at once.
+const PARK_AFTER: Duration = Duration::from_millis(25);
 /// How long, at most, to read and discard what a client still sends after
 /// we closed our side, so that unread bytes do not make the kernel reset
 /// the connection before the client has read our last response.
@@ -45,21 +58,36 @@ pub(crate) struct Shared {
     pub(crate) pool: Pool<TcpStream>,
     /// Shutdown state: where the process is, and the beacons to poll.
     pub(crate) life: Lifecycle,
+    /// The threads connections run on while busy.
+    pub(crate) workers: Workers,
+    /// Where connections wait while idle.
+    pub(crate) lot: ParkingLot,
 }
 
 impl Shared {
-    pub(crate) fn new(settings: Settings, life: Lifecycle) -> Self {
+    pub(crate) fn new(settings: Settings, life: Lifecycle) -> io::Result<Self> {
         let pool = Pool::new(
             settings.config().timeouts.upstream_idle,
             MAX_POOLED_PER_ADDR,
         );
-        Shared {
+        let lot = ParkingLot::new(life.drain_fd())?;
+        Ok(Shared {
             settings: Arc::new(settings),
             clock: Clock::new(),
             pool,
             life,
-        }
+            workers: Workers::new(),
+            lot,
+        })
     }
+}
+
+/// What [`Conn::resume`] ended with.
+pub(crate) enum Step {
+    /// Nothing to do until `Wait` is over: park the connection.
+    Park(Wait),
+    /// The core is finished with the connection: call [`Conn::finish`].
+    Done,
 }
 
 /// What one read from a socket gave.
@@ -98,48 +126,76 @@ fn read_some(mut stream: &TcpStream, buf: &mut InBuf) -> ReadOutcome {
     }
 }
 
-/// Serves one accepted client until the core closes it.
-pub(crate) fn serve(shared: &Shared, id: ConnId, client: TcpStream, peer: SocketAddr, role: Role) {
-    let settings = &shared.settings;
-    prepare_socket(&client, settings);
-    let conn = Traced::new(
-        id,
-        peer,
-        settings.shared.clone(),
-        shared.clock.anchor(),
-        shared.clock.now(),
-        settings.record.is_some(),
-        role,
-    );
-    let mut driver = Driver {
-        shared,
-        conn,
-        client,
-        cbuf: InBuf::default(),
-        c_consumed: 0,
-        c_eof_seen: false,
-        c_eof_reported: false,
-        c_dead: false,
-        c_stalled: false,
-        up: None,
-        ubuf: InBuf::default(),
-        u_consumed: 0,
-        ubuf_owner: None,
-        u_stalled: false,
-        out: Vec::new(),
-        pending: VecDeque::new(),
-        closed: false,
-        shutdown_begun: false,
-        write_stall: settings.config().timeouts.transfer_idle,
-    };
-    driver.run();
-    driver.close_sockets();
-    if let Some(dir) = &settings.record {
-        if let Some(trace) = driver.conn.into_trace() {
-            if let Err(e) = proxy_std::settings::save_trace(dir, &trace) {
-                eprintln!("proxy-std: cannot save trace of connection {}: {e}", id.0);
+impl Conn {
+    /// A newly accepted client, counted as live (by `guard`) until the
+    /// connection is dropped.
+    pub(crate) fn new(
+        shared: &Arc<Shared>,
+        id: ConnId,
+        client: TcpStream,
+        peer: SocketAddr,
+        role: Role,
+        guard: ConnGuard,
+    ) -> Box<Conn> {
+        let settings = &shared.settings;
+        prepare_socket(&client, settings);
+        let conn = Traced::new(
+            id,
+            peer,
+            settings.shared.clone(),
+            shared.clock.anchor(),
+            shared.clock.now(),
+            settings.record.is_some(),
+            role,
+        );
+        Box::new(Conn {
+            shared: Arc::clone(shared),
+            _guard: guard,
+            id,
+            conn,
+            client,
+            cbuf: InBuf::default(),
+            c_consumed: 0,
+            c_eof_seen: false,
+            c_eof_reported: false,
+            c_dead: false,
+            c_stalled: false,
+            up: None,
+            ubuf: InBuf::default(),
+            u_consumed: 0,
+            ubuf_owner: None,
+            u_stalled: false,
+            out: Vec::new(),
+            pending: VecDeque::new(),
+            closed: false,
+            shutdown_begun: false,
+            write_stall: settings.config().timeouts.transfer_idle,
+            started: false,
+            fired: None,
+            relay: None,
+            parking: true,
+        })
+    }
+
+    /// After the connection is done: closes the sockets politely and saves
+    /// its trace, if recording.
+    pub(crate) fn finish(mut self: Box<Self>) {
+        self.close_sockets();
+        let settings = Arc::clone(&self.shared.settings);
+        if let Some(dir) = &settings.record {
+            let id = self.id;
+            if let Some(trace) = self.conn.into_trace() {
+                if let Err(e) = proxy_std::settings::save_trace(dir, &trace) {
+                    eprintln!("proxy-std: cannot save trace of connection {}: {e}", id.0);
+                }
             }
         }
+    }
+
+    /// From now on, waits block this thread instead of parking (shutdown
+    /// began: the lot takes no more connections).
+    pub(crate) fn no_parking(&mut self) {
+        self.parking = false;
     }
 }
 
@@ -182,8 +238,12 @@ enum Src {
     Upstream,
 }
 
-struct Driver<'a> {
-    shared: &'a Shared,
+/// A client connection and everything its driver keeps between steps.
+pub(crate) struct Conn {
+    shared: Arc<Shared>,
+    /// Counts the connection as live until it is dropped.
+    _guard: ConnGuard,
+    id: ConnId,
     conn: Traced,
     client: TcpStream,
     /// Client bytes read and not yet consumed; the slice last offered to
@@ -214,9 +274,18 @@ struct Driver<'a> {
     shutdown_begun: bool,
     /// A write that makes no progress for this long fails (zero: never).
     write_stall: Duration,
+    /// The first drain (a refusal over a cap is queued from birth) is done.
+    started: bool,
+    /// The last deadline handled, so a timer the core keeps is not fired
+    /// over and over.
+    fired: Option<proxy_core::Instant>,
+    /// The tunnel being relayed, once the core asked for one.
+    relay: Option<Relay>,
+    /// Long waits park the connection (false once shutdown began).
+    parking: bool,
 }
 
-impl Driver<'_> {
+impl Conn {
     fn now(&self) -> proxy_core::Instant {
         self.shared.clock.now()
     }
@@ -225,12 +294,20 @@ impl Driver<'_> {
         self.shared.life.stop_fd()
     }
 
-    fn run(&mut self) {
-        // The last deadline handled, so a timer the core keeps is not
-        // fired over and over.
-        let mut fired = None;
-        self.pump();
+    /// Runs the connection until it must wait a while (park it) or is
+    /// done.
+    pub(crate) fn resume(&mut self) -> Step {
+        if !self.started {
+            self.started = true;
+            self.pump();
+        }
         while !self.closed {
+            if self.relay.is_some() {
+                match self.relay_step() {
+                    Some(wait) => return Step::Park(wait),
+                    None => continue,
+                }
+            }
             let life = &self.shared.life;
             if life.is_stopping() {
                 // The grace period is over and this exchange is still in
@@ -257,8 +334,8 @@ impl Driver<'_> {
             let now = self.now();
             let mut deadline = self.conn.poll_timeout();
             if let Some(due) = deadline.filter(|&d| d <= now) {
-                if fired != Some(due) {
-                    fired = Some(due);
+                if self.fired != Some(due) {
+                    self.fired = Some(due);
                     self.conn.handle_timeout(now);
                     self.c_stalled = false;
                     self.u_stalled = false;
@@ -280,12 +357,29 @@ impl Driver<'_> {
                 // The core never leaves a connection so; give up on it.
                 break;
             }
+            let client_fd = want_client.then(|| self.client.as_raw_fd());
+            let up_fd = polled_up.map(|(_, fd)| fd);
             let mut fds = [
-                sys::pollfd(want_client.then(|| self.client.as_raw_fd()), POLLIN),
-                sys::pollfd(polled_up.map(|(_, fd)| fd), POLLIN),
+                sys::pollfd(client_fd, POLLIN),
+                sys::pollfd(up_fd, POLLIN),
                 sys::pollfd(Some(beacon), POLLIN),
             ];
-            match sys::poll(&mut fds, sys::timeout_ms(deadline, now)) {
+            let parks = self.parking
+                && !self.shutdown_begun
+                && deadline.map_or(true, |d| d.saturating_since(now) > PARK_AFTER);
+            let timeout = if parks {
+                sys::duration_ms(Some(PARK_AFTER))
+            } else {
+                sys::timeout_ms(deadline, now)
+            };
+            match sys::poll(&mut fds, timeout) {
+                Ok(0) if parks => {
+                    self.release_buffers();
+                    return Step::Park(Wait {
+                        fds: [client_fd, up_fd],
+                        deadline: deadline.map(|d| self.shared.clock.to_std(d)),
+                    });
+                }
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -302,6 +396,48 @@ impl Driver<'_> {
                     self.read_upstream();
                 }
             }
+        }
+        Step::Done
+    }
+
+    /// Relays the tunnel until it ends (its end is then fed to the core)
+    /// or idles long enough to park: then returns what to wait for.
+    fn relay_step(&mut self) -> Option<Wait> {
+        let (Some(relay), Some(up)) = (self.relay.as_mut(), self.up.as_ref()) else {
+            self.relay = None;
+            return None;
+        };
+        let park_after = self.parking.then_some(PARK_AFTER);
+        match relay.run(
+            &self.client,
+            &up.stream,
+            self.shared.life.stop_fd(),
+            park_after,
+        ) {
+            RelayStep::Idle => Some(Wait {
+                fds: [Some(self.client.as_raw_fd()), Some(up.stream.as_raw_fd())],
+                deadline: relay.deadline(),
+            }),
+            RelayStep::Ended(end) => {
+                self.relay = None;
+                self.pending.push_back(Pending::TunnelEnd(end));
+                self.pump();
+                None
+            }
+        }
+    }
+
+    /// Gives back the input buffers' storage if they hold nothing, so a
+    /// parked connection holds none.
+    fn release_buffers(&mut self) {
+        if self.cbuf.is_empty() {
+            self.cbuf = InBuf::default();
+        }
+        if self.ubuf.is_empty() {
+            self.ubuf = InBuf::default();
+        }
+        if self.out.capacity() > 0 {
+            self.out = Vec::new();
         }
     }
 
@@ -586,24 +722,26 @@ impl Driver<'_> {
         } else {
             &[]
         };
-        let end = match &self.up {
-            Some(up) if up.id == id && !up.dead && !self.c_dead => relay::relay(
-                &self.client,
-                &up.stream,
-                from_client,
-                Start {
-                    leftover,
-                    eof: up.eof_seen,
-                },
-                idle,
-                self.shared.life.stop_fd(),
-            ),
-            _ => TunnelEnd {
+        // Relayed by `resume`, once this drain is over.
+        match &self.up {
+            Some(up) if up.id == id && !up.dead && !self.c_dead => {
+                self.relay = Some(Relay::new(
+                    &self.client,
+                    &up.stream,
+                    from_client,
+                    Start {
+                        leftover,
+                        eof: up.eof_seen,
+                    },
+                    idle,
+                ));
+            }
+            _ => self.pending.push_back(Pending::TunnelEnd(TunnelEnd {
                 to_upstream: 0,
                 to_client: 0,
                 reason: TunnelEndReason::Error,
-            },
-        };
+            })),
+        }
         // Everything held went into the tunnel; neither side is read again.
         self.c_consumed = self.cbuf.len();
         self.u_consumed = self.ubuf.len();
@@ -613,7 +751,6 @@ impl Driver<'_> {
             up.eof_seen = true;
             up.eof_reported = true;
         }
-        self.pending.push_back(Pending::TunnelEnd(end));
     }
 
     fn release(&mut self, id: UpstreamId, reuse: bool) {
@@ -662,7 +799,7 @@ impl Upstream {
     }
 }
 
-fn buf_len(src: Src, d: &Driver<'_>) -> usize {
+fn buf_len(src: Src, d: &Conn) -> usize {
     match src {
         Src::Out => d.out.len(),
         Src::Client => d.cbuf.len(),

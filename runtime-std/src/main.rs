@@ -1,6 +1,8 @@
-//! `proxy-std`: the blocking runtime. One thread per listener accepts; one
-//! thread per client connection drives the sans-IO core over both sockets
-//! with poll(2).
+//! `proxy-std`: the blocking runtime. One thread per listener accepts; a
+//! worker thread drives each busy client connection's sans-IO core over
+//! both sockets with poll(2); idle connections wait in the parking lot,
+//! one epoll(7) thread for all of them, and come back to a worker when
+//! there is something to do (`workers`, `parking`).
 //!
 //! Shutdown (see `proxy_std::lifecycle`): every poll(2) in the process,
 //! the accept threads' included, also waits on a lifecycle beacon
@@ -12,11 +14,13 @@
 //! end (then the stop beacon ends tunnels and closes the rest).
 
 mod driver;
+mod parking;
 mod relay;
 mod sys;
+mod workers;
 
 use clap::Parser;
-use driver::Shared;
+use driver::{Conn, Shared};
 use proxy_core::{ConnId, Role};
 use proxy_std::lifecycle::Lifecycle;
 use std::io::{self, Write};
@@ -25,10 +29,6 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Stack size of a connection thread: the loop keeps its buffers on the
-/// heap, so a small stack serves many connections cheaply.
-const CONN_STACK: usize = 256 * 1024;
 
 /// Connection ids, process-wide, from 1.
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
@@ -88,8 +88,23 @@ fn main() {
         let _ = err.flush();
     }
 
-    let shared = Arc::new(Shared::new(settings, life.clone()));
+    let shared = match Shared::new(settings, life.clone()) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("proxy-std: cannot set up the parking lot: {e}");
+            std::process::exit(1);
+        }
+    };
     start_pool_sweeper(&shared);
+    let lot_shared = Arc::clone(&shared);
+    let spawned = std::thread::Builder::new()
+        .name("parking-lot".to_owned())
+        .stack_size(workers::WORKER_STACK)
+        .spawn(move || lot_shared.lot.watch(&lot_shared));
+    if let Err(e) = spawned {
+        eprintln!("proxy-std: cannot start the parking lot: {e}");
+        std::process::exit(1);
+    }
     let mut accepters = Vec::with_capacity(listeners.len());
     for (listener, role) in listeners {
         if let Err(e) = listener.set_nonblocking(true) {
@@ -129,7 +144,7 @@ fn start_pool_sweeper(shared: &Arc<Shared>) {
     let shared = Arc::clone(shared);
     let spawned = std::thread::Builder::new()
         .name("pool-sweeper".to_owned())
-        .stack_size(CONN_STACK)
+        .stack_size(workers::WORKER_STACK)
         .spawn(move || loop {
             std::thread::sleep(every);
             shared.pool.sweep();
@@ -183,8 +198,8 @@ fn accept_loop(listener: TcpListener, role: Role, shared: &Arc<Shared>) {
     }
 }
 
-/// Serves one accepted client on a thread of its own, counted as live
-/// until the thread ends.
+/// Hands one accepted client to a worker, counted as live until its
+/// connection is dropped.
 fn spawn_connection(
     shared: &Arc<Shared>,
     stream: std::net::TcpStream,
@@ -196,17 +211,6 @@ fn spawn_connection(
         return;
     }
     let id = ConnId(NEXT_CONN.fetch_add(1, Ordering::Relaxed));
-    let guard = shared.life.track();
-    let shared = Arc::clone(shared);
-    let spawned = std::thread::Builder::new()
-        .stack_size(CONN_STACK)
-        .spawn(move || {
-            driver::serve(&shared, id, stream, peer, role);
-            drop(guard);
-        });
-    if let Err(e) = spawned {
-        // The stream and the guard went with the closure and are gone.
-        eprintln!("proxy-std: cannot start a connection thread: {e}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let conn = Conn::new(shared, id, stream, peer, role, shared.life.track());
+    shared.workers.run(shared, conn);
 }

@@ -1,5 +1,5 @@
-//! The system calls std does not wrap: poll(2), and a send(2) that never
-//! blocks.
+//! The system calls std does not wrap: poll(2), epoll(7) for the parking
+//! lot, and a send(2) that never blocks.
 
 use proxy_core::Instant;
 use std::io;
@@ -51,6 +51,77 @@ pub(crate) fn send_nowait(fd: RawFd, data: &[u8]) -> io::Result<usize> {
         )
     };
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// An epoll instance: the parking lot's one wait over every parked
+/// connection's descriptors.
+pub(crate) struct Epoll {
+    fd: std::os::fd::OwnedFd,
+}
+
+/// Readiness for reading (or end of stream, or error) on an epoll entry.
+pub(crate) const EPOLLIN: u32 = libc::EPOLLIN as u32;
+
+impl Epoll {
+    #[allow(unsafe_code)]
+    pub(crate) fn new() -> io::Result<Epoll> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: epoll_create1 takes no pointers; a non-negative result is
+        // a new descriptor that nothing else owns.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and is owned by nobody else.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        Ok(Epoll { fd })
+    }
+
+    /// Watches `fd` for `events`, reported with `token`.
+    pub(crate) fn add(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, events, token)
+    }
+
+    /// Stops watching `fd`.
+    pub(crate) fn delete(&self, fd: RawFd) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
+    }
+
+    #[allow(unsafe_code)]
+    fn ctl(&self, op: i32, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let mut event = libc::epoll_event { events, u64: token };
+        // SAFETY: `event` is a valid, initialised epoll_event that lives
+        // across the call; the kernel only reads it.
+        let r = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut event) };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Waits up to `timeout_ms` (-1: forever) and fills `events` from the
+    /// start; returns how many.
+    #[allow(unsafe_code)]
+    pub(crate) fn wait(
+        &self,
+        events: &mut [libc::epoll_event],
+        timeout_ms: i32,
+    ) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        let max = i32::try_from(events.len()).unwrap_or(i32::MAX);
+        // SAFETY: `events` is an exclusively borrowed slice of at least
+        // `max` entries; the kernel writes at most `max` of them.
+        let n =
+            unsafe { libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms) };
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    }
+}
+
+/// An empty epoll event, to size the buffer [`Epoll::wait`] fills.
+pub(crate) fn epoll_event() -> libc::epoll_event {
+    libc::epoll_event { events: 0, u64: 0 }
 }
 
 /// The poll timeout in milliseconds until `deadline` (rounded up, so we

@@ -5,7 +5,8 @@
 use crate::{assert_log, request};
 use proxy_tests::origin::{matches_pattern, read_request_head};
 use proxy_tests::{
-    cases, free_port, ipv6_available, refused_addr, Client, Origin, Proxy, RawOrigin, Reply,
+    cases, free_port, ipv6_available, refused_addr, Client, EchoServer, Origin, Proxy, RawOrigin,
+    Reply,
 };
 use std::io::Write;
 use std::net::SocketAddr;
@@ -332,4 +333,60 @@ cases! {
             total >> 20
         );
     }
+
+    /// Idle connections hold no thread: 150 keep-alive clients between
+    /// requests and 50 quiet tunnels leave the proxy with a handful of
+    /// threads (proxy-std parks idle connections; proxy-smol never had a
+    /// thread per connection), and every one carries on when it speaks
+    /// again.
+    fn idle_connections_hold_no_thread(bin) {
+        let origin = Origin::echo_target();
+        let echo = EchoServer::start();
+        let proxy = Proxy::start(bin, &[]);
+        let mut clients: Vec<Client> = (0..150)
+            .map(|i| {
+                let mut c = proxy.connect();
+                assert_eq!(c.get(&origin.url(&format!("/{i}"))).status(), 200);
+                c
+            })
+            .collect();
+        let target = echo.addr().to_string();
+        let mut tunnels: Vec<Client> = (0..50)
+            .map(|_| {
+                let mut c = proxy.connect();
+                c.send(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"));
+                assert_eq!(c.read_head().status, 200);
+                c.send("hi");
+                assert_eq!(c.read_exact_bytes(2), b"hi");
+                c
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let threads = loop {
+            let n = thread_count(proxy.pid());
+            if n <= 24 || Instant::now() > deadline {
+                break n;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(threads <= 24, "{threads} threads for 200 idle connections");
+        for (i, c) in clients.iter_mut().enumerate() {
+            let path = format!("/again{i}");
+            assert_eq!(c.get(&origin.url(&path)).text(), path);
+        }
+        for c in &mut tunnels {
+            c.send("again");
+            assert_eq!(c.read_exact_bytes(5), b"again");
+        }
+    }
+}
+
+/// The number of threads in process `pid`.
+fn thread_count(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a Threads line")
 }

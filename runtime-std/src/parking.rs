@@ -1,0 +1,222 @@
+//! The parking lot: where connections wait without a thread.
+//!
+//! A connection thread that has waited [`PARK_AFTER`](crate::driver) for
+//! its sockets with nothing happening hands its whole state here and goes
+//! back to the worker pool. One thread watches every parked connection's
+//! descriptors with epoll(7), and their deadlines (the core's next timer,
+//! or a tunnel's idle limit); when a socket becomes readable or a deadline
+//! passes, the connection goes back to a worker and carries on where it
+//! stopped. So an idle keep-alive client, a half-sent request head or a
+//! quiet tunnel costs its state and its sockets, not a thread and its
+//! stack.
+//!
+//! Once shutdown begins nothing is parked any more: every parked
+//! connection is handed back (so it gets `begin_shutdown`), and later
+//! waits block in their threads as before, watching the lifecycle
+//! beacons themselves.
+
+use crate::driver::{Conn, Shared};
+use crate::sys::{self, Epoll, EPOLLIN};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+/// Event tokens the lot keeps for itself; parked connections count up
+/// from [`FIRST_CONN`].
+const WAKE: u64 = 0;
+const DRAIN: u64 = 1;
+const FIRST_CONN: u64 = 2;
+
+/// What a connection waits for while parked.
+pub(crate) struct Wait {
+    /// Descriptors to watch for readability (or end of stream, or error).
+    pub(crate) fds: [Option<RawFd>; 2],
+    /// When to hand it back regardless.
+    pub(crate) deadline: Option<Instant>,
+}
+
+/// The parked connections and the one thread that watches them.
+pub(crate) struct ParkingLot {
+    epoll: Epoll,
+    state: Mutex<Lot>,
+    /// Written to when a newly parked connection's deadline comes before
+    /// the watcher's next wake-up.
+    wake_tx: UnixStream,
+    wake_rx: UnixStream,
+}
+
+struct Lot {
+    parked: HashMap<u64, Parked>,
+    next_token: u64,
+    /// Deadlines, earliest first; entries of connections already gone are
+    /// skipped when met.
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// When the watcher will next wake by itself (`None`: not before an
+    /// event).
+    next_wake: Option<Instant>,
+    /// Shutdown began: nothing is parked any more.
+    closed: bool,
+}
+
+struct Parked {
+    conn: Box<Conn>,
+    fds: [Option<RawFd>; 2],
+}
+
+impl ParkingLot {
+    pub(crate) fn new(drain_fd: RawFd) -> io::Result<ParkingLot> {
+        let epoll = Epoll::new()?;
+        let (wake_tx, wake_rx) = UnixStream::pair()?;
+        wake_tx.set_nonblocking(true)?;
+        wake_rx.set_nonblocking(true)?;
+        epoll.add(wake_rx.as_raw_fd(), EPOLLIN, WAKE)?;
+        epoll.add(drain_fd, EPOLLIN, DRAIN)?;
+        Ok(ParkingLot {
+            epoll,
+            state: Mutex::new(Lot {
+                parked: HashMap::new(),
+                next_token: FIRST_CONN,
+                timers: BinaryHeap::new(),
+                next_wake: None,
+                closed: false,
+            }),
+            wake_tx,
+            wake_rx,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Lot> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Parks `conn` until `wait` is over. Gives it back if it cannot be
+    /// parked (shutdown began, or epoll refused a descriptor): the caller
+    /// then keeps running it on its own thread.
+    pub(crate) fn park(&self, conn: Box<Conn>, wait: Wait) -> Result<(), Box<Conn>> {
+        let mut lot = self.lock();
+        if lot.closed {
+            return Err(conn);
+        }
+        let token = lot.next_token;
+        lot.next_token += 1;
+        let mut added = Vec::with_capacity(2);
+        for fd in wait.fds.iter().flatten() {
+            if self.epoll.add(*fd, EPOLLIN, token).is_err() {
+                for fd in added {
+                    let _ = self.epoll.delete(fd);
+                }
+                return Err(conn);
+            }
+            added.push(*fd);
+        }
+        // Inserted before the lock goes, so an event the watcher already
+        // has for this token finds the connection.
+        lot.parked.insert(
+            token,
+            Parked {
+                conn,
+                fds: wait.fds,
+            },
+        );
+        if let Some(at) = wait.deadline {
+            lot.timers.push(Reverse((at, token)));
+            if lot.next_wake.map_or(true, |w| at < w) {
+                lot.next_wake = Some(at);
+                // A full socket means a wake-up is pending anyway.
+                let _ = (&self.wake_tx).write(&[1]);
+            }
+        }
+        Ok(())
+    }
+
+    /// The watcher's loop: hands connections back to the workers as their
+    /// sockets become readable or their deadlines pass. Never returns.
+    pub(crate) fn watch(&self, shared: &Arc<Shared>) {
+        let mut events = vec![sys::epoll_event(); 256];
+        let mut woken = Vec::new();
+        loop {
+            let timeout = {
+                let mut lot = self.lock();
+                let next = lot.earliest();
+                lot.next_wake = next;
+                match next {
+                    None => -1,
+                    Some(at) => {
+                        sys::duration_ms(Some(at.saturating_duration_since(Instant::now())))
+                    }
+                }
+            };
+            let n = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    eprintln!("proxy-std: epoll_wait failed: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    continue;
+                }
+            };
+            {
+                let mut lot = self.lock();
+                for event in &events[..n] {
+                    match event.u64 {
+                        WAKE => {
+                            let mut sink = [0u8; 64];
+                            while matches!((&self.wake_rx).read(&mut sink), Ok(n) if n > 0) {}
+                        }
+                        DRAIN => {
+                            lot.closed = true;
+                            let _ = self.epoll.delete(shared.life.drain_fd());
+                        }
+                        token => {
+                            if let Some(p) = lot.parked.remove(&token) {
+                                woken.push(self.unwatch(p));
+                            }
+                        }
+                    }
+                }
+                let now = Instant::now();
+                while let Some(&Reverse((at, token))) = lot.timers.peek() {
+                    if at > now {
+                        break;
+                    }
+                    lot.timers.pop();
+                    if let Some(p) = lot.parked.remove(&token) {
+                        woken.push(self.unwatch(p));
+                    }
+                }
+                if lot.closed {
+                    let all: Vec<Parked> = lot.parked.drain().map(|(_, p)| p).collect();
+                    lot.timers.clear();
+                    woken.extend(all.into_iter().map(|p| self.unwatch(p)));
+                }
+            }
+            for conn in woken.drain(..) {
+                shared.workers.run(shared, conn);
+            }
+        }
+    }
+
+    fn unwatch(&self, parked: Parked) -> Box<Conn> {
+        for fd in parked.fds.iter().flatten() {
+            let _ = self.epoll.delete(*fd);
+        }
+        parked.conn
+    }
+}
+
+impl Lot {
+    /// The earliest deadline of a connection still parked.
+    fn earliest(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((at, token))) = self.timers.peek() {
+            if self.parked.contains_key(&token) {
+                return Some(at);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+}

@@ -1,0 +1,130 @@
+//! The worker threads that run connections while they have work.
+//!
+//! A connection is run by one worker until it closes or parks (see
+//! [`crate::parking`]); a parked connection comes back to whichever worker
+//! is free. Threads are made as connections need them, up to
+//! [`MAX_WORKERS`]; past that, connections queue until a worker is free. A
+//! worker with nothing to do for [`WORKER_IDLE`] ends, so a burst leaves
+//! no crowd of idle threads (and their stacks) behind.
+
+use crate::driver::{Conn, Shared, Step};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Most worker threads at once. Each holds one connection that is busy
+/// (reading a head, waiting for an origin, relaying); idle ones are parked
+/// and hold none.
+pub(crate) const MAX_WORKERS: usize = 1024;
+
+/// How long a worker with no connection waits for one before it ends.
+const WORKER_IDLE: Duration = Duration::from_secs(2);
+
+/// Stack size of a worker thread: the loop keeps its buffers on the heap,
+/// so a small stack serves many connections cheaply.
+pub(crate) const WORKER_STACK: usize = 256 * 1024;
+
+pub(crate) struct Workers {
+    state: Mutex<State>,
+    work: Condvar,
+}
+
+struct State {
+    queue: VecDeque<Box<Conn>>,
+    /// Workers waiting for a connection.
+    idle: usize,
+    /// Workers alive.
+    threads: usize,
+}
+
+impl Workers {
+    pub(crate) fn new() -> Workers {
+        Workers {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                idle: 0,
+                threads: 0,
+            }),
+            work: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `conn` on a free worker, a new one if none is free and there
+    /// is room for one, or else as soon as one is free.
+    pub(crate) fn run(&self, shared: &Arc<Shared>, conn: Box<Conn>) {
+        let mut state = self.lock();
+        state.queue.push_back(conn);
+        if state.idle >= state.queue.len() {
+            self.work.notify_one();
+            return;
+        }
+        if state.threads >= MAX_WORKERS {
+            // Queued; the next worker to finish takes it.
+            return;
+        }
+        state.threads += 1;
+        drop(state);
+        let shared_for_thread = Arc::clone(shared);
+        let spawned = std::thread::Builder::new()
+            .name("worker".to_owned())
+            .stack_size(WORKER_STACK)
+            .spawn(move || work(&shared_for_thread));
+        if let Err(e) = spawned {
+            // The queued connection waits for a worker that exists; if
+            // there is none, the next connection tries again.
+            self.lock().threads -= 1;
+            eprintln!("proxy-std: cannot start a worker thread: {e}");
+        }
+    }
+}
+
+/// A worker's life: run connections until none comes for a while.
+fn work(shared: &Arc<Shared>) {
+    let workers = &shared.workers;
+    loop {
+        let conn = {
+            let mut state = workers.lock();
+            loop {
+                if let Some(conn) = state.queue.pop_front() {
+                    break conn;
+                }
+                state.idle += 1;
+                let (s, timeout) = workers
+                    .work
+                    .wait_timeout(state, WORKER_IDLE)
+                    .unwrap_or_else(|e| e.into_inner());
+                state = s;
+                state.idle -= 1;
+                if timeout.timed_out() && state.queue.is_empty() {
+                    state.threads -= 1;
+                    return;
+                }
+            }
+        };
+        run_until_parked(shared, conn);
+    }
+}
+
+/// Runs `conn` until it closes or is parked.
+fn run_until_parked(shared: &Arc<Shared>, mut conn: Box<Conn>) {
+    loop {
+        match conn.resume() {
+            Step::Done => {
+                conn.finish();
+                return;
+            }
+            Step::Park(wait) => match shared.lot.park(conn, wait) {
+                Ok(()) => return,
+                // Not parkable now (shutdown began): keep it here.
+                Err(back) => {
+                    conn = back;
+                    conn.no_parking();
+                }
+            },
+        }
+    }
+}
