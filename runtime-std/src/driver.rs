@@ -367,7 +367,9 @@ impl Conn {
             let parks = self.parking
                 && !self.shutdown_begun
                 && deadline.map_or(true, |d| d.saturating_since(now) > PARK_AFTER);
-            let timeout = if parks {
+            let timeout = if parks && self.shared.workers.crowded() {
+                0
+            } else if parks {
                 sys::duration_ms(Some(PARK_AFTER))
             } else {
                 sys::timeout_ms(deadline, now)
@@ -407,17 +409,27 @@ impl Conn {
             self.relay = None;
             return None;
         };
-        let park_after = self.parking.then_some(PARK_AFTER);
+        let park_after = self.parking.then(|| {
+            if self.shared.workers.crowded() {
+                Duration::ZERO
+            } else {
+                PARK_AFTER
+            }
+        });
         match relay.run(
             &self.client,
             &up.stream,
             self.shared.life.stop_fd(),
             park_after,
         ) {
-            RelayStep::Idle => Some(Wait {
-                fds: [Some(self.client.as_raw_fd()), Some(up.stream.as_raw_fd())],
-                deadline: relay.deadline(),
-            }),
+            RelayStep::Idle => {
+                let wait = Wait {
+                    fds: [Some(self.client.as_raw_fd()), Some(up.stream.as_raw_fd())],
+                    deadline: relay.deadline(),
+                };
+                self.release_buffers();
+                Some(wait)
+            }
             RelayStep::Ended(end) => {
                 self.relay = None;
                 self.pending.push_back(Pending::TunnelEnd(end));
@@ -430,12 +442,8 @@ impl Conn {
     /// Gives back the input buffers' storage if they hold nothing, so a
     /// parked connection holds none.
     fn release_buffers(&mut self) {
-        if self.cbuf.is_empty() {
-            self.cbuf = InBuf::default();
-        }
-        if self.ubuf.is_empty() {
-            self.ubuf = InBuf::default();
-        }
+        self.cbuf.release();
+        self.ubuf.release();
         if self.out.capacity() > 0 {
             self.out = Vec::new();
         }

@@ -5,13 +5,15 @@
 //! ends, or until nothing has moved for the caller's park limit; then it
 //! gives its buffers back and returns [`RelayStep::Idle`], and the caller
 //! parks the connection until a socket is readable (an idle tunnel holds
-//! no buffer and no thread). A plain copy through a user-space buffer.
+//! no buffer and no thread). A plain copy through a scratch buffer taken
+//! from a small shared pool for each read.
 
 use crate::sys::{self, POLLIN, POLLOUT};
 use proxy_core::{TunnelEnd, TunnelEndReason};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Per-direction buffer size.
@@ -183,14 +185,14 @@ impl Relay {
                 return Some(TunnelEndReason::Shutdown);
             }
             if fds[0].revents != 0 && client_events & POLLIN != 0 {
-                match up.fill_from(client) {
+                match up.forward(client, upstream) {
                     Ok(true) => self.last = Instant::now(),
                     Ok(false) => {}
                     Err(_) => return Some(TunnelEndReason::Error),
                 }
             }
             if fds[1].revents != 0 && upstream_events & POLLIN != 0 {
-                match down.fill_from(upstream) {
+                match down.forward(upstream, client) {
                     Ok(true) => self.last = Instant::now(),
                     Ok(false) => {}
                     Err(_) => return Some(TunnelEndReason::Error),
@@ -200,14 +202,16 @@ impl Relay {
     }
 }
 
-/// One direction: bytes read from one socket, waiting to be written to the
-/// other.
+/// One direction: bytes from one socket to the other.
+///
+/// Reads go through a shared scratch buffer and are written on
+/// at once; only what the destination does not take now is kept, in
+/// `pending`, until it does. So a tunnel holds no buffer of its own
+/// except while its destination is slower than its source.
 struct Half {
-    /// Empty (no storage) while nothing is in flight and the relay is
-    /// parked; taken again at the next read.
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
+    /// Read, not yet written (the destination was full); nothing more is
+    /// read until it is gone.
+    pending: Vec<u8>,
     /// The source sent its end of stream.
     eof: bool,
     /// We shut down the destination's writing side.
@@ -216,12 +220,31 @@ struct Half {
     moved: u64,
 }
 
+/// Scratch buffers for relays to read into, shared by every worker: one
+/// is taken for a read and its write and given back at once, so there are
+/// about as many as relays forwarding at the same instant, not one per
+/// tunnel or per thread.
+static SCRATCH: Mutex<Vec<Box<[u8]>>> = Mutex::new(Vec::new());
+
+/// Most scratch buffers kept between uses.
+const SCRATCH_KEPT: usize = 16;
+
+/// Runs `f` with a scratch buffer of [`RELAY_BUF`] bytes.
+fn with_scratch<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    let taken = SCRATCH.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    let mut buf = taken.unwrap_or_else(|| vec![0; RELAY_BUF].into_boxed_slice());
+    let result = f(&mut buf);
+    let mut kept = SCRATCH.lock().unwrap_or_else(|e| e.into_inner());
+    if kept.len() < SCRATCH_KEPT {
+        kept.push(buf);
+    }
+    result
+}
+
 impl Half {
     fn new(start: Start<'_>) -> Self {
         Half {
-            buf: start.leftover.to_vec(),
-            start: 0,
-            end: start.leftover.len(),
+            pending: start.leftover.to_vec(),
             eof: start.eof,
             shut: false,
             moved: 0,
@@ -229,76 +252,67 @@ impl Half {
     }
 
     fn pending(&self) -> usize {
-        self.end - self.start
+        self.pending.len()
     }
 
     fn wants_read(&self) -> bool {
-        !self.eof && (self.end < RELAY_BUF || self.start > 0)
+        !self.eof && self.pending.is_empty()
     }
 
-    /// Drops the buffer's storage if nothing is in it.
+    /// Drops the pending buffer's storage if nothing is in it.
     fn release(&mut self) {
-        if self.pending() == 0 {
-            self.buf = Vec::new();
-            self.start = 0;
-            self.end = 0;
+        if self.pending.is_empty() {
+            self.pending = Vec::new();
         }
     }
 
-    /// Writes what it can without blocking; returns how many bytes went.
-    fn flush_to(&mut self, mut dst: &TcpStream) -> io::Result<usize> {
-        let mut total = 0;
-        while self.start < self.end {
-            match dst.write(&self.buf[self.start..self.end]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.start += n;
-                    self.moved += n as u64;
-                    total += n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
-            }
-        }
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-        Ok(total)
+    /// Writes what it can of `pending` without blocking; returns how many
+    /// bytes went.
+    fn flush_to(&mut self, dst: &TcpStream) -> io::Result<usize> {
+        let n = write_some(dst, &self.pending)?;
+        self.pending.drain(..n);
+        self.moved += n as u64;
+        Ok(n)
     }
 
-    /// Reads what it can without blocking; returns whether anything
-    /// happened (bytes or end of stream).
-    fn fill_from(&mut self, mut src: &TcpStream) -> io::Result<bool> {
-        if self.buf.len() < RELAY_BUF {
-            // Zeroed once per wake-up from parking, not per read.
-            self.buf.resize(RELAY_BUF, 0);
-        }
-        if self.end == self.buf.len() && self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.end == self.buf.len() {
-            return Ok(false);
-        }
-        loop {
-            match src.read(&mut self.buf[self.end..]) {
-                Ok(0) => {
-                    self.eof = true;
-                    return Ok(true);
+    /// Reads what it can without blocking and writes it on at once,
+    /// keeping what `dst` does not take. Returns whether anything happened
+    /// (bytes or end of stream).
+    fn forward(&mut self, mut src: &TcpStream, dst: &TcpStream) -> io::Result<bool> {
+        with_scratch(|scratch| {
+            let n = loop {
+                match src.read(scratch) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) => return Err(e),
                 }
-                Ok(n) => {
-                    self.end += n;
-                    return Ok(true);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                self.eof = true;
+                return Ok(true);
             }
+            let written = write_some(dst, &scratch[..n])?;
+            self.moved += written as u64;
+            self.pending.extend_from_slice(&scratch[written..n]);
+            Ok(true)
+        })
+    }
+}
+
+/// Writes as much of `data` as `dst` takes without blocking.
+fn write_some(mut dst: &TcpStream, data: &[u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < data.len() {
+        match dst.write(&data[done..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
         }
     }
+    Ok(done)
 }
 
 /// Relays on this thread until the tunnel ends, never parking.
@@ -395,7 +409,10 @@ mod tests {
             relay.run(&client_sock, &upstream_sock, life.stop_fd(), park),
             RelayStep::Idle
         ));
-        assert_eq!((relay.up.buf.capacity(), relay.down.buf.capacity()), (0, 0));
+        assert_eq!(
+            (relay.up.pending.capacity(), relay.down.pending.capacity()),
+            (0, 0)
+        );
         let mut got = [0u8; 4];
         origin.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"ping");

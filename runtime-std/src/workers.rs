@@ -9,13 +9,16 @@
 
 use crate::driver::{Conn, Shared, Step};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Most worker threads at once. Each holds one connection that is busy
 /// (reading a head, waiting for an origin, relaying); idle ones are parked
-/// and hold none.
-pub(crate) const MAX_WORKERS: usize = 1024;
+/// and hold none, and while connections queue for a worker, a connection
+/// with nothing to do parks at once (see [`Workers::crowded`]), so the
+/// bound costs waiting clients little.
+pub(crate) const MAX_WORKERS: usize = 256;
 
 /// How long a worker with no connection waits for one before it ends.
 const WORKER_IDLE: Duration = Duration::from_secs(2);
@@ -27,6 +30,9 @@ pub(crate) const WORKER_STACK: usize = 256 * 1024;
 pub(crate) struct Workers {
     state: Mutex<State>,
     work: Condvar,
+    /// Connections are queued and no worker can be added: readable
+    /// without the lock.
+    saturated: AtomicBool,
 }
 
 struct State {
@@ -46,11 +52,19 @@ impl Workers {
                 threads: 0,
             }),
             work: Condvar::new(),
+            saturated: AtomicBool::new(false),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether connections are waiting for a worker and no more workers
+    /// can be made: then a connection with nothing to do should park at
+    /// once rather than hold its worker.
+    pub(crate) fn crowded(&self) -> bool {
+        self.saturated.load(Ordering::Relaxed)
     }
 
     /// Runs `conn` on a free worker, a new one if none is free and there
@@ -64,6 +78,7 @@ impl Workers {
         }
         if state.threads >= MAX_WORKERS {
             // Queued; the next worker to finish takes it.
+            self.saturated.store(true, Ordering::Relaxed);
             return;
         }
         state.threads += 1;
@@ -90,6 +105,9 @@ fn work(shared: &Arc<Shared>) {
             let mut state = workers.lock();
             loop {
                 if let Some(conn) = state.queue.pop_front() {
+                    if state.queue.is_empty() {
+                        workers.saturated.store(false, Ordering::Relaxed);
+                    }
                     break conn;
                 }
                 state.idle += 1;
