@@ -849,14 +849,9 @@ fn write_all(stream: &TcpStream, mut data: &[u8], stop: RawFd, stall: Duration) 
 }
 
 /// Whether an idle pooled connection is still open: nothing to read and
-/// no end of stream. Leaves it in blocking mode.
+/// no end of stream.
 fn is_alive(stream: &TcpStream) -> bool {
-    if stream.set_nonblocking(true).is_err() {
-        return false;
-    }
-    let alive =
-        matches!(stream.peek(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
-    alive && stream.set_nonblocking(false).is_ok()
+    sys::nothing_to_read(stream.as_raw_fd())
 }
 
 /// Reads and discards until the client closes, for at most [`LINGER`],

@@ -124,6 +124,25 @@ pub(crate) fn epoll_event() -> libc::epoll_event {
     libc::epoll_event { events: 0, u64: 0 }
 }
 
+/// Whether an idle connection is still usable: nothing to read and no
+/// end of stream, checked with one recv(2) that never blocks (even on a
+/// blocking socket) and never consumes anything.
+#[allow(unsafe_code)]
+pub(crate) fn nothing_to_read(fd: RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: the kernel writes at most one byte, into `byte`, which
+    // lives across the call.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+}
+
 /// The poll timeout in milliseconds until `deadline` (rounded up, so we
 /// never wake before it), -1 for none.
 pub(crate) fn timeout_ms(deadline: Option<Instant>, now: Instant) -> i32 {
