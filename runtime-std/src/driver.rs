@@ -27,6 +27,8 @@ use proxy_std::buf::InBuf;
 use proxy_std::io_error::connect_error;
 use proxy_std::lifecycle::{ConnGuard, Lifecycle};
 use proxy_std::pool::Pool;
+#[cfg(target_os = "linux")]
+use proxy_std::splice::{Pipe, PipePool, SPLICE_MAX};
 use proxy_std::{Clock, Settings};
 use std::collections::VecDeque;
 use std::io::{self, Read};
@@ -50,6 +52,10 @@ const PARK_AFTER: Duration = Duration::from_millis(25);
 /// we closed our side, so that unread bytes do not make the kernel reset
 /// the connection before the client has read our last response.
 const LINGER: Duration = Duration::from_secs(2);
+
+/// Empty pipes for splicing response bodies, shared by every connection.
+#[cfg(target_os = "linux")]
+static PIPES: PipePool = PipePool::new(64);
 
 /// What every connection thread shares.
 pub(crate) struct Shared {
@@ -138,7 +144,9 @@ impl Conn {
         guard: ConnGuard,
     ) -> Box<Conn> {
         let settings = &shared.settings;
-        prepare_socket(&client, settings);
+        // Cannot fail on a socket we own; if it did, reads would merely
+        // block after a poll that said readable.
+        let _ = prepare_socket(&client);
         let conn = Traced::new(
             id,
             peer,
@@ -199,14 +207,12 @@ impl Conn {
     }
 }
 
-fn prepare_socket(s: &TcpStream, settings: &Settings) {
+/// Nagle off, and non-blocking for good: every read follows a poll(2)
+/// that said readable, every write waits with poll(2) and its own stall
+/// limit (see `write_all`), so no call ever blocks the worker.
+fn prepare_socket(s: &TcpStream) -> io::Result<()> {
     let _ = s.set_nodelay(true);
-    // The driver's writes wait with poll(2) and their own stall limit
-    // (see `write_all`); this one guards any plain blocking write.
-    let t = settings.config().timeouts.transfer_idle;
-    if !t.is_zero() {
-        let _ = s.set_write_timeout(Some(t));
-    }
+    s.set_nonblocking(true)
 }
 
 /// The current upstream connection.
@@ -464,6 +470,12 @@ impl Conn {
     }
 
     fn read_upstream(&mut self) {
+        if self.ubuf.is_empty() && !self.c_dead {
+            let forwardable = self.conn.conn().forwardable_upstream();
+            if forwardable > 0 {
+                return self.forward_upstream(forwardable);
+            }
+        }
         let Some(up) = self.up.as_mut() else {
             return;
         };
@@ -482,7 +494,109 @@ impl Conn {
         self.pump();
     }
 
-    /// Drains the core, feeds back results, and offers held bytes again,
+    /// Moves up to `max` response body bytes from the upstream to the
+    /// client with splice(2), without reading them into memory (the core
+    /// only counts them: `Connection::forwardable_upstream`), then tells
+    /// the core. Falls back to reading them when no pipe can be had.
+    #[cfg(target_os = "linux")]
+    fn forward_upstream(&mut self, max: u64) {
+        let Some(up) = self.up.as_mut() else {
+            return;
+        };
+        let Ok(mut pipe) = PIPES.take() else {
+            self.forward_by_copy();
+            return;
+        };
+        let want = usize::try_from(max).unwrap_or(usize::MAX).min(SPLICE_MAX);
+        let id = up.id;
+        match pipe.fill_from(&up.stream, want) {
+            Ok(0) => up.eof_seen = true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                PIPES.put(pipe);
+                return;
+            }
+            Err(_) => {
+                up.dead = true;
+                let now = self.now();
+                self.conn
+                    .handle_upstream_error(now, id, ConnectError::Reset);
+                PIPES.put(pipe);
+                self.pump();
+                return;
+            }
+        }
+        let moved = pipe.len() as u64;
+        let delivered = self.drain_pipe(&mut pipe);
+        // A pipe the client did not empty is closed, not pooled.
+        PIPES.put(pipe);
+        if moved > 0 {
+            let now = self.now();
+            self.conn.handle_upstream_forwarded(now, id, moved);
+            if delivered.is_err() {
+                if self.shared.life.is_stopping() {
+                    // Cut off at the end of the shutdown grace period.
+                    self.closed = true;
+                } else if !self.c_dead {
+                    self.c_dead = true;
+                    self.conn.handle_client_error(now);
+                }
+            }
+        }
+        self.pump();
+    }
+
+    /// Splices everything in `pipe` into the client, waiting (as
+    /// `write_all` does) while the client's socket is full.
+    #[cfg(target_os = "linux")]
+    fn drain_pipe(&mut self, pipe: &mut Pipe) -> io::Result<()> {
+        let fd = self.client.as_raw_fd();
+        let stop = self.stop_fd();
+        while !pipe.is_empty() {
+            match pipe.drain_to(&self.client) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    wait_writable(fd, stop, self.write_stall)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn forward_upstream(&mut self, _max: u64) {
+        self.forward_by_copy();
+    }
+
+    /// Reads the upstream's next bytes into the buffer, for the core to
+    /// pass on as usual.
+    fn forward_by_copy(&mut self) {
+        let Some(up) = self.up.as_mut() else {
+            return;
+        };
+        match read_some(&up.stream, &mut self.ubuf) {
+            ReadOutcome::Again => return,
+            ReadOutcome::Eof => up.eof_seen = true,
+            ReadOutcome::Data => self.u_stalled = false,
+            ReadOutcome::Failed => {
+                up.dead = true;
+                let id = up.id;
+                let now = self.now();
+                self.conn
+                    .handle_upstream_error(now, id, ConnectError::Reset);
+            }
+        }
+        self.pump();
+    }
+
+    /// Drains the core, feeds back results, and offers held bytes again,    /// Drains the core, feeds back results, and offers held bytes again,
     /// until nothing more happens without new input.
     fn pump(&mut self) {
         loop {
@@ -705,7 +819,7 @@ impl Conn {
         }
         match TcpStream::connect_timeout(&addr, limit) {
             Ok(stream) => {
-                prepare_socket(&stream, &self.shared.settings);
+                let _ = prepare_socket(&stream);
                 self.up = Some(Upstream::new(id, addr, stream));
                 self.pending
                     .push_back(Pending::Connected(id, Ok(Connected { reused: false })));
@@ -826,26 +940,29 @@ fn write_all(stream: &TcpStream, mut data: &[u8], stop: RawFd, stall: Duration) 
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => data = &data[n..],
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let mut fds = [
-                    sys::pollfd(Some(fd), sys::POLLOUT),
-                    sys::pollfd(Some(stop), POLLIN),
-                ];
-                let timeout = (!stall.is_zero()).then_some(stall);
-                match sys::poll(&mut fds, sys::duration_ms(timeout)) {
-                    Ok(0) => return Err(io::ErrorKind::TimedOut.into()),
-                    Ok(_) if fds[1].revents != 0 => {
-                        return Err(io::Error::other("shutdown grace period over"))
-                    }
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_writable(fd, stop, stall)?,
             Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+/// Waits until `fd` is writable; fails when `stop` (the lifecycle's stop
+/// beacon) becomes readable first or nothing changes for `stall` (zero:
+/// no limit).
+fn wait_writable(fd: RawFd, stop: RawFd, stall: Duration) -> io::Result<()> {
+    let mut fds = [
+        sys::pollfd(Some(fd), sys::POLLOUT),
+        sys::pollfd(Some(stop), POLLIN),
+    ];
+    let timeout = (!stall.is_zero()).then_some(stall);
+    match sys::poll(&mut fds, sys::duration_ms(timeout)) {
+        Ok(0) => Err(io::ErrorKind::TimedOut.into()),
+        Ok(_) if fds[1].revents != 0 => Err(io::Error::other("shutdown grace period over")),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether an idle pooled connection is still open: nothing to read and

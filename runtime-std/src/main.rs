@@ -206,10 +206,6 @@ fn spawn_connection(
     peer: std::net::SocketAddr,
     role: Role,
 ) {
-    // The driver uses blocking writes (with a timeout).
-    if stream.set_nonblocking(false).is_err() {
-        return;
-    }
     let id = ConnId(NEXT_CONN.fetch_add(1, Ordering::Relaxed));
     let conn = Conn::new(shared, id, stream, peer, role, shared.life.track());
     shared.workers.run(shared, conn);

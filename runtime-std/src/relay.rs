@@ -29,7 +29,7 @@ pub(crate) struct Start<'a> {
 
 /// What [`Relay::run`] ended with.
 pub(crate) enum RelayStep {
-    /// The tunnel is over; the sockets are back in blocking mode.
+    /// The tunnel is over.
     Ended(TunnelEnd),
     /// Nothing moved for the park limit: wait for either socket to be
     /// readable, or for [`Relay::deadline`], then run again.
@@ -49,8 +49,8 @@ pub(crate) struct Relay {
 }
 
 impl Relay {
-    /// Starts relaying between `client` and `upstream`: the sockets are
-    /// non-blocking until the relay ends.
+    /// Starts relaying between `client` and `upstream`, making sure both
+    /// sockets are non-blocking (the driver keeps them so anyway).
     pub(crate) fn new(
         client: &TcpStream,
         upstream: &TcpStream,
@@ -98,8 +98,6 @@ impl Relay {
                 }
             }
         };
-        let _ = client.set_nonblocking(false);
-        let _ = upstream.set_nonblocking(false);
         RelayStep::Ended(TunnelEnd {
             to_upstream: self.up.moved,
             to_client: self.down.moved,

@@ -191,6 +191,29 @@ impl ChunkedDecoder {
         self.state == ChunkState::Done
     }
 
+    /// Bytes of chunk data left in the current chunk; zero while in a
+    /// chunk line, between chunks or in the trailers.
+    pub fn data_remaining(&self) -> u64 {
+        match self.state {
+            ChunkState::Data { remaining } => remaining,
+            _ => 0,
+        }
+    }
+
+    /// Accounts for `n` bytes of the current chunk's data (at most
+    /// [`data_remaining`](ChunkedDecoder::data_remaining)) that went on
+    /// without being decoded.
+    pub fn skip_data(&mut self, n: u64) {
+        if let ChunkState::Data { remaining } = self.state {
+            let left = remaining - n.min(remaining);
+            self.state = if left == 0 {
+                ChunkState::DataCr
+            } else {
+                ChunkState::Data { remaining: left }
+            };
+        }
+    }
+
     /// Consumes as much of `input` as belongs to the body, calling `emit`
     /// with consecutive segments that together cover the consumed prefix.
     /// Returns how many bytes were consumed; fewer than `input.len()` only
@@ -387,6 +410,30 @@ impl BodyReader {
         }
     }
 
+    /// How many of the next input bytes are payload, passed on as they
+    /// are whatever else happens: the remaining length, the rest of the
+    /// current chunk's data (zero while in framing), or `u64::MAX` until
+    /// end of stream.
+    pub fn verbatim_run(&self) -> u64 {
+        match self {
+            BodyReader::Length { remaining } => *remaining,
+            BodyReader::Chunked(d) => d.data_remaining(),
+            BodyReader::UntilClose => u64::MAX,
+        }
+    }
+
+    /// Accounts for `n` payload bytes (at most [`verbatim_run`]) that went
+    /// on without being [`read`](BodyReader::read).
+    ///
+    /// [`verbatim_run`]: BodyReader::verbatim_run
+    pub fn skip_verbatim(&mut self, n: u64) {
+        match self {
+            BodyReader::Length { remaining } => *remaining -= n.min(*remaining),
+            BodyReader::Chunked(d) => d.skip_data(n),
+            BodyReader::UntilClose => {}
+        }
+    }
+
     /// Whether the body ends only when the sender closes.
     pub fn is_close_delimited(&self) -> bool {
         matches!(self, BodyReader::UntilClose)
@@ -467,7 +514,7 @@ mod tests {
         );
     }
 
-    fn req(text: &str) -> RequestHead {
+    fn req(text: &str) -> RequestHead<'_> {
         parse_request(text.as_bytes(), 20, 1000).unwrap()
     }
 
@@ -525,12 +572,15 @@ mod tests {
 
     #[test]
     fn response_framing_follows_rfc_9112_section_6_3() {
-        let res = |t: &str| parse_response(t.as_bytes(), 20).unwrap();
+        fn res(t: &str) -> ResponseHead<'_> {
+            parse_response(t.as_bytes(), 20).unwrap()
+        }
         let ok = res("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n");
         assert_eq!(response_framing("GET", &ok), Ok(Framing::Length(3)));
         assert_eq!(response_framing("HEAD", &ok), Ok(Framing::None));
         for status in ["204 No Content", "304 Not Modified", "100 Continue"] {
-            let r = res(&format!("HTTP/1.1 {status}\r\nContent-Length: 3\r\n\r\n"));
+            let text = format!("HTTP/1.1 {status}\r\nContent-Length: 3\r\n\r\n");
+            let r = res(&text);
             assert_eq!(response_framing("GET", &r), Ok(Framing::None), "{status}");
         }
         assert_eq!(
