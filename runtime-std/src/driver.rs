@@ -53,9 +53,10 @@ const PARK_AFTER: Duration = Duration::from_millis(25);
 /// the connection before the client has read our last response.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// Empty pipes for splicing response bodies, shared by every connection.
+/// Empty pipes for splicing response bodies and tunnels, shared by every
+/// connection; a connection holds one only while bytes are in it.
 #[cfg(target_os = "linux")]
-static PIPES: PipePool = PipePool::new(64);
+pub(crate) static PIPES: PipePool = PipePool::new(64);
 
 /// What every connection thread shares.
 pub(crate) struct Shared {

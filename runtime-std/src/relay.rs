@@ -14,6 +14,11 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Mutex;
+
+#[cfg(target_os = "linux")]
+use crate::driver::PIPES;
+#[cfg(target_os = "linux")]
+use proxy_std::splice::{Pipe, SPLICE_MAX};
 use std::time::{Duration, Instant};
 
 /// Per-direction buffer size.
@@ -210,6 +215,9 @@ struct Half {
     /// Read, not yet written (the destination was full); nothing more is
     /// read until it is gone.
     pending: Vec<u8>,
+    /// Spliced in, not yet out (the destination was full); likewise.
+    #[cfg(target_os = "linux")]
+    pipe: Option<Pipe>,
     /// The source sent its end of stream.
     eof: bool,
     /// We shut down the destination's writing side.
@@ -243,6 +251,8 @@ impl Half {
     fn new(start: Start<'_>) -> Self {
         Half {
             pending: start.leftover.to_vec(),
+            #[cfg(target_os = "linux")]
+            pipe: None,
             eof: start.eof,
             shut: false,
             moved: 0,
@@ -250,11 +260,15 @@ impl Half {
     }
 
     fn pending(&self) -> usize {
-        self.pending.len()
+        #[cfg(target_os = "linux")]
+        let piped = self.pipe.as_ref().map_or(0, Pipe::len);
+        #[cfg(not(target_os = "linux"))]
+        let piped = 0;
+        self.pending.len() + piped
     }
 
     fn wants_read(&self) -> bool {
-        !self.eof && self.pending.is_empty()
+        !self.eof && self.pending() == 0
     }
 
     /// Drops the pending buffer's storage if nothing is in it.
@@ -267,8 +281,19 @@ impl Half {
     /// Writes what it can of `pending` without blocking; returns how many
     /// bytes went.
     fn flush_to(&mut self, dst: &TcpStream) -> io::Result<usize> {
-        let n = write_some(dst, &self.pending)?;
+        let mut n = write_some(dst, &self.pending)?;
         self.pending.drain(..n);
+        #[cfg(target_os = "linux")]
+        if self.pending.is_empty() {
+            if let Some(mut pipe) = self.pipe.take() {
+                n += drain_some(&mut pipe, dst)?;
+                if pipe.is_empty() {
+                    PIPES.put(pipe);
+                } else {
+                    self.pipe = Some(pipe);
+                }
+            }
+        }
         self.moved += n as u64;
         Ok(n)
     }
@@ -276,7 +301,44 @@ impl Half {
     /// Reads what it can without blocking and writes it on at once,
     /// keeping what `dst` does not take. Returns whether anything happened
     /// (bytes or end of stream).
-    fn forward(&mut self, mut src: &TcpStream, dst: &TcpStream) -> io::Result<bool> {
+    ///
+    /// On Linux the bytes go through a pooled pipe with splice(2) and
+    /// never enter this process; a copy through a scratch buffer where
+    /// that is not possible.
+    fn forward(&mut self, src: &TcpStream, dst: &TcpStream) -> io::Result<bool> {
+        #[cfg(target_os = "linux")]
+        if let Ok(mut pipe) = PIPES.take() {
+            match pipe.fill_from(src, SPLICE_MAX) {
+                Ok(0) => self.eof = true,
+                Ok(_) => {
+                    let drained = drain_some(&mut pipe, dst);
+                    self.moved += *drained.as_ref().unwrap_or(&0) as u64;
+                    // What the destination did not take waits in the pipe.
+                    if !pipe.is_empty() {
+                        self.pipe = Some(pipe);
+                        return drained.map(|_| true);
+                    }
+                    drained?;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    PIPES.put(pipe);
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            }
+            PIPES.put(pipe);
+            return Ok(true);
+        }
+        self.copy(src, dst)
+    }
+
+    /// [`forward`](Half::forward) through a scratch buffer.
+    fn copy(&mut self, mut src: &TcpStream, dst: &TcpStream) -> io::Result<bool> {
         with_scratch(|scratch| {
             let n = loop {
                 match src.read(scratch) {
@@ -296,6 +358,21 @@ impl Half {
             Ok(true)
         })
     }
+}
+
+/// Splices as much of `pipe` into `dst` as it takes without blocking.
+#[cfg(target_os = "linux")]
+fn drain_some(pipe: &mut Pipe, dst: &TcpStream) -> io::Result<usize> {
+    let mut done = 0;
+    while !pipe.is_empty() {
+        match pipe.drain_to(dst) {
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 /// Writes as much of `data` as `dst` takes without blocking.
