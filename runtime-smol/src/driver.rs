@@ -17,7 +17,6 @@
 use crate::net::{self, Stream};
 use crate::relay;
 use futures_lite::future::{self, poll_fn};
-use futures_lite::AsyncRead;
 use proxy_core::trace::{Trace, Traced};
 use proxy_core::{
     Action, ConnId, ConnectError, Connected, Instant, QueryId, ResolveError, Role, Side, TunnelEnd,
@@ -38,12 +37,12 @@ use std::sync::{mpsc, Arc};
 use std::task::Poll;
 use std::time::Duration;
 
-/// Bytes read from a socket per call.
-const READ_CHUNK: usize = 16 * 1024;
-
 /// Most unconsumed bytes held per side; a side is not read while its
 /// buffer is this full.
 const BUF_CAP: usize = 64 * 1024;
+
+/// The largest `Write` buffer a connection keeps between drains.
+const OUT_KEEP: usize = 4 * 1024;
 
 /// Events handled in a row before yielding to other tasks.
 const EVENTS_PER_YIELD: u32 = 64;
@@ -67,6 +66,9 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     id: ConnId,
     role: Role,
+    // Counts the connection as live until this future is dropped, done or
+    // not (a panic included).
+    _guard: ConnGuard,
 ) {
     let _ = client.get_ref().set_nodelay(true);
     let settings = &shared.settings;
@@ -102,6 +104,7 @@ pub(crate) async fn serve(
         upstream_first: false,
         shutdown_begun: false,
         life_listener: None,
+        tunnel_next: None,
     };
     driver.run().await;
 
@@ -126,23 +129,6 @@ pub(crate) async fn serve(
     }
 }
 
-/// [`net::write_all`], abandoned (as `TimedOut`) when the shutdown grace
-/// period ends, so a peer that stopped reading cannot hold the process.
-/// The lifecycle is looked at only if the write blocks.
-async fn write_all(
-    life: &Lifecycle,
-    stream: &smol::Async<std::net::TcpStream>,
-    a: &[u8],
-    b: &[u8],
-    stall: Duration,
-) -> io::Result<()> {
-    future::or(net::write_all(stream, a, b, stall), async {
-        life.stopping().await;
-        Err(io::ErrorKind::TimedOut.into())
-    })
-    .await
-}
-
 /// A result of an action, or an event, waiting to be fed to the core.
 enum Input {
     ClientEof,
@@ -151,6 +137,10 @@ enum Input {
     Connected(UpstreamId, Result<Connected, ConnectError>),
     UpstreamEof(UpstreamId),
     UpstreamError(UpstreamId),
+    /// Response body bytes that went from the upstream to the client
+    /// without the core (`Connection::forwardable_upstream`).
+    #[cfg(target_os = "linux")]
+    UpstreamForwarded(UpstreamId, u64),
     TunnelEnd(TunnelEnd),
     Timeout,
 }
@@ -162,10 +152,22 @@ enum Event {
     Client(io::Result<usize>),
     /// Likewise from the current upstream.
     Upstream(io::Result<usize>),
+    /// Response body bytes went from the upstream to the client by
+    /// splice(2): how many, and how writing them to the client went.
+    #[cfg(target_os = "linux")]
+    Forwarded(u64, io::Result<()>),
     /// The core's deadline passed.
     Deadline,
     /// The lifecycle moved to a later stage.
     Lifecycle,
+}
+
+/// What a wait's poll found: an event, or response body bytes spliced
+/// from the upstream into a pipe, still to go to the client.
+enum Woke {
+    Event(Event),
+    #[cfg(target_os = "linux")]
+    Spliced(proxy_std::splice::Pipe),
 }
 
 /// The upstream connection currently held.
@@ -180,6 +182,9 @@ struct Upstream {
     /// A read or write failed; it is neither read nor written again.
     dead: bool,
     stalled: bool,
+    /// Nothing can have arrived yet: the next wait registers for
+    /// readiness without trying a read first.
+    skip_read: bool,
 }
 
 struct Driver {
@@ -209,7 +214,8 @@ struct Driver {
     /// The core asked to close.
     closed: bool,
     timer: Timer,
-    /// The deadline `timer` is set for.
+    /// The deadline `timer` is set for: the core's, or an earlier one the
+    /// core has since moved on from (see `arm_timer`). `None` once fired.
     armed: Option<Instant>,
     /// When the timer last fired, to back off from a deadline the core
     /// leaves in the past.
@@ -224,6 +230,8 @@ struct Driver {
     /// Notified at the next lifecycle stage; kept across waits (one
     /// listener per stage, not one per wait).
     life_listener: Option<EventListener>,
+    /// A tunnel the drain stopped at, to relay before draining on.
+    tunnel_next: Option<(UpstreamId, Duration)>,
 }
 
 impl Driver {
@@ -235,14 +243,14 @@ impl Driver {
         let mut events = 0u32;
         // A connection over a cap is refused from birth: its 503 and its
         // log record are queued already.
-        self.drain().await;
+        self.drain_boxed().await;
         loop {
             if self.closed || self.traced.conn().is_closed() {
                 return;
             }
             if let Some(input) = self.pending.pop_front() {
                 self.feed(input);
-                self.drain().await;
+                self.drain_boxed().await;
                 continue;
             }
             // After the pending inputs, so a tunnel's end is logged first.
@@ -253,7 +261,7 @@ impl Driver {
                     self.shutdown_begun = true;
                     let now = self.now();
                     self.traced.begin_shutdown(now);
-                    self.drain().await;
+                    self.drain_boxed().await;
                     continue;
                 }
                 // The grace period is over and an exchange is still in
@@ -261,12 +269,12 @@ impl Driver {
                 Stage::Stopping => {
                     let now = self.shared.clock.now();
                     self.traced.force_shutdown(now);
-                    self.drain().await;
+                    self.drain_boxed().await;
                     return;
                 }
             }
             if self.offer_client() || self.offer_upstream() {
-                self.drain().await;
+                self.drain_boxed().await;
                 continue;
             }
             if self.client_eof && !self.client_eof_reported && self.client_buf.is_empty() {
@@ -328,6 +336,8 @@ impl Driver {
             Input::Connected(id, result) => t.handle_connected(now, id, result),
             Input::UpstreamEof(id) => t.handle_upstream_eof(now, id),
             Input::UpstreamError(id) => t.handle_upstream_error(now, id, ConnectError::Reset),
+            #[cfg(target_os = "linux")]
+            Input::UpstreamForwarded(id, n) => t.handle_upstream_forwarded(now, id, n),
             Input::TunnelEnd(end) => t.handle_tunnel_end(now, end),
             Input::Timeout => {
                 t.handle_timeout(now);
@@ -366,6 +376,20 @@ impl Driver {
                     Err(_) => self.upstream_failed(),
                 }
             }
+            #[cfg(target_os = "linux")]
+            Event::Forwarded(n, result) => {
+                if let Some(up) = self.upstream.as_ref() {
+                    self.pending.push_back(Input::UpstreamForwarded(up.id, n));
+                }
+                if result.is_err() {
+                    if self.shared.life.is_stopping() {
+                        // Cut off at the end of the shutdown grace period.
+                        self.closed = true;
+                    } else {
+                        self.client_failed();
+                    }
+                }
+            }
             Event::Deadline => {
                 self.armed = None;
                 self.pending.push_back(Input::Timeout);
@@ -392,6 +416,24 @@ impl Driver {
     }
 
     // ----- performing actions ----------------------------------------------
+
+    /// [`drain`](Driver::drain), boxed: its state (the writes, connects
+    /// and tunnels it may wait on) is needed only while actions are
+    /// performed, and inline it would make the task of every connection,
+    /// busy or idle, a third bigger. One small allocation per drain is
+    /// the price.
+    ///
+    /// A tunnel the core asks for is relayed here, between drains, not
+    /// inside one: a tunnel lasts, and the drain's state need not last
+    /// with it. Whatever the core queued after the tunnel is performed
+    /// once it is over, as it would have been inside the drain.
+    async fn drain_boxed(&mut self) {
+        Box::pin(self.drain()).await;
+        while let Some((id, idle)) = self.tunnel_next.take() {
+            self.tunnel(id, idle).await;
+            Box::pin(self.drain()).await;
+        }
+    }
 
     /// Drains and performs every queued action, then drops the consumed
     /// prefixes of the input buffers.
@@ -440,6 +482,10 @@ impl Driver {
                     }
                     out.clear();
                     self.perform(other).await;
+                    if self.tunnel_next.is_some() {
+                        // The rest waits for the tunnel's end.
+                        break;
+                    }
                 }
             }
         }
@@ -447,7 +493,12 @@ impl Driver {
             self.send(side, &out[start..], &[]).await;
         }
         out.clear();
-        self.out = out;
+        // Kept for the next drain, unless a rare large write (a status
+        // page, say) grew it: then it would stay that big for the life
+        // of the connection.
+        if out.capacity() <= OUT_KEEP {
+            self.out = out;
+        }
 
         self.client_buf.consume(self.client_consumed);
         self.client_consumed = 0;
@@ -466,11 +517,11 @@ impl Driver {
         let result = match side {
             Side::Client if self.client_dead => return,
             Side::Client => {
-                write_all(&self.shared.life, &self.client, a, b, self.write_stall).await
+                net::write_all(&self.client, a, b, self.write_stall, &self.shared.life).await
             }
             Side::Upstream => match &self.upstream {
                 Some(up) if !up.dead => {
-                    write_all(&self.shared.life, &up.stream, a, b, self.write_stall).await
+                    net::write_all(&up.stream, a, b, self.write_stall, &self.shared.life).await
                 }
                 _ => return,
             },
@@ -509,18 +560,19 @@ impl Driver {
         let result = match to {
             Side::Client if self.client_dead => return,
             Side::Client => {
-                write_all(
-                    &self.shared.life,
+                net::write_all(
                     &self.client,
                     head,
                     bytes,
                     self.write_stall,
+                    &self.shared.life,
                 )
                 .await
             }
             Side::Upstream => match &self.upstream {
                 Some(up) if !up.dead => {
-                    write_all(&self.shared.life, &up.stream, head, bytes, self.write_stall).await
+                    net::write_all(&up.stream, head, bytes, self.write_stall, &self.shared.life)
+                        .await
                 }
                 _ => return,
             },
@@ -540,20 +592,7 @@ impl Driver {
 
     async fn perform(&mut self, action: Action) {
         match action {
-            Action::Resolve { query, host } => {
-                let answer = match self.shared.settings.resolver.lookup_static(&host) {
-                    Some(answer) => Some(answer),
-                    None => {
-                        let lookup =
-                            smol::unblock(move || proxy_std::resolver::system_resolve(&host));
-                        self.before_deadline(lookup).await
-                    }
-                };
-                self.pending.push_back(match answer {
-                    Some(result) => Input::Resolved(query, result),
-                    None => Input::Timeout,
-                });
-            }
+            Action::Resolve { query, host } => self.resolve(query, host).await,
             Action::Connect {
                 upstream,
                 addr,
@@ -562,7 +601,7 @@ impl Driver {
             Action::Tunnel {
                 upstream,
                 idle_timeout,
-            } => self.tunnel(upstream, idle_timeout).await,
+            } => self.tunnel_next = Some((upstream, idle_timeout)),
             Action::Release { upstream, reuse } => self.release(upstream, reuse),
             Action::Close { .. } => {
                 // Everything before this was written: send the FIN now, not
@@ -577,6 +616,22 @@ impl Driver {
             // Handled by `drain`.
             Action::Write { .. } | Action::Pass { .. } => {}
         }
+    }
+
+    async fn resolve(&mut self, query: QueryId, host: String) {
+        let answer = match self.shared.settings.resolver.lookup_static(&host) {
+            Some(answer) => Some(answer),
+            None => {
+                let lookup = smol::unblock(move || proxy_std::resolver::system_resolve(&host));
+                // Boxed, as is a connect: only a lookup needs this state,
+                // and inline it would make every connection's task bigger.
+                Box::pin(self.before_deadline(lookup)).await
+            }
+        };
+        self.pending.push_back(match answer {
+            Some(result) => Input::Resolved(query, result),
+            None => Input::Timeout,
+        });
     }
 
     /// Runs `fut` until the core's deadline; `None` if the deadline came
@@ -609,7 +664,9 @@ impl Driver {
                 }
             }
         }
-        let input = match self.before_deadline(net::connect(addr)).await {
+        // Boxed, as is a lookup: only a new upstream connection needs this
+        // state, and inline it would make every connection's task bigger.
+        let input = match Box::pin(self.before_deadline(net::connect(addr))).await {
             Some(Ok(stream)) => {
                 self.hold(id, addr, stream);
                 Input::Connected(id, Ok(Connected { reused: false }))
@@ -630,6 +687,11 @@ impl Driver {
             eof: false,
             dead: false,
             stalled: false,
+            // A new or pooled connection has nothing to read before our
+            // request goes out (a pooled one was just checked, see
+            // `net::is_alive`), so the first wait registers for readiness
+            // rather than trying a read that would only come up empty.
+            skip_read: true,
         });
     }
 
@@ -650,20 +712,31 @@ impl Driver {
     async fn tunnel(&mut self, id: UpstreamId, idle: Duration) {
         // No more reading the client in this loop: the relay owns it now.
         self.client_eof_reported = true;
-        let end = match &self.upstream {
+        // Nor waiting here: the relay has its own timer and listener, and
+        // these would only hold reactor and lifecycle entries meanwhile.
+        self.timer = Timer::never();
+        self.armed = None;
+        self.life_listener = None;
+        if self.pending.is_empty() {
+            // Its storage, from the inputs so far, is not needed while
+            // relaying.
+            self.pending = VecDeque::new();
+        }
+        // The unconsumed bytes go to the relay with their buffers (the
+        // drain that asked for the tunnel dropped the consumed ones).
+        let to_upstream = std::mem::take(&mut self.client_buf);
+        let end = match self.upstream.as_mut() {
             Some(up) if up.id == id && !up.dead && !self.client_dead => {
-                let life = &self.shared.life;
                 let start = relay::Start {
-                    to_upstream: self
-                        .client_buf
-                        .bytes()
-                        .get(self.client_consumed..)
-                        .unwrap_or(&[]),
-                    to_client: up.buf.bytes().get(self.upstream_consumed..).unwrap_or(&[]),
+                    to_upstream,
+                    to_client: std::mem::take(&mut up.buf),
                     client_eof: self.client_eof,
                     upstream_eof: up.eof,
                 };
-                relay::relay(&self.client, &up.stream, start, idle, life).await
+                // Boxed: a tunnel's state is needed only by tunnels, and
+                // inline it would make every connection's task bigger.
+                let life = &self.shared.life;
+                Box::pin(relay::relay(&self.client, &up.stream, start, idle, life)).await
             }
             _ => TunnelEnd {
                 to_upstream: 0,
@@ -672,8 +745,6 @@ impl Driver {
             },
         };
         self.client_eof = true;
-        self.client_buf.clear();
-        self.client_consumed = 0;
         if let Some(up) = self.upstream.as_mut() {
             up.buf.clear();
             up.eof = true;
@@ -684,12 +755,17 @@ impl Driver {
 
     // ----- waiting ---------------------------------------------------------
 
-    /// Points the timer at the core's deadline. False if there is none.
-    fn arm_timer(&mut self) -> bool {
-        let Some(mut deadline) = self.traced.poll_timeout() else {
-            self.armed = None;
-            return false;
-        };
+    /// The core's deadline, as the core's and as a std instant, and makes
+    /// sure the timer fires no later than it.
+    ///
+    /// The timer is moved only when the deadline comes *earlier* than the
+    /// one it is set for: every move costs the reactor a wake-up (a timer
+    /// change is a notification to the thread polling epoll), and the
+    /// deadline changes several times per request (head read, response,
+    /// transfer, client idle). A later deadline just lets the timer fire
+    /// early; `wait` then sets it again, at most once per timeout period.
+    fn arm_timer(&mut self) -> Option<(Instant, std::time::Instant)> {
+        let mut deadline = self.traced.poll_timeout()?;
         // A deadline still due right after firing would spin; the core
         // should never leave one, but if it does, retry it gently.
         if let Some(fired) = self.last_fired {
@@ -697,23 +773,24 @@ impl Driver {
                 deadline = fired + Duration::from_millis(50);
             }
         }
-        if self.armed != Some(deadline) {
-            self.timer.set_at(self.shared.clock.to_std(deadline));
+        let at = self.shared.clock.to_std(deadline);
+        if self.armed.map_or(true, |armed| deadline < armed) {
+            self.timer.set_at(at);
             self.armed = Some(deadline);
         }
-        true
+        Some((deadline, at))
     }
 
     /// Waits for client bytes, upstream bytes or the deadline, whichever
     /// comes first. `None` if there is nothing to wait for.
     async fn wait(&mut self) -> Option<Event> {
-        let timed = self.arm_timer();
+        let deadline = self.arm_timer();
         let read_client = !self.client_eof && !self.client_dead && self.client_buf.len() < BUF_CAP;
         let read_upstream = self
             .upstream
             .as_ref()
             .is_some_and(|u| !u.eof && !u.dead && u.buf.len() < BUF_CAP);
-        if !timed && !read_client && !read_upstream {
+        if deadline.is_none() && !read_client && !read_upstream {
             return None;
         }
         if self.life_listener.is_none() {
@@ -731,57 +808,98 @@ impl Driver {
         }
         let life_listener = &mut self.life_listener;
 
-        // Read straight into the buffers' spare room; committed afterwards.
+        // Response body bytes the core only counts go from the upstream to
+        // the client by splice(2), never through a buffer.
+        #[cfg(target_os = "linux")]
+        let forward = match self.upstream.as_ref() {
+            Some(up) if read_upstream && up.buf.is_empty() && !self.client_dead => {
+                usize::try_from(self.traced.conn().forwardable_upstream()).unwrap_or(usize::MAX)
+            }
+            _ => 0,
+        };
         let client = &*self.client;
-        let mut client_room = read_client.then(|| self.client_buf.spare(READ_CHUNK));
+        let mut client_buf = read_client.then_some(&mut self.client_buf);
         let mut upstream = self
             .upstream
             .as_mut()
             .filter(|_| read_upstream)
-            .map(|u| (&*u.stream, u.buf.spare(READ_CHUNK)));
+            .map(|u| (&*u.stream, &mut u.buf, &mut u.skip_read));
         let timer = &mut self.timer;
+        let armed = &mut self.armed;
         let upstream_first = self.upstream_first;
         self.upstream_first = !upstream_first;
         // A read that returns Pending has taken nothing, so trying one
         // socket and then the other never loses bytes.
-        let event = poll_fn(|cx| {
+        let woke = poll_fn(|cx| {
             for turn in 0..2 {
                 if (turn == 0) == upstream_first {
-                    if let Some((stream, room)) = upstream.as_mut() {
-                        let mut r = *stream;
-                        if let Poll::Ready(result) = Pin::new(&mut r).poll_read(cx, room) {
-                            return Poll::Ready(Event::Upstream(result));
+                    if let Some((stream, buf, skip_read)) = upstream.as_mut() {
+                        #[cfg(target_os = "linux")]
+                        if forward > 0 {
+                            match net::poll_splice_in(cx, stream, forward, skip_read) {
+                                Poll::Ready(Ok(Some(pipe))) => {
+                                    return Poll::Ready(Woke::Spliced(pipe))
+                                }
+                                Poll::Ready(Err(e)) => {
+                                    return Poll::Ready(Woke::Event(Event::Upstream(Err(e))))
+                                }
+                                Poll::Pending => continue,
+                                // No pipe to be had: read instead.
+                                Poll::Ready(Ok(None)) => {}
+                            }
+                        }
+                        if let Poll::Ready(result) = net::poll_read_into(cx, stream, buf, skip_read)
+                        {
+                            return Poll::Ready(Woke::Event(Event::Upstream(result)));
                         }
                     }
-                } else if let Some(room) = client_room.as_mut() {
-                    let mut r = client;
-                    if let Poll::Ready(result) = Pin::new(&mut r).poll_read(cx, room) {
-                        return Poll::Ready(Event::Client(result));
+                } else if let Some(buf) = client_buf.as_mut() {
+                    if let Poll::Ready(result) = net::poll_read_into(cx, client, buf, &mut false) {
+                        return Poll::Ready(Woke::Event(Event::Client(result)));
                     }
                 }
             }
-            if timed && Pin::new(&mut *timer).poll(cx).is_ready() {
-                return Poll::Ready(Event::Deadline);
+            if let Some((due, at)) = deadline {
+                while Pin::new(&mut *timer).poll(cx).is_ready() {
+                    if std::time::Instant::now() >= at {
+                        *armed = None;
+                        return Poll::Ready(Woke::Event(Event::Deadline));
+                    }
+                    // Set for an earlier deadline than the core has now.
+                    timer.set_at(at);
+                    *armed = Some(due);
+                }
             }
             if let Some(listener) = life_listener.as_mut() {
                 if Pin::new(listener).poll(cx).is_ready() {
                     *life_listener = None;
-                    return Poll::Ready(Event::Lifecycle);
+                    return Poll::Ready(Woke::Event(Event::Lifecycle));
                 }
             }
             Poll::Pending
         })
         .await;
-
-        match &event {
-            Event::Client(Ok(n)) => self.client_buf.commit(*n),
-            Event::Upstream(Ok(n)) => {
-                if let Some(up) = self.upstream.as_mut() {
-                    up.buf.commit(*n);
-                }
-            }
-            _ => {}
+        match woke {
+            Woke::Event(event) => Some(event),
+            #[cfg(target_os = "linux")]
+            Woke::Spliced(pipe) => Some(self.forward(pipe).await),
         }
-        Some(event)
+    }
+
+    /// Splices response body bytes from `pipe` (just filled from the
+    /// upstream) into the client.
+    #[cfg(target_os = "linux")]
+    async fn forward(&mut self, mut pipe: proxy_std::splice::Pipe) -> Event {
+        let n = pipe.len() as u64;
+        if n == 0 {
+            // The upstream's end of stream.
+            net::PIPES.put(pipe);
+            return Event::Upstream(Ok(0));
+        }
+        let life = &self.shared.life;
+        let sent = net::splice_out(&self.client, &mut pipe, self.write_stall, life).await;
+        // Closed rather than pooled if the client did not take it all.
+        net::PIPES.put(pipe);
+        Event::Forwarded(n, sent)
     }
 }

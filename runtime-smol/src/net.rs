@@ -1,16 +1,21 @@
-//! Socket helpers the driver and the relay share: whole writes with a
-//! stall limit, connecting, telling a stale pooled connection from a live
-//! one, and closing a client gracefully.
+//! Socket helpers the driver and the relay share: reads into pooled
+//! buffers and waiting for readiness, splicing through pooled pipes,
+//! whole writes with a stall limit, connecting, telling a stale pooled
+//! connection from a live one, and closing a client gracefully.
 
 use futures_lite::future::poll_fn;
 use futures_lite::{AsyncRead, AsyncWrite};
+use proxy_std::buf::InBuf;
+use proxy_std::lifecycle::{EventListener, Lifecycle};
+#[cfg(target_os = "linux")]
+use proxy_std::splice::{Pipe, PipePool, SPLICE_MAX};
 use smol::{Async, Timer};
 use std::future::Future;
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Read as _};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 /// A connected socket, shared between the driver and the pool.
@@ -32,17 +37,216 @@ pub(crate) fn is_alive(stream: &Async<TcpStream>) -> bool {
     matches!(stream.get_ref().peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
-/// Writes all of `a` then all of `b` (one vectored write when both are
-/// there). Fails with `TimedOut` when the peer accepts nothing for `stall`.
-pub(crate) async fn write_all(
+/// Registers for the next readiness event after an operation came up
+/// empty (`WouldBlock`), given async-io's `poll_readable` or
+/// `poll_writable` for the socket. `Pending` when registered; `Ready(Ok)`
+/// means try the operation again.
+///
+/// async-io answers `Ready` if an event came since the task last
+/// registered, and an operation tried first (as async-io's own
+/// `poll_read` does, and our relay and driver do) has usually answered
+/// that event already: retrying at once would be one more system call
+/// that comes up empty. So a first `Ready` is taken as spent, and the
+/// second poll registers. Bytes that did arrive in between are not lost:
+/// the registration reports them at once.
+pub(crate) fn wait_ready(mut poll: impl FnMut() -> Poll<io::Result<()>>) -> Poll<io::Result<()>> {
+    match poll() {
+        Poll::Ready(Ok(())) => poll(),
+        other => other,
+    }
+}
+
+/// Reads from `stream` straight into `buf`'s spare room and commits what
+/// arrived.
+///
+/// The read is tried before waiting for readiness, as async-io's own
+/// `poll_read` does: that saves a trip through the reactor whenever bytes
+/// are already there, and it is also how a wake-up must be answered
+/// (async-io may report a socket not ready when its event came during the
+/// reactor tick that registered it, yet it wakes the task). Only
+/// `skip_read` (a socket known to have nothing yet) registers first; it
+/// is cleared, so every later poll reads first again.
+///
+/// The buffer's storage is taken for the attempt and, when the socket
+/// turns out to have nothing (or the read ends the stream) and no bytes
+/// are held, given straight back: a connection waiting for its client
+/// holds no buffer.
+pub(crate) fn poll_read_into(
+    cx: &mut Context<'_>,
     stream: &Async<TcpStream>,
-    mut a: &[u8],
-    mut b: &[u8],
+    buf: &mut InBuf,
+    skip_read: &mut bool,
+) -> Poll<io::Result<usize>> {
+    if std::mem::take(skip_read) {
+        match wait_ready(|| stream.poll_readable(cx)) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+    loop {
+        // The socket is non-blocking (Async made it so).
+        match stream.get_ref().read(buf.room()) {
+            Ok(n) => {
+                if n > 0 {
+                    buf.commit(n);
+                } else {
+                    buf.release();
+                }
+                return Poll::Ready(Ok(n));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                buf.release();
+                match wait_ready(|| stream.poll_readable(cx)) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            Err(e) => {
+                buf.release();
+                return Poll::Ready(Err(e));
+            }
+        }
+    }
+}
+
+/// Empty pipes for splicing, shared by every tunnel and response body in
+/// the process: at most this many are kept idle (two descriptors each).
+#[cfg(target_os = "linux")]
+pub(crate) static PIPES: PipePool = PipePool::new(64);
+
+/// Splices what `stream` has, up to `max` bytes, into a pipe from
+/// [`PIPES`]: `Ready(Ok(Some(pipe)))` with the bytes (an empty pipe at end
+/// of stream), `Ready(Ok(None))` when no pipe can be had (read instead).
+/// Like [`poll_read_into`], tries first unless `skip_read`.
+#[cfg(target_os = "linux")]
+pub(crate) fn poll_splice_in(
+    cx: &mut Context<'_>,
+    stream: &Async<TcpStream>,
+    max: usize,
+    skip_read: &mut bool,
+) -> Poll<io::Result<Option<Pipe>>> {
+    let Ok(mut pipe) = PIPES.take() else {
+        return Poll::Ready(Ok(None));
+    };
+    if std::mem::take(skip_read) {
+        match wait_ready(|| stream.poll_readable(cx)) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {
+                PIPES.put(pipe);
+                return Poll::Pending;
+            }
+        }
+    }
+    loop {
+        match pipe.fill_from(stream, max.min(SPLICE_MAX)) {
+            Ok(_) => return Poll::Ready(Ok(Some(pipe))),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                match wait_ready(|| stream.poll_readable(cx)) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        PIPES.put(pipe);
+                        return Poll::Pending;
+                    }
+                }
+            }
+            Err(e) => {
+                PIPES.put(pipe);
+                return Poll::Ready(Err(e));
+            }
+        }
+    }
+}
+
+/// Splices everything in `pipe` into `stream`. Fails like [`write_all`]:
+/// `TimedOut` when the peer accepts nothing for `stall` or the shutdown
+/// grace period ends. What is left in the pipe on failure stays there.
+#[cfg(target_os = "linux")]
+pub(crate) fn splice_out<'a>(
+    stream: &'a Async<TcpStream>,
+    pipe: &'a mut Pipe,
     stall: Duration,
-) -> io::Result<()> {
-    // Armed only while blocked, so fast writes never touch the timer wheel.
-    let mut timer: Option<Timer> = None;
-    poll_fn(|cx| loop {
+    life: &'a Lifecycle,
+) -> impl Future<Output = io::Result<()>> + 'a {
+    let mut blocked = Blocked::default();
+    poll_fn(move |cx| loop {
+        if pipe.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        match pipe.drain_to(stream) {
+            Ok(_) => blocked.timer = None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                match wait_ready(|| stream.poll_writable(cx)) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return blocked.poll(cx, stall, life),
+                }
+            }
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    })
+}
+
+/// The limits on a blocked write: the stall timer and the end of the
+/// shutdown grace period, both set up only once a write blocks, so fast
+/// writes never touch the timer wheel or the lifecycle's listeners.
+#[derive(Default)]
+struct Blocked {
+    timer: Option<Timer>,
+    stop: Option<EventListener>,
+}
+
+impl Blocked {
+    /// `Pending` while the write may keep waiting; `TimedOut` once it may
+    /// not.
+    fn poll<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        stall: Duration,
+        life: &Lifecycle,
+    ) -> Poll<io::Result<T>> {
+        let t = self.timer.get_or_insert_with(|| Timer::after(stall));
+        if Pin::new(t).poll(cx).is_ready() {
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
+        // Listen first, then look, so a change in between is not lost; a
+        // notification only means "look again".
+        loop {
+            let listener = self.stop.get_or_insert_with(|| life.changed());
+            if life.is_stopping() {
+                return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+            }
+            if Pin::new(listener).poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.stop = None;
+        }
+    }
+}
+
+/// Writes all of `a` then all of `b` (one vectored write when both are
+/// there). Fails with `TimedOut` when the peer accepts nothing for
+/// `stall`, or when the shutdown grace period ends, so a peer that stopped
+/// reading cannot hold the process.
+///
+/// A plain function returning one hand-written future, not an `async fn`
+/// around other futures: this future is part of every connection's task
+/// (the driver awaits it inside its loop), and async wrappers would store
+/// their arguments and inner futures more than once.
+pub(crate) fn write_all<'a>(
+    stream: &'a Async<TcpStream>,
+    mut a: &'a [u8],
+    mut b: &'a [u8],
+    stall: Duration,
+    life: &'a Lifecycle,
+) -> impl Future<Output = io::Result<()>> + 'a {
+    let mut blocked = Blocked::default();
+    poll_fn(move |cx| loop {
         if a.is_empty() {
             a = std::mem::take(&mut b);
             if a.is_empty() {
@@ -58,7 +262,7 @@ pub(crate) async fn write_all(
         match res {
             Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
             Poll::Ready(Ok(mut n)) => {
-                timer = None;
+                blocked.timer = None;
                 let from_a = n.min(a.len());
                 a = &a[from_a..];
                 n -= from_a;
@@ -66,16 +270,9 @@ pub(crate) async fn write_all(
             }
             Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => {
-                let t = timer.get_or_insert_with(|| Timer::after(stall));
-                if Pin::new(t).poll(cx).is_ready() {
-                    return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
-                }
-                return Poll::Pending;
-            }
+            Poll::Pending => return blocked.poll(cx, stall, life),
         }
     })
-    .await
 }
 
 /// How long a closing client gets to finish sending before its socket is

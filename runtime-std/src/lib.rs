@@ -14,6 +14,7 @@ pub mod pool;
 pub mod resolver;
 pub mod settings;
 pub mod signals;
+pub mod splice;
 
 pub use cli::Args;
 pub use clock::Clock;

@@ -47,7 +47,62 @@ cases! {
         assert_eq!(line.bytes, ESTABLISHED.len() as u64 + sent, "bytes to client in {line:?}");
         let head = connect_request(&target).len() as u64;
         assert_eq!(line.client_sent, Some(head + sent), "bytes from client in {line:?}");
+        // The echo server counts a connection once done with it, just
+        // after sending its FIN, so maybe after the proxy logged the end.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while echo.echoed() < sent && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert_eq!(echo.echoed(), sent);
+    }
+
+    /// Megabytes both ways at once, more than any socket buffer or pipe
+    /// holds, so both directions block on a full destination and resume:
+    /// every byte arrives, in order, and the log counts them all.
+    fn tunnel_moves_megabytes_both_ways_at_once(bin) {
+        const LEN: usize = 24 << 20;
+        fn pattern(seed: u32) -> Vec<u8> {
+            (0..LEN as u32).map(|i| (i.wrapping_mul(seed) >> 7) as u8).collect()
+        }
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let got = Arc::clone(&received);
+        let origin = RawOrigin::start(move |mut s, _| {
+            let mut reader = s.try_clone().unwrap();
+            let collect = std::thread::spawn(move || {
+                let mut all = Vec::new();
+                reader.read_to_end(&mut all).map(|_| all)
+            });
+            s.write_all(&pattern(2_654_435_761)).unwrap();
+            s.shutdown(Shutdown::Write).unwrap();
+            let all = collect.join().unwrap().unwrap();
+            *got.lock().unwrap() = all;
+        });
+        let proxy = Proxy::start(bin, &[]);
+        let mut c = proxy.connect();
+        let target = origin.addr().to_string();
+        c.send(connect_request(&target));
+        assert_eq!(c.read_head().status, 200);
+        let mut writer = c.stream().try_clone().unwrap();
+        let upload = std::thread::spawn(move || {
+            writer.write_all(&pattern(40_503)).unwrap();
+            writer.shutdown(Shutdown::Write).unwrap();
+        });
+        let down = c.read_to_end();
+        upload.join().unwrap();
+        assert_eq!(down.len(), LEN, "bytes to the client");
+        assert!(down == pattern(2_654_435_761), "the client got other bytes");
+        let line = assert_log(&proxy, "CONNECT", &target, 200, Some(&target), None);
+        // The origin may still be finishing its read.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while received.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let up = received.lock().unwrap();
+        assert_eq!(up.len(), LEN, "bytes to the origin");
+        assert!(*up == pattern(40_503), "the origin got other bytes");
+        assert_eq!(line.bytes, (ESTABLISHED.len() + LEN) as u64);
+        let head = connect_request(&target).len() as u64;
+        assert_eq!(line.client_sent, Some(head + LEN as u64));
     }
 
     /// The origin finishes sending first (half-close from upstream): the
