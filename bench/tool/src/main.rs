@@ -4,6 +4,7 @@
 //! open-files limit).
 
 mod cleanup;
+mod download;
 mod error;
 mod fetch;
 mod idle;
