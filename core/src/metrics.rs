@@ -15,6 +15,7 @@
 //! never disagree about what happened.
 
 use crate::http::date::rfc3339;
+use crate::http::target::split_scheme;
 use crate::log::{AccessRecord, ExchangeKind};
 use crate::time::{Instant, UnixTime};
 use std::collections::{HashMap, VecDeque};
@@ -212,19 +213,25 @@ fn add(a: &AtomicU64, n: u64) {
 
 /// `target` cut to at most [`TEXT_KEPT`] bytes, on a character boundary.
 fn kept(text: &str) -> String {
+    text[..kept_len(text)].to_owned()
+}
+
+/// How many bytes of `text` are kept: at most [`TEXT_KEPT`], ending on a
+/// character boundary.
+fn kept_len(text: &str) -> usize {
     let mut end = text.len().min(TEXT_KEPT);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    text[..end].to_owned()
+    end
 }
 
 /// The destination a record went to, as the status page counts it: the
-/// authority (`host[:port]`), lower-cased. `None` for a record without a
-/// usable target.
-fn destination(record: &AccessRecord) -> Option<String> {
+/// authority (`host[:port]`) as sent, cut to [`TEXT_KEPT`] bytes (the
+/// counting lower-cases it). `None` for a record without a usable target.
+fn destination(record: &AccessRecord) -> Option<&str> {
     let target = record.target.as_str();
-    let authority = match target.split_once("://") {
+    let authority = match split_scheme(target) {
         Some((_, rest)) => {
             let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
             let authority = &rest[..end];
@@ -236,7 +243,7 @@ fn destination(record: &AccessRecord) -> Option<String> {
     if authority.is_empty() || authority == "-" {
         return None;
     }
-    Some(kept(&authority.to_ascii_lowercase()))
+    Some(&authority[..kept_len(authority)])
 }
 
 impl Metrics {
@@ -735,8 +742,17 @@ impl Metrics {
 }
 
 impl Lists {
-    fn count_destination(&mut self, host: String) {
-        if let Some(n) = self.destinations.get_mut(&host) {
+    fn count_destination(&mut self, host: &str) {
+        // Most authorities come lower-case already: count those without
+        // a copy. (Lower-casing ASCII keeps the length and so the cut.)
+        let lowered;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = host.to_ascii_lowercase();
+            &lowered
+        } else {
+            host
+        };
+        if let Some(n) = self.destinations.get_mut(host) {
             *n += 1;
             return;
         }
@@ -750,7 +766,7 @@ impl Lists {
                 self.destinations.remove(&least);
             }
         }
-        self.destinations.insert(host, 1);
+        self.destinations.insert(host.to_owned(), 1);
     }
 }
 
@@ -1168,10 +1184,11 @@ mod tests {
                 kind,
                 ..rec("GET", target, 200, 0)
             })
+            .map(str::to_owned)
         };
         assert_eq!(
             d("http://user:pw@Host.test:8080/p?q#f", ExchangeKind::Http).as_deref(),
-            Some("host.test:8080")
+            Some("Host.test:8080")
         );
         assert_eq!(
             d("http://h.test?x", ExchangeKind::Http).as_deref(),
@@ -1183,6 +1200,17 @@ mod tests {
         );
         assert_eq!(d("-", ExchangeKind::Http), None);
         assert_eq!(d("/_metrics", ExchangeKind::Local), None);
+        // They are counted lower-cased.
+        let m = Metrics::new();
+        let t = Instant::from_micros(1);
+        for target in [
+            "http://Host.test/a",
+            "http://host.test/b",
+            "http://HOST.TEST/",
+        ] {
+            m.record(t, &rec("GET", target, 200, 0));
+        }
+        assert_eq!(m.top_destinations(5), vec![("host.test".to_owned(), 3)]);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::metrics::Metrics;
 use crate::policy::caps::ConnectionCaps;
 use crate::policy::{Policy, PolicyError, Report, Sources};
 use crate::time::{Instant, UnixTime};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// The configuration and the policy compiled from it, as one unit: a
@@ -27,6 +28,11 @@ pub struct Snapshot {
 #[derive(Debug)]
 pub struct Shared {
     current: RwLock<Arc<Snapshot>>,
+    /// Counts the snapshots put in force, so that a connection can tell
+    /// with one load that its own is still current. Taking the snapshot
+    /// itself writes to the lock and the reference counts, which every
+    /// thread's connections share.
+    generation: AtomicU64,
     caps: Arc<ConnectionCaps>,
     metrics: Arc<Metrics>,
 }
@@ -49,6 +55,7 @@ impl Shared {
         Ok((
             Arc::new(Shared {
                 current: RwLock::new(Arc::new(snapshot)),
+                generation: AtomicU64::new(0),
                 caps,
                 metrics: Arc::new(Metrics::new()),
             }),
@@ -70,6 +77,7 @@ impl Shared {
         };
         Arc::new(Shared {
             current: RwLock::new(Arc::new(snapshot)),
+            generation: AtomicU64::new(0),
             caps,
             metrics: Arc::new(Metrics::new()),
         })
@@ -84,6 +92,14 @@ impl Shared {
             .clone()
     }
 
+    /// Which snapshot is in force: a number that changes with every
+    /// [`reload`](Shared::reload). Read it before taking the
+    /// [`snapshot`](Shared::snapshot); while it stays the same, the
+    /// snapshot taken is still the one in force.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     /// Compiles and puts a new configuration in force. On error the
     /// running one stays, and the error says why.
     pub fn reload(&self, config: Config, sources: Sources) -> Result<Report, PolicyError> {
@@ -94,6 +110,9 @@ impl Shared {
             sources: Arc::new(sources),
         });
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = next;
+        // After the swap: whoever sees the new number finds the new
+        // snapshot in place.
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(report)
     }
 

@@ -80,6 +80,7 @@ mod state;
 mod tests;
 
 use crate::config::Config;
+use crate::http::date::DateCache;
 use crate::io::{Action, ConnId, Role, Side};
 use crate::metrics::UpstreamInUse;
 use crate::policy::caps::ConnPermit;
@@ -99,9 +100,11 @@ pub struct Connection {
     client: SocketAddr,
     shared: Arc<Shared>,
     /// The configuration and policy in force for the current request,
-    /// refreshed from `shared` at each request head.
+    /// refreshed from `shared` at a request head after a reload.
     config: Arc<Config>,
     policy: Arc<Policy>,
+    /// The [`Shared::generation`] they came from.
+    generation: u64,
     /// This connection's place under the connection caps.
     _permit: Option<ConnPermit>,
     /// What the listener it came in on is for.
@@ -115,10 +118,9 @@ pub struct Connection {
     /// only when it arrives in pieces.
     head: HeadBuf,
     timers: TimerTable,
-    queue: VecDeque<Queued>,
-    /// Bytes of queued `Write`s, in queue order, from `staged_pos` on.
-    staged: Vec<u8>,
-    staged_pos: usize,
+    outbox: Outbox,
+    /// The `Date` for responses that come without one.
+    dates: DateCache,
     next_upstream: u64,
     next_query: u64,
     /// The client sent FIN and every byte before it has been consumed.
@@ -150,6 +152,17 @@ struct HeadBuf {
     started: Option<Instant>,
 }
 
+/// The actions queued for the runtime. Kept apart from the rest of the
+/// connection so that a head can be written straight into it while it
+/// borrows the configuration and the exchange.
+#[derive(Debug, Default)]
+struct Outbox {
+    queue: VecDeque<Queued>,
+    /// Bytes of queued `Write`s, in queue order, from `staged_pos` on.
+    staged: Vec<u8>,
+    staged_pos: usize,
+}
+
 #[derive(Debug)]
 enum Queued {
     Action(Action),
@@ -179,6 +192,7 @@ impl Connection {
         now: Instant,
         role: Role,
     ) -> Self {
+        let generation = shared.generation();
         let snapshot = shared.snapshot();
         let permit = shared.caps().try_acquire(client.ip());
         let mut conn = Connection {
@@ -186,6 +200,7 @@ impl Connection {
             client,
             config: snapshot.config.clone(),
             policy: snapshot.policy.clone(),
+            generation,
             shared,
             _permit: None,
             role,
@@ -194,9 +209,8 @@ impl Connection {
             phase: Phase::Head,
             head: HeadBuf::default(),
             timers: TimerTable::default(),
-            queue: VecDeque::new(),
-            staged: Vec::new(),
-            staged_pos: 0,
+            outbox: Outbox::default(),
+            dates: DateCache::default(),
             next_upstream: 0,
             next_query: 0,
             client_eof: false,
@@ -245,6 +259,26 @@ impl Connection {
     /// left to do until the next input. `Write` bytes are appended to `out`.
     #[must_use]
     pub fn poll_action(&mut self, out: &mut Vec<u8>) -> Option<Action> {
+        self.outbox.poll(out)
+    }
+
+    /// When [`handle_timeout`](Connection::handle_timeout) should next be
+    /// called, if ever.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next_timeout()
+    }
+
+    fn debug_assert_drained(&self) {
+        debug_assert!(
+            self.outbox.queue.is_empty(),
+            "drain poll_action after every input before the next one"
+        );
+    }
+}
+
+impl Outbox {
+    fn poll(&mut self, out: &mut Vec<u8>) -> Option<Action> {
         match self.queue.pop_front()? {
             Queued::Action(a) => Some(a),
             Queued::Write { to, len } => {
@@ -257,20 +291,6 @@ impl Connection {
                 Some(Action::Write { to, len })
             }
         }
-    }
-
-    /// When [`handle_timeout`](Connection::handle_timeout) should next be
-    /// called, if ever.
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next_timeout()
-    }
-
-    fn debug_assert_drained(&self) {
-        debug_assert!(
-            self.queue.is_empty(),
-            "drain poll_action after every input before the next one"
-        );
     }
 
     fn push(&mut self, action: Action) {

@@ -9,7 +9,7 @@ use crate::http::framing::{request_framing, response_framing, BodyReader, Framin
 use crate::http::head::{find_head_end, parse_request, parse_response, RequestHead, Version};
 use crate::http::page::{self, ErrorPage};
 use crate::http::rewrite::{ClientConnection, RequestRewrite, ResponseRewrite};
-use crate::http::target::{AbsoluteUri, Authority, Host};
+use crate::http::target::{split_scheme, AbsoluteUri, Authority, Host};
 use crate::io::{
     Action, CloseReason, ConnectError, Connected, QueryId, ResolveError, Role, Side, TunnelEnd,
     UpstreamId,
@@ -143,9 +143,13 @@ impl Connection {
         self.head = HeadBuf::default();
         self.timers.stop(Timer::HeadRead);
         // A reload applies from the next request on.
-        let snapshot = self.shared.snapshot();
-        self.config = snapshot.config.clone();
-        self.policy = snapshot.policy.clone();
+        let generation = self.shared.generation();
+        if generation != self.generation {
+            let snapshot = self.shared.snapshot();
+            self.config = snapshot.config.clone();
+            self.policy = snapshot.policy.clone();
+            self.generation = generation;
+        }
         let head = match parse_request(
             raw,
             self.config.limits.max_headers,
@@ -156,8 +160,8 @@ impl Connection {
         };
         let mut ex = Exchange {
             started,
-            method: head.method.clone(),
-            target: head.target.clone(),
+            method: head.method.to_owned(),
+            target: head.target.to_owned(),
             version: head.version,
             kind: ExchangeKind::Http,
             authority: Authority {
@@ -228,7 +232,7 @@ impl Connection {
                 let query = QueryId(self.next_query);
                 self.next_query += 1;
                 self.exchange_mut().stage = Stage::Resolving(query);
-                self.push(Action::Resolve { query, host: name });
+                self.outbox.push(Action::Resolve { query, host: name });
                 self.timers
                     .set(Timer::Resolve, now + self.config.timeouts.resolve);
             }
@@ -268,7 +272,7 @@ impl Connection {
             limits.max_chunk_line_bytes,
             limits.max_trailer_bytes,
         );
-        ex.retry_safe = ex.req_body.is_none() && IDEMPOTENT.contains(&head.method.as_str());
+        ex.retry_safe = ex.req_body.is_none() && IDEMPOTENT.contains(&head.method);
 
         if let (Some(max), Framing::Length(n)) = (limits.max_body_bytes, framing) {
             if n > max {
@@ -287,9 +291,9 @@ impl Connection {
         }
 
         let connect = head.method == "CONNECT";
-        let uri = if connect {
+        let path_and_query = if connect {
             ex.kind = ExchangeKind::Tunnel;
-            ex.authority = Authority::parse(&head.target, None)?;
+            ex.authority = Authority::parse(head.target, None)?;
             if framing != Framing::None {
                 return Err(RequestError::Malformed("CONNECT request with a body").into());
             }
@@ -309,9 +313,9 @@ impl Connection {
                 )
                 .into());
             }
-            let uri = AbsoluteUri::parse(&head.target)?;
-            ex.authority = uri.authority.clone();
-            Some(uri)
+            let uri = AbsoluteUri::parse(head.target)?;
+            ex.authority = uri.authority;
+            Some(uri.path_and_query)
         };
 
         // Policy, in the order the policy module documents.
@@ -320,11 +324,11 @@ impl Connection {
         policy.check_client(client_ip)?;
         ex.user = policy.authenticate(fields.get("proxy-authorization"), now)?;
         let user = ex.user.as_deref();
-        policy.check_method_and_port(&head.method, ex.authority.port, connect, user)?;
+        policy.check_method_and_port(head.method, ex.authority.port, connect, user)?;
         policy.check_host(&ex.authority.host)?;
         policy.check_rate(client_ip, user, now)?;
 
-        let Some(uri) = uri else {
+        let Some(path_and_query) = path_and_query else {
             return Ok(Prepared::Forward);
         };
 
@@ -350,19 +354,14 @@ impl Connection {
         ex.upgrade = fields.contains("upgrade") && fields.has_token("connection", "upgrade");
         // RFC 9112 §3.2.4: server-wide OPTIONS arrives as an absolute URI
         // with an empty path and leaves as `*`.
-        let authority_only = !head
-            .target
-            .split_once("://")
-            .map_or("", |(_, r)| r)
-            .contains(['/', '?']);
-        let target = if head.method == "OPTIONS" && authority_only {
-            "*"
-        } else {
-            uri.path_and_query.as_str()
-        };
+        let server_wide = head.method == "OPTIONS"
+            && !split_scheme(head.target)
+                .map_or("", |(_, r)| r)
+                .contains(['/', '?']);
+        let target = if server_wide { "*" } else { &path_and_query };
         RequestRewrite {
             target,
-            host: &uri.authority.host_field(80),
+            host: &ex.authority.host_field(80),
             proxy_name: &self.config.proxy_name,
             max_forwards,
             upgrade: ex.upgrade,
@@ -386,13 +385,14 @@ impl Connection {
     /// Which of the proxy's own pages an origin-form `GET` or `HEAD`
     /// asks for, when they are enabled. The query is ignored.
     fn admin_page(&self, head: &RequestHead) -> Option<LocalReply> {
-        if !self.config.admin.enabled || !(head.method == "GET" || head.method == "HEAD") {
+        // They are origin-form: a proxy request's absolute URI is none.
+        if !self.config.admin.enabled
+            || !(head.method == "GET" || head.method == "HEAD")
+            || !head.target.starts_with('/')
+        {
             return None;
         }
-        let path = head
-            .target
-            .split_once('?')
-            .map_or(&*head.target, |(p, _)| p);
+        let path = head.target.split_once('?').map_or(head.target, |(p, _)| p);
         match path {
             "/_metrics" => Some(LocalReply::Metrics),
             "/_status" => Some(LocalReply::Status),
@@ -423,13 +423,22 @@ impl Connection {
             )),
             LocalReply::Trace | LocalReply::Options => None,
         };
-        let len = self.write_with(Side::Client, |out| match (reply, &page) {
-            (LocalReply::Trace, _) => page::write_trace_reply(head, raw, &date, &proxy_name, out),
-            (_, Some((content_type, body))) => {
-                page::write_local_page(&date, content_type, body.as_bytes(), head_only, close, out)
-            }
-            _ => page::write_options_reply(&date, out),
-        });
+        let len = self
+            .outbox
+            .write_with(Side::Client, |out| match (reply, &page) {
+                (LocalReply::Trace, _) => {
+                    page::write_trace_reply(head, raw, &date, &proxy_name, out)
+                }
+                (_, Some((content_type, body))) => page::write_local_page(
+                    &date,
+                    content_type,
+                    body.as_bytes(),
+                    head_only,
+                    close,
+                    out,
+                ),
+                _ => page::write_options_reply(&date, out),
+            });
         let ex = self.exchange_mut();
         ex.kind = ExchangeKind::Local;
         ex.status = 200;
@@ -473,7 +482,7 @@ impl Connection {
                 let done = ex.req_body.is_none();
                 let resp_done = ex.resp_done();
                 let awaiting_head = matches!(ex.resp, Resp::AwaitHead { .. });
-                self.pass(Side::Client, 0, n);
+                self.outbox.pass(Side::Client, 0, n);
                 if done {
                     if awaiting_head {
                         self.timers
@@ -513,7 +522,6 @@ impl Connection {
             return;
         }
         self.timers.stop(Timer::Resolve);
-        let host = ex.authority.host.to_string();
         match result {
             Ok(addrs) if !addrs.is_empty() => {
                 // Every address is judged, so a name cannot smuggle a
@@ -528,9 +536,11 @@ impl Connection {
                 self.connect_next(now);
             }
             Ok(_) | Err(ResolveError::NotFound) => {
+                let host = ex.authority.host.to_string();
                 self.fail(now, UpstreamError::DnsNotFound(host).into(), false)
             }
             Err(ResolveError::Failed(why)) => {
+                let host = ex.authority.host.to_string();
                 self.fail(now, UpstreamError::DnsFailed(host, why).into(), false)
             }
         }
@@ -555,7 +565,7 @@ impl Connection {
         ex.upstream_addr = Some(addr);
         let allow_pooled = !ex.retried;
         self.next_upstream += 1;
-        self.push(Action::Connect {
+        self.outbox.push(Action::Connect {
             upstream: id,
             addr,
             allow_pooled,
@@ -610,13 +620,13 @@ impl Connection {
             got_bytes: false,
         };
         let req_done = ex.req_done();
-        // Kept while a retry may need to send it again.
-        let head = if ex.retry_safe {
-            ex.forward_head.clone()
-        } else {
-            std::mem::take(&mut ex.forward_head)
-        };
-        self.write_with(Side::Upstream, |out| out.extend_from_slice(&head));
+        self.outbox.write_with(Side::Upstream, |out| {
+            out.extend_from_slice(&ex.forward_head)
+        });
+        if !ex.retry_safe {
+            // Kept only while a retry may need to send it again.
+            ex.forward_head = Vec::new();
+        }
         if req_done {
             self.timers
                 .set(Timer::Response, now + self.config.timeouts.response);
@@ -651,7 +661,7 @@ impl Connection {
                     .is_ok()
                 {
                     self.exchange_mut().bytes_to_client += data.len() as u64;
-                    self.pass(Side::Upstream, 0, data.len());
+                    self.outbox.pass(Side::Upstream, 0, data.len());
                 }
                 self.on_hello(now, Peek::NotTls);
                 return data.len();
@@ -707,16 +717,18 @@ impl Connection {
         } else {
             None
         };
-        let (raw, consumed): (Vec<u8>, usize) = match end {
-            Some(end) => (data[..end].to_vec(), end),
+        // A head in one read is parsed where it lies; one that came in
+        // pieces is moved out of the exchange's buffer.
+        let pieced: Vec<u8>;
+        let (raw, consumed): (&[u8], usize) = match end {
+            Some(end) => (&data[..end], end),
             None => {
                 let take = data.len().min((max + 1).saturating_sub(old));
                 buf.extend_from_slice(&data[..take]);
                 match find_head_end(buf, *scanned) {
                     Some(end) if end <= max => {
-                        let mut raw = std::mem::take(buf);
-                        raw.truncate(end);
-                        (raw, end - old)
+                        pieced = std::mem::take(buf);
+                        (&pieced[..end], end - old)
                     }
                     _ if buf.len() > max => {
                         let host = ex.authority.to_string();
@@ -731,22 +743,23 @@ impl Connection {
             }
         };
         *scanned = 0;
-        self.on_response_head(now, &raw, consumed)
+        self.on_response_head(now, raw, consumed)
     }
 
     fn on_response_head(&mut self, now: Instant, raw: &[u8], consumed: usize) -> HeadProgress {
-        let max_headers = self.config.limits.max_headers;
         let (max_chunk_line, max_trailer) = (
             self.config.limits.max_chunk_line_bytes,
             self.config.limits.max_trailer_bytes,
         );
         let shutting_down = self.shutting_down || self.client_eof;
-        let date = http_date(self.anchor.wall(now));
-        let ex = self.exchange_mut();
-        let host = ex.authority.to_string();
-        let head = match parse_response(raw, max_headers) {
+        let wall = self.anchor.wall(now);
+        // Borrowed from the phase alone, so the response head can be
+        // written to the outbox while the exchange is in hand.
+        let ex = exchange_in(&mut self.phase);
+        let head = match parse_response(raw, self.config.limits.max_headers) {
             Ok(h) => h,
             Err(crate::http::head::ResponseHeadError::Malformed(why)) => {
+                let host = ex.authority.to_string();
                 self.fail(now, UpstreamError::BadResponse(host, why).into(), false);
                 return HeadProgress::Stop(consumed);
             }
@@ -754,6 +767,7 @@ impl Connection {
         let client_version = ex.version;
         if head.status == 101 {
             if !ex.upgrade {
+                let host = ex.authority.to_string();
                 self.fail(
                     now,
                     UpstreamError::BadResponse(
@@ -765,7 +779,7 @@ impl Connection {
                 );
                 return HeadProgress::Stop(consumed);
             }
-            return self.switch_protocols(now, &head, &date, consumed);
+            return self.switch_protocols(now, &head, consumed);
         }
         if head.status < 200 {
             // Interim responses go on to HTTP/1.1 clients only (RFC 9110 §15.2).
@@ -776,19 +790,22 @@ impl Connection {
             };
             if client_version == Version::Http11 {
                 let rewrite = ResponseRewrite {
-                    proxy_name: &self.config.proxy_name.clone(),
-                    date: &date,
+                    proxy_name: &self.config.proxy_name,
+                    date: self.dates.get(wall),
                     connection: ClientConnection::KeepAlive11,
                     dechunk: false,
                 };
-                let len = self.write_with(Side::Client, |out| rewrite.write(&head, out));
-                self.exchange_mut().bytes_to_client += len as u64;
+                let len = self
+                    .outbox
+                    .write_with(Side::Client, |out| rewrite.write(&head, out));
+                ex.bytes_to_client += len as u64;
             }
             return HeadProgress::Complete(consumed);
         }
         let framing = match response_framing(&ex.method, &head) {
             Ok(f) => f,
             Err(e) => {
+                let host = ex.authority.to_string();
                 self.fail(
                     now,
                     UpstreamError::BadFraming(host, e.describe()).into(),
@@ -815,20 +832,21 @@ impl Connection {
             (true, Version::Http10) => ClientConnection::KeepAlive10,
             (true, Version::Http11) => ClientConnection::KeepAlive11,
         };
-        let proxy_name = self.config.proxy_name.clone();
         let rewrite = ResponseRewrite {
-            proxy_name: &proxy_name,
-            date: &date,
+            proxy_name: &self.config.proxy_name,
+            date: self.dates.get(wall),
             connection,
             dechunk,
         };
-        let len = self.write_with(Side::Client, |out| rewrite.write(&head, out));
-        self.exchange_mut().bytes_to_client += len as u64;
+        let len = self
+            .outbox
+            .write_with(Side::Client, |out| rewrite.write(&head, out));
+        ex.bytes_to_client += len as u64;
         self.timers.stop(Timer::Response);
         if has_body {
             self.timers
                 .set(Timer::Transfer, now + self.config.timeouts.transfer_idle);
-        } else if self.exchange_mut().req_done() {
+        } else if ex.req_done() {
             self.timers.stop(Timer::Transfer);
         }
         HeadProgress::Complete(consumed)
@@ -836,19 +854,19 @@ impl Connection {
 
     fn switch_protocols(
         &mut self,
-        _now: Instant,
+        now: Instant,
         head: &crate::http::head::ResponseHead,
-        date: &str,
         consumed: usize,
     ) -> HeadProgress {
-        let proxy_name = self.config.proxy_name.clone();
         let rewrite = ResponseRewrite {
-            proxy_name: &proxy_name,
-            date,
+            proxy_name: &self.config.proxy_name,
+            date: self.dates.get(self.anchor.wall(now)),
             connection: ClientConnection::Upgrade,
             dechunk: false,
         };
-        let len = self.write_with(Side::Client, |out| rewrite.write(head, out));
+        let len = self
+            .outbox
+            .write_with(Side::Client, |out| rewrite.write(head, out));
         let Phase::Exchange(mut ex) = std::mem::replace(&mut self.phase, Phase::Closed) else {
             unreachable!("only called during an exchange")
         };
@@ -858,7 +876,7 @@ impl Connection {
         let upstream = ex.upstream.expect("forwarding has an upstream");
         self.phase = Phase::Tunnel(ex);
         self.timers.stop_all();
-        self.push(Action::Tunnel {
+        self.outbox.push(Action::Tunnel {
             upstream,
             idle_timeout: self.config.timeouts.tunnel_idle,
         });
@@ -885,13 +903,13 @@ impl Connection {
                 for s in &segments {
                     match *s {
                         Segment::Data(len) => {
-                            self.pass(Side::Upstream, offset, len);
+                            self.outbox.pass(Side::Upstream, offset, len);
                             passed += len as u64;
                             offset += len;
                         }
                         Segment::Framing(len) => {
                             if !dechunk {
-                                self.pass(Side::Upstream, offset, len);
+                                self.outbox.pass(Side::Upstream, offset, len);
                                 passed += len as u64;
                             }
                             offset += len;
@@ -953,7 +971,7 @@ impl Connection {
                     ex.next_addr -= 1;
                     ex.upstream = None;
                     self.upstream_in_use = None;
-                    self.push(Action::Release {
+                    self.outbox.push(Action::Release {
                         upstream,
                         reuse: false,
                     });
@@ -998,7 +1016,7 @@ impl Connection {
             crate::io::TunnelEndReason::Error => Some("tunnel_error"),
             crate::io::TunnelEndReason::Shutdown => Some("shutdown"),
         };
-        let record = self.record(now, &ex, note.map(str::to_owned));
+        let record = self.record(now, ex, note.map(str::to_owned));
         self.log(now, record);
         self.close(CloseReason::TunnelDone);
     }
@@ -1030,7 +1048,7 @@ impl Connection {
         }
         if self.timers.is_expired(Timer::Connect, now) {
             if let Some(upstream) = ex.upstream.take() {
-                self.push(Action::Release {
+                self.outbox.push(Action::Release {
                     upstream,
                     reuse: false,
                 });
@@ -1063,7 +1081,7 @@ impl Connection {
 
     /// Writes `200 Connection established` for the exchange's CONNECT.
     fn send_established(&mut self) {
-        let len = self.write_with(Side::Client, |out| {
+        let len = self.outbox.write_with(Side::Client, |out| {
             out.extend_from_slice(page::CONNECT_ESTABLISHED)
         });
         let ex = self.exchange_mut();
@@ -1111,7 +1129,7 @@ impl Connection {
             // Past the 200 there is no HTTP answer left: a TLS client gets
             // an alert it can report, then the tunnel closes.
             if policy.tls().alert && matches!(peek, Peek::Hello(_)) {
-                self.write_with(Side::Client, |out| {
+                self.outbox.write_with(Side::Client, |out| {
                     out.extend_from_slice(&ACCESS_DENIED_ALERT)
                 });
             }
@@ -1137,10 +1155,11 @@ impl Connection {
         };
         if let Some(mut peeker) = ex.peeker.take() {
             let hello = peeker.take_bytes();
-            self.write_with(Side::Upstream, |out| out.extend_from_slice(&hello));
+            self.outbox
+                .write_with(Side::Upstream, |out| out.extend_from_slice(&hello));
         }
         self.phase = Phase::Tunnel(ex);
-        self.push(Action::Tunnel {
+        self.outbox.push(Action::Tunnel {
             upstream,
             idle_timeout: self.config.timeouts.tunnel_idle,
         });
@@ -1167,13 +1186,15 @@ impl Connection {
         let Some(ex) = self.take_exchange() else {
             return;
         };
-        let record = self.record(now, &ex, None);
+        let upstream = ex.upstream;
+        let reuse = ex.upstream_reusable && ex.req_done() && ex.resp_done();
+        let persistent = !ex.close_after && ex.req_done();
+        let record = self.record(now, ex, None);
         self.log(now, record);
-        if let Some(upstream) = ex.upstream {
-            let reuse = ex.upstream_reusable && ex.req_done() && ex.resp_done();
-            self.push(Action::Release { upstream, reuse });
+        if let Some(upstream) = upstream {
+            self.outbox.push(Action::Release { upstream, reuse });
         }
-        if ex.close_after || !ex.req_done() {
+        if !persistent {
             self.close(CloseReason::NotPersistent);
         } else if self.client_eof {
             self.close(CloseReason::ClientDone);
@@ -1224,16 +1245,19 @@ impl Connection {
         };
         let mut bytes = Vec::new();
         page.write(&mut bytes);
-        let len = self.write_with(Side::Client, |out| out.extend_from_slice(&bytes));
+        let len = self
+            .outbox
+            .write_with(Side::Client, |out| out.extend_from_slice(&bytes));
         let Some(mut ex) = self.take_exchange() else {
             return;
         };
         ex.status = status;
         ex.bytes_to_client += len as u64;
-        let record = self.record(now, &ex, Some(err.proxy_status().to_owned()));
+        let upstream = ex.upstream;
+        let record = self.record(now, ex, Some(err.proxy_status().to_owned()));
         self.log(now, record);
-        if let Some(upstream) = ex.upstream {
-            self.push(Action::Release {
+        if let Some(upstream) = upstream {
+            self.outbox.push(Action::Release {
                 upstream,
                 reuse: false,
             });
@@ -1254,10 +1278,11 @@ impl Connection {
         let Some(ex) = self.take_exchange() else {
             return;
         };
-        let record = self.record(now, &ex, Some(note.to_owned()));
+        let upstream = ex.upstream;
+        let record = self.record(now, ex, Some(note.to_owned()));
         self.log(now, record);
-        if let Some(upstream) = ex.upstream {
-            self.push(Action::Release {
+        if let Some(upstream) = upstream {
+            self.outbox.push(Action::Release {
                 upstream,
                 reuse: false,
             });
@@ -1314,7 +1339,9 @@ impl Connection {
         };
         let mut bytes = Vec::new();
         page.write(&mut bytes);
-        let len = self.write_with(Side::Client, |out| out.extend_from_slice(&bytes));
+        let len = self
+            .outbox
+            .write_with(Side::Client, |out| out.extend_from_slice(&bytes));
         let mut record =
             self.unparsed_record(now, started, bytes_in, err.status(), err.proxy_status());
         record.bytes_to_client = len as u64;
@@ -1365,12 +1392,21 @@ impl Connection {
         }
     }
 
-    fn record(&self, now: Instant, ex: &Exchange, error: Option<String>) -> AccessRecord {
+    /// The record of an exchange that has ended. It takes the exchange,
+    /// so that what both hold (method, target, user, ...) moves into the
+    /// record instead of being copied.
+    fn record(&self, now: Instant, ex: Box<Exchange>, error: Option<String>) -> AccessRecord {
+        let ex = *ex;
+        let decision = ex
+            .denial
+            .as_ref()
+            .map_or("allowed", |d| d.decision())
+            .to_owned();
         AccessRecord {
             conn: self.id,
             client: self.client,
-            method: ex.method.clone(),
-            target: ex.target.clone(),
+            method: ex.method,
+            target: ex.target,
             upstream: ex.upstream_addr,
             status: ex.status,
             bytes_to_client: ex.bytes_to_client,
@@ -1378,14 +1414,10 @@ impl Connection {
             duration: now - ex.started,
             kind: ex.kind,
             error,
-            user: ex.user.clone(),
-            decision: ex
-                .denial
-                .as_ref()
-                .map_or("allowed", |d| d.decision())
-                .to_owned(),
-            rule: ex.denial.as_ref().map(|d| d.rule.clone()),
-            tls: ex.hello.clone(),
+            user: ex.user,
+            decision,
+            rule: ex.denial.map(|d| d.rule),
+            tls: ex.hello,
         }
     }
 
@@ -1395,7 +1427,7 @@ impl Connection {
     fn log(&mut self, now: Instant, record: AccessRecord) {
         self.upstream_in_use = None;
         self.shared.metrics().record(now, &record);
-        self.push(Action::Log(Box::new(record)));
+        self.outbox.push(Action::Log(Box::new(record)));
     }
 
     pub(super) fn enter_idle(&mut self, now: Instant) {
@@ -1409,7 +1441,7 @@ impl Connection {
     fn close(&mut self, reason: CloseReason) {
         self.phase = Phase::Closed;
         self.timers.stop_all();
-        self.push(Action::Close { reason });
+        self.outbox.push(Action::Close { reason });
     }
 
     /// Moves the exchange out, leaving the phase `Closed` until the caller
@@ -1425,10 +1457,15 @@ impl Connection {
     }
 
     fn exchange_mut(&mut self) -> &mut Exchange {
-        match &mut self.phase {
-            Phase::Exchange(ex) => ex,
-            _ => unreachable!("called only while an exchange is in flight"),
-        }
+        exchange_in(&mut self.phase)
+    }
+}
+
+/// The exchange in flight, for code that runs only while there is one.
+fn exchange_in(phase: &mut Phase) -> &mut Exchange {
+    match phase {
+        Phase::Exchange(ex) => ex,
+        _ => unreachable!("called only while an exchange is in flight"),
     }
 }
 

@@ -1057,6 +1057,27 @@ mod policy {
     }
 
     #[test]
+    fn a_reload_applies_from_the_next_request_on_an_open_connection() {
+        let (shared, _) = crate::Shared::new(Config::default(), Default::default()).unwrap();
+        let mut sim = Sim::with_shared(shared.clone());
+        connected_get(&mut sim);
+        sim.upstream_sends(OK_HELLO);
+        assert!(sim.take_client_text().starts_with("HTTP/1.1 200 "));
+        let cfg = config(PolicyConfig {
+            deny_lists: vec!["block.txt".into()],
+            ..Default::default()
+        });
+        let sources = [("block.txt".to_owned(), "origin.test\n".to_owned())];
+        shared.reload(cfg, sources.into_iter().collect()).unwrap();
+        sim.client_sends(GET);
+        assert!(sim.take_client_text().starts_with("HTTP/1.1 403 "));
+        let log = sim.logs.last().unwrap();
+        assert_eq!(log.decision, "denied_domain");
+        assert_eq!(log.rule.as_deref(), Some("deny origin.test (block.txt:1)"));
+        assert!(sim.closed.is_none());
+    }
+
+    #[test]
     fn private_ip_literals_are_refused_before_connecting() {
         for target in [
             "http://127.0.0.1/",

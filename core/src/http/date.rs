@@ -48,12 +48,17 @@ fn parts(t: UnixTime) -> Parts {
 
 /// `Sun, 06 Nov 1994 08:49:37 GMT`
 pub fn http_date(t: UnixTime) -> String {
+    let mut s = String::with_capacity(29);
+    write_http_date(t, &mut s);
+    s
+}
+
+fn write_http_date(t: UnixTime, s: &mut String) {
     const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
     let p = parts(t);
-    let mut s = String::with_capacity(29);
     let _ = write!(
         s,
         "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
@@ -65,7 +70,29 @@ pub fn http_date(t: UnixTime) -> String {
         p.min,
         p.sec
     );
-    s
+}
+
+/// The HTTP-date of the last second asked for. A connection adds a `Date`
+/// to responses that lack one and to the answers it makes itself; on a
+/// busy keep-alive connection those all fall in the same few seconds,
+/// so each second is formatted once.
+#[derive(Debug, Default)]
+pub(crate) struct DateCache {
+    /// The second `text` spells, if any yet.
+    secs: Option<u64>,
+    text: String,
+}
+
+impl DateCache {
+    /// [`http_date`] of `t`.
+    pub(crate) fn get(&mut self, t: UnixTime) -> &str {
+        if self.secs != Some(t.as_secs()) {
+            self.text.clear();
+            write_http_date(t, &mut self.text);
+            self.secs = Some(t.as_secs());
+        }
+        &self.text
+    }
 }
 
 /// `2026-11-21T14:10:03Z`
@@ -95,6 +122,26 @@ mod tests {
         assert_eq!(
             http_date(UnixTime(1_795_270_203_000_000)),
             "Sat, 21 Nov 2026 14:10:03 GMT"
+        );
+    }
+
+    #[test]
+    fn cached_dates_follow_the_second() {
+        let mut cache = DateCache::default();
+        let t = 1_795_270_203_000_000;
+        assert_eq!(cache.get(UnixTime(t)), "Sat, 21 Nov 2026 14:10:03 GMT");
+        assert_eq!(
+            cache.get(UnixTime(t + 999_999)),
+            "Sat, 21 Nov 2026 14:10:03 GMT"
+        );
+        assert_eq!(
+            cache.get(UnixTime(t + 1_000_000)),
+            "Sat, 21 Nov 2026 14:10:04 GMT"
+        );
+        // Any other second is formatted afresh.
+        assert_eq!(
+            cache.get(UnixTime(t - 3_000_000)),
+            "Sat, 21 Nov 2026 14:10:00 GMT"
         );
     }
 }

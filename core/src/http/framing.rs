@@ -467,7 +467,7 @@ mod tests {
         );
     }
 
-    fn req(text: &str) -> RequestHead {
+    fn req(text: &str) -> RequestHead<'_> {
         parse_request(text.as_bytes(), 20, 1000).unwrap()
     }
 
@@ -525,12 +525,15 @@ mod tests {
 
     #[test]
     fn response_framing_follows_rfc_9112_section_6_3() {
-        let res = |t: &str| parse_response(t.as_bytes(), 20).unwrap();
+        fn res(t: &str) -> ResponseHead<'_> {
+            parse_response(t.as_bytes(), 20).unwrap()
+        }
         let ok = res("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n");
         assert_eq!(response_framing("GET", &ok), Ok(Framing::Length(3)));
         assert_eq!(response_framing("HEAD", &ok), Ok(Framing::None));
         for status in ["204 No Content", "304 Not Modified", "100 Continue"] {
-            let r = res(&format!("HTTP/1.1 {status}\r\nContent-Length: 3\r\n\r\n"));
+            let text = format!("HTTP/1.1 {status}\r\nContent-Length: 3\r\n\r\n");
+            let r = res(&text);
             assert_eq!(response_framing("GET", &r), Ok(Framing::None), "{status}");
         }
         assert_eq!(

@@ -152,7 +152,7 @@ pub fn write_trace_reply(
         }
         echo.extend_from_slice(f.name.as_bytes());
         echo.extend_from_slice(b": ");
-        echo.extend_from_slice(&f.value);
+        echo.extend_from_slice(f.value);
         echo.extend_from_slice(b"\r\n");
     }
     echo.extend_from_slice(b"\r\n");

@@ -3,9 +3,7 @@
 //! version, add `Via`, and on requests replace the absolute form with the
 //! origin form and a `Host` from the URI.
 
-use super::head::{Fields, RequestHead, ResponseHead};
-use super::page::WriteVec;
-use std::fmt::Write;
+use super::head::{Fields, RequestHead, ResponseHead, Version};
 
 /// Fields that describe one connection, never the message (RFC 9110
 /// §7.6.1, plus the de-facto `Proxy-Connection` and `Keep-Alive`).
@@ -20,12 +18,21 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// Whether `name` must not be forwarded, given the message's fields.
-fn is_hop_by_hop(name: &str, fields: &Fields) -> bool {
+/// Whether `name` must not be forwarded. `connection` is the message's
+/// fields if it has a `Connection` field, whose options are hop-by-hop
+/// too (most messages have none, and then there is nothing to look up).
+fn is_hop_by_hop(name: &str, connection: Option<&Fields>) -> bool {
     HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-        || fields
-            .list("connection")
-            .any(|token| token.eq_ignore_ascii_case(name.as_bytes()))
+        || connection.is_some_and(|fields| {
+            fields
+                .list("connection")
+                .any(|token| token.eq_ignore_ascii_case(name.as_bytes()))
+        })
+}
+
+/// The fields to hand [`is_hop_by_hop`] for a message with `fields`.
+fn connection_options<'f, 'a>(fields: &'f Fields<'a>) -> Option<&'f Fields<'a>> {
+    fields.contains("connection").then_some(fields)
 }
 
 fn write_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -33,6 +40,31 @@ fn write_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
+}
+
+/// `Via: <version> <proxy_name>`, our hop (RFC 9110 §7.6.3).
+fn write_via(out: &mut Vec<u8>, version: Version, proxy_name: &str) {
+    out.extend_from_slice(b"Via: ");
+    out.extend_from_slice(version.via_token().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(proxy_name.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `n` in decimal. Heads are written by hand rather than with
+/// `write!`, whose machinery costs more than the rest of a head.
+fn write_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
 }
 
 /// What to forward a request as.
@@ -53,6 +85,14 @@ pub struct RequestRewrite<'a> {
 impl RequestRewrite<'_> {
     /// Appends the forwarded request head to `out`.
     pub fn write(&self, head: &RequestHead, out: &mut Vec<u8>) {
+        // Room for the whole head at once: what is kept of it is at most
+        // its fields, plus the request line, Host and Via we write.
+        let fields: usize = (head.fields.0.iter())
+            .map(|f| f.name.len() + f.value.len() + 4)
+            .sum();
+        let ours = head.method.len() + self.target.len() + self.host.len() + self.proxy_name.len();
+        out.reserve(fields + ours + 96);
+        let connection = connection_options(&head.fields);
         out.extend_from_slice(head.method.as_bytes());
         out.push(b' ');
         out.extend_from_slice(self.target.as_bytes());
@@ -60,7 +100,7 @@ impl RequestRewrite<'_> {
         out.extend_from_slice(self.host.as_bytes());
         out.extend_from_slice(b"\r\n");
         for f in &head.fields.0 {
-            let name = f.name.as_str();
+            let name = f.name;
             if name.eq_ignore_ascii_case("host") {
                 continue;
             }
@@ -68,23 +108,20 @@ impl RequestRewrite<'_> {
                 continue;
             }
             if self.upgrade && name.eq_ignore_ascii_case("upgrade") {
-                write_field(out, name, &f.value);
+                write_field(out, name, f.value);
                 continue;
             }
-            if is_hop_by_hop(name, &head.fields) {
+            if is_hop_by_hop(name, connection) {
                 continue;
             }
-            write_field(out, name, &f.value);
+            write_field(out, name, f.value);
         }
         if let Some(n) = self.max_forwards {
-            let _ = write!(WriteVec(out), "Max-Forwards: {n}\r\n");
+            out.extend_from_slice(b"Max-Forwards: ");
+            write_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
         }
-        let _ = write!(
-            WriteVec(out),
-            "Via: {} {}\r\n",
-            head.version.via_token(),
-            self.proxy_name
-        );
+        write_via(out, head.version, self.proxy_name);
         if self.upgrade {
             out.extend_from_slice(b"Connection: upgrade\r\n");
         }
@@ -122,38 +159,33 @@ pub struct ResponseRewrite<'a> {
 impl ResponseRewrite<'_> {
     /// Appends the forwarded response head to `out`.
     pub fn write(&self, head: &ResponseHead, out: &mut Vec<u8>) {
-        let _ = write!(
-            WriteVec(out),
-            "HTTP/1.1 {} {}\r\n",
-            head.status,
-            head.reason
-        );
+        out.extend_from_slice(b"HTTP/1.1 ");
+        write_decimal(out, head.status.into());
+        out.push(b' ');
+        out.extend_from_slice(head.reason.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        let connection = connection_options(&head.fields);
         let upgrade = self.connection == ClientConnection::Upgrade;
         let mut has_date = false;
         for f in &head.fields.0 {
-            let name = f.name.as_str();
+            let name = f.name;
             if upgrade && name.eq_ignore_ascii_case("upgrade") {
-                write_field(out, name, &f.value);
+                write_field(out, name, f.value);
                 continue;
             }
-            if is_hop_by_hop(name, &head.fields) {
+            if is_hop_by_hop(name, connection) {
                 continue;
             }
             if self.dechunk && name.eq_ignore_ascii_case("transfer-encoding") {
                 continue;
             }
             has_date |= name.eq_ignore_ascii_case("date");
-            write_field(out, name, &f.value);
+            write_field(out, name, f.value);
         }
         if !has_date && head.status >= 200 {
-            let _ = write!(WriteVec(out), "Date: {}\r\n", self.date);
+            write_field(out, "Date", self.date.as_bytes());
         }
-        let _ = write!(
-            WriteVec(out),
-            "Via: {} {}\r\n",
-            head.version.via_token(),
-            self.proxy_name
-        );
+        write_via(out, head.version, self.proxy_name);
         match self.connection {
             ClientConnection::KeepAlive11 => {}
             ClientConnection::KeepAlive10 => out.extend_from_slice(b"Connection: keep-alive\r\n"),
@@ -190,6 +222,15 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "GET /x HTTP/1.1\r\nHost: a.test\r\nAccept: */*\r\nVia: 1.1 other\r\nVia: 1.1 me\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        for n in [0, 7, 10, 101, 65535, u64::MAX] {
+            let mut out = Vec::new();
+            write_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
     }
 
     #[test]

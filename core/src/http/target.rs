@@ -3,6 +3,7 @@
 
 use crate::error::RequestError;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -119,12 +120,13 @@ impl Authority {
     }
 
     /// The authority as it goes in a `Host` field: the port is left out
-    /// when it is `default_port`.
-    pub fn host_field(&self, default_port: u16) -> String {
-        if self.port == default_port {
-            self.host.to_string()
-        } else {
-            self.to_string()
+    /// when it is `default_port`. A name on the default port, the usual
+    /// case, is borrowed as it is.
+    pub fn host_field(&self, default_port: u16) -> Cow<'_, str> {
+        match &self.host {
+            Host::Name(name) if self.port == default_port => Cow::Borrowed(name),
+            host if self.port == default_port => Cow::Owned(host.to_string()),
+            _ => Cow::Owned(self.to_string()),
         }
     }
 }
@@ -135,20 +137,30 @@ impl fmt::Display for Authority {
     }
 }
 
-/// An `http` URI in absolute form, split for forwarding.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AbsoluteUri {
-    /// Where to forward.
-    pub authority: Authority,
-    /// Path and query in origin form, never empty (`/` at least).
-    pub path_and_query: String,
+/// `target.split_once("://")`: the scheme and the rest of an absolute
+/// URI. Written out because `split_once` sets up a substring searcher for
+/// a `&str` pattern, which costs more than the few bytes of scheme it then
+/// looks through.
+pub(crate) fn split_scheme(target: &str) -> Option<(&str, &str)> {
+    let at = target.as_bytes().windows(3).position(|w| w == b"://")?;
+    Some((&target[..at], &target[at + 3..]))
 }
 
-impl AbsoluteUri {
+/// An `http` URI in absolute form, split for forwarding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbsoluteUri<'a> {
+    /// Where to forward.
+    pub authority: Authority,
+    /// Path and query in origin form, never empty (`/` at least):
+    /// borrowed from the target unless a `/` had to be added.
+    pub path_and_query: Cow<'a, str>,
+}
+
+impl AbsoluteUri<'_> {
     /// Parses an absolute-form request target. Only `http` is forwarded;
     /// any other scheme is [`RequestError::UnsupportedScheme`].
-    pub fn parse(target: &str) -> Result<AbsoluteUri, RequestError> {
-        let Some((scheme, rest)) = target.split_once("://") else {
+    pub fn parse(target: &str) -> Result<AbsoluteUri<'_>, RequestError> {
+        let Some((scheme, rest)) = split_scheme(target) else {
             return Err(RequestError::BadTarget(
                 "not an absolute URI; is this client configured to use a proxy?",
             ));
@@ -169,9 +181,9 @@ impl AbsoluteUri {
         let tail = &rest[end..];
         let tail = tail.split('#').next().unwrap_or("");
         let path_and_query = if tail.starts_with('/') {
-            tail.to_owned()
+            Cow::Borrowed(tail)
         } else {
-            format!("/{tail}")
+            Cow::Owned(format!("/{tail}"))
         };
         Ok(AbsoluteUri {
             authority,
@@ -195,6 +207,21 @@ mod tests {
         assert_eq!(u.path_and_query, "/");
         let u = AbsoluteUri::parse("http://h?q").unwrap();
         assert_eq!(u.path_and_query, "/?q");
+    }
+
+    #[test]
+    fn schemes_split_where_split_once_would() {
+        for t in [
+            "http://a/",
+            "a:b://c",
+            "://x",
+            "http:/x",
+            "x",
+            "h://",
+            "a://b://c",
+        ] {
+            assert_eq!(split_scheme(t), t.split_once("://"), "{t}");
+        }
     }
 
     #[test]
