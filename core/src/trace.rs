@@ -103,6 +103,9 @@ pub enum Input {
     Connected(UpstreamId, Result<Connected, ConnectError>),
     /// `handle_upstream_data`
     UpstreamData(UpstreamId, Bytes),
+    /// `handle_upstream_forwarded`: how many body bytes went straight to
+    /// the client (the core never saw them, so neither does the trace).
+    UpstreamForwarded(UpstreamId, u64),
     /// `handle_upstream_eof`
     UpstreamEof(UpstreamId),
     /// `handle_upstream_error`
@@ -355,6 +358,12 @@ impl Traced {
         n
     }
 
+    /// See [`Connection::handle_upstream_forwarded`].
+    pub fn handle_upstream_forwarded(&mut self, now: Instant, upstream: UpstreamId, n: u64) {
+        self.begin(now, Input::UpstreamForwarded(upstream, n));
+        self.conn.handle_upstream_forwarded(now, upstream, n);
+    }
+
     /// See [`Connection::handle_upstream_eof`].
     pub fn handle_upstream_eof(&mut self, now: Instant, upstream: UpstreamId) {
         self.begin(now, Input::UpstreamEof(upstream));
@@ -493,6 +502,7 @@ pub fn replay(trace: &Trace) -> Result<Trace, PolicyError> {
             Input::UpstreamData(u, b) => {
                 let _ = t.handle_upstream_data(now, *u, &b.0);
             }
+            Input::UpstreamForwarded(u, n) => t.handle_upstream_forwarded(now, *u, *n),
             Input::UpstreamEof(u) => t.handle_upstream_eof(now, *u),
             Input::UpstreamError(u, e) => t.handle_upstream_error(now, *u, *e),
             Input::TunnelEnd(e) => t.handle_tunnel_end(now, *e),

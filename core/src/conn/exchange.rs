@@ -110,6 +110,14 @@ impl Exchange {
         }
     }
 
+    /// See [`Connection::forwardable_upstream`](super::Connection::forwardable_upstream).
+    pub(super) fn forwardable_response(&self) -> u64 {
+        match (&self.stage, &self.resp) {
+            (Stage::Forwarding, Resp::Body { reader, .. }) => reader.verbatim_run(),
+            _ => 0,
+        }
+    }
+
     pub(super) fn req_done(&self) -> bool {
         self.req_body.is_none()
     }

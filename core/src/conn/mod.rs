@@ -34,6 +34,19 @@
 //! byte read before it has been consumed, so the connection knows no
 //! pipelined request is still waiting in your buffer.
 //!
+//! # Moving response bodies without the core
+//!
+//! While a response body streams, the core has nothing to do with its
+//! bytes but count them. When you hold no unconsumed upstream bytes,
+//! [`forwardable_upstream`](Connection::forwardable_upstream) says how
+//! many of the upstream's next bytes you may send straight to the client
+//! without reading them into memory (with splice(2), say); report what
+//! you moved with
+//! [`handle_upstream_forwarded`](Connection::handle_upstream_forwarded),
+//! an input like any other. Offering the same bytes with
+//! `handle_upstream_data` instead is always correct too: the two give the
+//! same bytes to the client, the same records and the same state.
+//!
 //! ```
 //! use proxy_core::{Action, Config, ConnId, Connection, Instant, Shared, Side, WallAnchor};
 //!
@@ -247,6 +260,23 @@ impl Connection {
         match &self.phase {
             Phase::Exchange(ex) => ex.wants_upstream_data(),
             _ => false,
+        }
+    }
+
+    /// How many of the current upstream's next bytes the runtime may send
+    /// to the client as they are, without offering them to
+    /// [`handle_upstream_data`](Connection::handle_upstream_data): the
+    /// rest of a response body's current run of payload (the remaining
+    /// Content-Length, the rest of the current chunk's data, or
+    /// `u64::MAX` for a body that ends at end of stream). Zero when the
+    /// core must see the next byte, or while actions are queued. Valid
+    /// only when the runtime holds no unconsumed upstream bytes (they come
+    /// first); report the bytes moved with
+    /// [`handle_upstream_forwarded`](Connection::handle_upstream_forwarded).
+    pub fn forwardable_upstream(&self) -> u64 {
+        match &self.phase {
+            Phase::Exchange(ex) if self.outbox.queue.is_empty() => ex.forwardable_response(),
+            _ => 0,
         }
     }
 

@@ -883,6 +883,47 @@ impl Connection {
         HeadProgress::Stop(consumed)
     }
 
+    /// `n` response body bytes from `upstream` went straight to the
+    /// client (see [`Connection::forwardable_upstream`]); at most that
+    /// many are taken into account.
+    pub fn handle_upstream_forwarded(&mut self, now: Instant, upstream: UpstreamId, n: u64) {
+        self.debug_assert_drained();
+        let Phase::Exchange(ex) = &mut self.phase else {
+            return;
+        };
+        if ex.upstream != Some(upstream) {
+            return;
+        }
+        let n = n.min(ex.forwardable_response());
+        let Resp::Body { reader, .. } = &mut ex.resp else {
+            return;
+        };
+        reader.skip_verbatim(n);
+        let done = reader.is_done();
+        self.response_body_moved(now, n, done);
+        if let Phase::Exchange(ex) = &self.phase {
+            if ex.resp_done() && ex.req_done() {
+                self.finish(now);
+            }
+        }
+    }
+
+    /// Counts `passed` response body bytes sent to the client, and moves
+    /// on if the body is `done`.
+    fn response_body_moved(&mut self, now: Instant, passed: u64, done: bool) {
+        let ex = self.exchange_mut();
+        ex.bytes_to_client += passed;
+        if done {
+            ex.resp = Resp::Done;
+            if ex.req_done() {
+                self.timers.stop(Timer::Transfer);
+            }
+        } else {
+            self.timers
+                .set(Timer::Transfer, now + self.config.timeouts.transfer_idle);
+        }
+    }
+
     /// Passes what of `data[pos..]` belongs to the response body.
     fn read_response_body(&mut self, now: Instant, data: &[u8], pos: usize) -> usize {
         let Phase::Exchange(ex) = &mut self.phase else {
@@ -917,17 +958,7 @@ impl Connection {
                     }
                 }
                 self.segments = segments;
-                let ex = self.exchange_mut();
-                ex.bytes_to_client += passed;
-                if done {
-                    ex.resp = Resp::Done;
-                    if ex.req_done() {
-                        self.timers.stop(Timer::Transfer);
-                    }
-                } else {
-                    self.timers
-                        .set(Timer::Transfer, now + self.config.timeouts.transfer_idle);
-                }
+                self.response_body_moved(now, passed, done);
                 n
             }
             Err(_) => {

@@ -34,6 +34,11 @@ pub(crate) struct Sim {
     pub(crate) closed: Option<CloseReason>,
     /// The upstream the connection is talking to.
     pub(crate) upstream: Option<UpstreamId>,
+    /// Send response body bytes straight to the client whenever the
+    /// connection allows it, as a splicing runtime would.
+    pub(crate) forward: bool,
+    /// Bytes sent that way.
+    pub(crate) forwarded: u64,
 }
 
 impl Sim {
@@ -76,6 +81,8 @@ impl Sim {
             tunnels: Vec::new(),
             closed: None,
             upstream: None,
+            forward: false,
+            forwarded: 0,
         }
     }
 
@@ -159,6 +166,20 @@ impl Sim {
                 assert!(n > 0, "wanted client data but consumed none");
                 self.drain(&data, &[]);
                 self.client_buf.drain(..n);
+                continue;
+            }
+            let forwardable = self.conn.forwardable_upstream();
+            if self.forward && forwardable > 0 && !self.upstream_buf.is_empty() {
+                let n = forwardable.min(self.upstream_buf.len() as u64);
+                let moved: Vec<u8> = self.upstream_buf.drain(..n as usize).collect();
+                self.to_client.extend_from_slice(&moved);
+                self.forwarded += n;
+                let id = self.upstream.unwrap();
+                self.conn.handle_upstream_forwarded(self.now, id, n);
+                self.drain(&[], &[]);
+                if self.upstream.is_none() {
+                    self.upstream_buf.clear();
+                }
                 continue;
             }
             if !self.upstream_buf.is_empty() && self.conn.wants_upstream_data() {
@@ -794,7 +815,17 @@ mod chunking {
     );
 
     fn run(exchanges: &[Exchange], client_sizes: &[usize], upstream_sizes: &[usize]) -> Outcome {
+        run_with(exchanges, client_sizes, upstream_sizes, false)
+    }
+
+    fn run_with(
+        exchanges: &[Exchange],
+        client_sizes: &[usize],
+        upstream_sizes: &[usize],
+        forward: bool,
+    ) -> Outcome {
         let mut sim = Sim::default();
+        sim.forward = forward;
         let all: Vec<u8> = exchanges.iter().flat_map(|e| e.request.clone()).collect();
         let mut client = split(&all, client_sizes);
         let mut responses: VecDeque<&Exchange> = exchanges.iter().collect();
@@ -849,7 +880,66 @@ mod chunking {
             prop_assert_eq!(&whole.1, &byte_at_a_time.1);
             prop_assert_eq!(&whole.2, &byte_at_a_time.2);
         }
+
+        /// Body bytes sent straight to the client (as a splicing runtime
+        /// does) instead of through `handle_upstream_data` change nothing
+        /// the client or the log sees.
+        #[test]
+        fn forwarding_bodies_directly_changes_nothing(
+            exchanges in proptest::collection::vec(exchange(), 1..4),
+            client_sizes in proptest::collection::vec(1usize..50, 1..20),
+            upstream_sizes in proptest::collection::vec(1usize..50, 1..20),
+        ) {
+            let fed = run(&exchanges, &client_sizes, &upstream_sizes);
+            let forwarded = run_with(&exchanges, &client_sizes, &upstream_sizes, true);
+            prop_assert_eq!(&fed.0, &forwarded.0);
+            prop_assert_eq!(&fed.1, &forwarded.1);
+            prop_assert_eq!(&fed.2, &forwarded.2);
+            prop_assert_eq!(fed.3, forwarded.3);
+        }
     }
+}
+
+#[test]
+fn response_bodies_may_go_straight_to_the_client() {
+    let mut sim = Sim::default();
+    sim.forward = true;
+    connected_get(&mut sim);
+    assert_eq!(sim.conn.forwardable_upstream(), 0, "no response head yet");
+    let body = vec![b'x'; 100_000];
+    sim.upstream_sends(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n");
+    assert_eq!(sim.conn.forwardable_upstream(), 100_000);
+    sim.upstream_sends(&body[..60_000]);
+    assert_eq!(sim.forwarded, 60_000);
+    assert_eq!(sim.conn.forwardable_upstream(), 40_000);
+    assert!(sim.logs.is_empty());
+    sim.upstream_sends(&body[60_000..]);
+    assert_eq!(sim.conn.forwardable_upstream(), 0);
+    assert_eq!(sim.releases, vec![(UpstreamId(0), true)], "kept for reuse");
+    let log = &sim.logs[0];
+    assert_eq!(log.bytes_to_client, sim.to_client.len() as u64);
+    assert!(sim.take_client_text().ends_with(&"x".repeat(100_000)));
+
+    // Chunked: only the current chunk's data may skip the core; the
+    // framing around it is always read.
+    sim.client_sends(b"GET http://192.0.2.1/c HTTP/1.1\r\nHost: a\r\n\r\n");
+    sim.connect_ok(true);
+    sim.upstream_sends(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123");
+    assert_eq!(sim.conn.forwardable_upstream(), 12, "the rest of the chunk");
+    sim.upstream_sends(b"456789abcdef");
+    assert_eq!(
+        sim.conn.forwardable_upstream(),
+        0,
+        "the chunk's CRLF comes next"
+    );
+    // More than the chunk in one go: only its data is forwarded.
+    sim.upstream_sends(b"\r\n3\r\nxyz\r\n0\r\n\r\n");
+    assert_eq!(sim.logs.len(), 2);
+    assert_eq!(
+        sim.take_client_text(),
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nDate: Sat, 21 Nov 2026 14:10:03 GMT\r\nVia: 1.1 proxy-rs\r\n\r\n10\r\n0123456789abcdef\r\n3\r\nxyz\r\n0\r\n\r\n"
+    );
+    assert!(sim.conn.wants_client_data());
 }
 
 #[test]
@@ -889,6 +979,9 @@ mod robustness {
         TunnelEnd,
         Advance(u16),
         Shutdown,
+        /// A runtime reports body bytes it sent on directly; any count,
+        /// even more than the connection allowed.
+        Forwarded(u64),
     }
 
     fn fragment() -> impl Strategy<Value = Vec<u8>> {
@@ -919,6 +1012,7 @@ mod robustness {
             1 => Just(Op::TunnelEnd),
             1 => (0u16..400).prop_map(Op::Advance),
             1 => Just(Op::Shutdown),
+            1 => prop_oneof![0u64..300, Just(u64::MAX)].prop_map(Op::Forwarded),
         ]
     }
 
@@ -981,6 +1075,13 @@ mod robustness {
                     Op::Shutdown => {
                         sim.conn.begin_shutdown(sim.now);
                         sim.drain(&[], &[]);
+                    }
+                    Op::Forwarded(n) => {
+                        if let Some(id) = sim.upstream {
+                            sim.conn.handle_upstream_forwarded(sim.now, id, n);
+                            sim.drain(&[], &[]);
+                            sim.offer();
+                        }
                     }
                 }
             }

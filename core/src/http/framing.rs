@@ -191,6 +191,29 @@ impl ChunkedDecoder {
         self.state == ChunkState::Done
     }
 
+    /// Bytes of chunk data left in the current chunk; zero while in a
+    /// chunk line, between chunks or in the trailers.
+    pub fn data_remaining(&self) -> u64 {
+        match self.state {
+            ChunkState::Data { remaining } => remaining,
+            _ => 0,
+        }
+    }
+
+    /// Accounts for `n` bytes of the current chunk's data (at most
+    /// [`data_remaining`](ChunkedDecoder::data_remaining)) that went on
+    /// without being decoded.
+    pub fn skip_data(&mut self, n: u64) {
+        if let ChunkState::Data { remaining } = self.state {
+            let left = remaining - n.min(remaining);
+            self.state = if left == 0 {
+                ChunkState::DataCr
+            } else {
+                ChunkState::Data { remaining: left }
+            };
+        }
+    }
+
     /// Consumes as much of `input` as belongs to the body, calling `emit`
     /// with consecutive segments that together cover the consumed prefix.
     /// Returns how many bytes were consumed; fewer than `input.len()` only
@@ -384,6 +407,30 @@ impl BodyReader {
             BodyReader::Length { remaining } => *remaining == 0,
             BodyReader::Chunked(d) => d.is_done(),
             BodyReader::UntilClose => false,
+        }
+    }
+
+    /// How many of the next input bytes are payload, passed on as they
+    /// are whatever else happens: the remaining length, the rest of the
+    /// current chunk's data (zero while in framing), or `u64::MAX` until
+    /// end of stream.
+    pub fn verbatim_run(&self) -> u64 {
+        match self {
+            BodyReader::Length { remaining } => *remaining,
+            BodyReader::Chunked(d) => d.data_remaining(),
+            BodyReader::UntilClose => u64::MAX,
+        }
+    }
+
+    /// Accounts for `n` payload bytes (at most [`verbatim_run`]) that went
+    /// on without being [`read`](BodyReader::read).
+    ///
+    /// [`verbatim_run`]: BodyReader::verbatim_run
+    pub fn skip_verbatim(&mut self, n: u64) {
+        match self {
+            BodyReader::Length { remaining } => *remaining -= n.min(*remaining),
+            BodyReader::Chunked(d) => d.skip_data(n),
+            BodyReader::UntilClose => {}
         }
     }
 
