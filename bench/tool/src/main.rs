@@ -1,0 +1,124 @@
+//! proxy-bench: the benchmark of proxy-std and proxy-smol against
+//! tinyproxy, Squid and direct-to-origin, in one run (see bench/README.md;
+//! run it through bench/run.sh, which installs the tools and raises the
+//! open-files limit).
+
+mod cleanup;
+mod download;
+mod error;
+mod fetch;
+mod idle;
+mod origin;
+mod ports;
+mod procstat;
+mod report;
+mod run;
+mod service;
+mod sysinfo;
+mod targets;
+mod tunnel;
+mod workdir;
+mod wrk;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::{Context, Result};
+
+#[derive(Parser)]
+#[command(
+    name = "proxy-bench",
+    about = "Benchmark the proxies against direct-to-origin"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Measure every target and print the table (exit 1 if any figure failed).
+    Run(RunArgs),
+    /// The TCP sink/source/hold servers (started by `run`).
+    Origin(OriginArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Seconds each throughput figure runs.
+    #[arg(long, default_value_t = 10)]
+    secs: u32,
+    /// Targets to run besides direct, comma-separated: proxy-std, proxy-smol, tinyproxy, squid.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Idle incomplete requests held for the RSS figure.
+    #[arg(long, default_value_t = 10_000)]
+    idle_conns: usize,
+    /// Idle CONNECT tunnels held for the RSS figure.
+    #[arg(long, default_value_t = 9_000)]
+    idle_tunnels: usize,
+    /// Also write the table (Markdown) to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Where proxy-std and proxy-smol are; default: beside this program.
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// The configuration layer given to our proxies.
+    #[arg(long, default_value = "bench/proxy.ron")]
+    proxy_config: PathBuf,
+}
+
+#[derive(Args)]
+struct OriginArgs {
+    /// Reads and discards until EOF.
+    #[arg(long)]
+    sink: Option<SocketAddr>,
+    /// Writes until the peer closes, after the client's first bytes.
+    #[arg(long)]
+    source: Option<SocketAddr>,
+    /// Keeps every connection open without reading.
+    #[arg(long)]
+    hold: Option<SocketAddr>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Run(args) => run(args),
+        Cmd::Origin(args) => origin::serve(args.sink, args.source, args.hold).map(|()| true),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("proxy-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: RunArgs) -> Result<bool> {
+    cleanup::watch_signals()?;
+    let bin_dir = match args.bin_dir {
+        Some(dir) => dir,
+        None => std::env::current_exe()
+            .context("finding proxy-bench's own path")?
+            .parent()
+            .context("proxy-bench's path has no parent")?
+            .to_path_buf(),
+    };
+    let proxy_config = std::fs::canonicalize(&args.proxy_config)
+        .context(format!("the proxy config {}", args.proxy_config.display()))?;
+    run::run(&run::Options {
+        secs: args.secs,
+        only: args.only,
+        idle_conns: args.idle_conns,
+        idle_tunnels: args.idle_tunnels,
+        out: args.out,
+        bin_dir,
+        proxy_config,
+    })
+}

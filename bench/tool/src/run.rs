@@ -1,0 +1,446 @@
+//! The `run` subcommand: start the origins, then measure every target in
+//! turn with the same load, and print the table.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::thread;
+use std::time::Duration;
+
+use crate::download;
+use crate::error::{bail, Context, Result};
+use crate::fetch;
+use crate::idle::{self, Hold};
+use crate::origin::{self, addr};
+use crate::ports::Ports;
+use crate::procstat;
+use crate::report::{self, Cell, Column, Figure};
+use crate::service::Service;
+use crate::sysinfo;
+use crate::targets::{self, Kind, Setup, Target};
+use crate::tunnel::{self, Direction};
+use crate::workdir::{Workdir, FILES};
+use crate::wrk::{self, Load};
+
+pub(crate) struct Options {
+    pub(crate) secs: u32,
+    /// Target names to run besides `direct`; empty: all.
+    pub(crate) only: Vec<String>,
+    pub(crate) idle_conns: usize,
+    pub(crate) idle_tunnels: usize,
+    pub(crate) out: Option<PathBuf>,
+    pub(crate) bin_dir: PathBuf,
+    pub(crate) proxy_config: PathBuf,
+}
+
+/// wrk's connections for the request-rate figures; our own client's for
+/// the 10 MiB downloads (one thread each).
+const CONNS: u32 = 64;
+const DOWNLOAD_CONNS: usize = 4;
+const TUNNELS: usize = 4;
+/// Rest between measurements, for TIME_WAIT and the proxy to settle.
+const PAUSE: Duration = Duration::from_secs(1);
+
+/// Runs the whole benchmark; true if every figure was measured.
+pub(crate) fn run(opts: &Options) -> Result<bool> {
+    let targets = select(&opts.only)?;
+    for tool in ["nginx", "wrk"] {
+        if !sysinfo::has_program(tool) {
+            bail!("{tool} is not installed (bench/run.sh installs it)");
+        }
+    }
+    check_open_files(opts.idle_conns.max(2 * opts.idle_tunnels) + 200)?;
+    let ticks = procstat::ticks_per_second()?;
+
+    let work = Workdir::create()?;
+    let mut ports = Ports::new();
+    let origin_addr = addr(ports.take()?);
+    let nginx = origin::start_nginx(&work, origin_addr.port())?;
+    let sink = addr(ports.take()?);
+    let source = addr(ports.take()?);
+    let _streams = origin::start_tcp(&work, "tcp-origin", &[("sink", sink), ("source", source)])?;
+    eprintln!(
+        "proxy-bench: origin http://{origin_addr}/ (nginx), sink {sink}, source {source}, temp dir {}",
+        work.path().display()
+    );
+
+    let bench = Bench {
+        opts,
+        setup: Setup {
+            work: &work,
+            bin_dir: &opts.bin_dir,
+            proxy_config: &opts.proxy_config,
+        },
+        origin: origin_addr,
+        nginx_pid: nginx.pid(),
+        sink,
+        source,
+        ticks,
+    };
+    let mut columns = Vec::new();
+    for target in targets {
+        eprintln!("== {}", target.name);
+        columns.push(bench.target(target, &mut ports));
+    }
+
+    let settings = format!(
+        "{} s per figure; wrk -t2 -c{CONNS} (10 MiB: our client, {DOWNLOAD_CONNS} connections), every response checked; \
+         {TUNNELS} tunnels per direction; {} idle requests and {} idle tunnels, each set on a freshly started proxy",
+        opts.secs,
+        report::thousands(opts.idle_conns as u64),
+        report::thousands(opts.idle_tunnels as u64),
+    );
+    let failures: Vec<String> = columns.iter().flat_map(Column::failures).collect();
+    let mut text = format!(
+        "## proxy-bench\n\n{}\n{}\n{}",
+        sysinfo::header(&settings),
+        report::table(&columns),
+        NOTES
+    );
+    for note in columns.iter().filter_map(Column::note) {
+        text.push_str(&format!("\n{note}\n"));
+    }
+    if !failures.is_empty() {
+        text.push_str("\n**FAILED**:\n\n");
+        for f in &failures {
+            text.push_str(&format!("- {f}\n"));
+        }
+    }
+    println!("{text}");
+    if let Some(out) = &opts.out {
+        std::fs::write(out, &text).context(format!("writing {}", out.display()))?;
+    }
+    Ok(failures.is_empty())
+}
+
+/// The figures measured with wrk. (The 10 MiB downloader reconnects after
+/// a close between responses for every target, see `download`.)
+const WRK_FIGURES: [Figure; 5] = [
+    Figure::KeepAlive1k,
+    Figure::Latency1k,
+    Figure::Cpu1k,
+    Figure::NewConnection,
+    Figure::KeepAlive64k,
+];
+
+const SILENT_CLOSES: &str = "closes the client connection after every response without sending \
+`Connection: close` (no client keep-alive), which wrk counts as socket read/write errors. For this \
+target only, those errors are tolerated up to one per response (connect errors, timeouts and any bad \
+response still fail the figure; only complete, checked responses are counted), so its keep-alive \
+figures are in fact one connection per request.";
+
+const NOTES: &str = "Ratios are the target's figure ÷ direct's in this run (higher is better). \
+CPU is user+sys of the proxy's processes ÷ checked responses; direct's is nginx's own. \
+RSS per connection is the growth of the proxy's resident memory ÷ connections held.\n";
+
+/// `direct` always, then the targets named by `--only` (all by default).
+fn select(only: &[String]) -> Result<Vec<Target>> {
+    for name in only {
+        if !targets::ALL.iter().any(|t| t.name == name) {
+            let names: Vec<&str> = targets::ALL.iter().map(|t| t.name).collect();
+            bail!(
+                "unknown target {name:?} in --only; known: {}",
+                names.join(", ")
+            );
+        }
+    }
+    Ok(targets::ALL
+        .into_iter()
+        .filter(|t| t.kind == Kind::Direct || only.is_empty() || only.iter().any(|n| n == t.name))
+        .collect())
+}
+
+/// Our process and every server it starts inherit this limit: we hold the
+/// idle connections, a proxy holds two descriptors per idle tunnel.
+fn check_open_files(needed: usize) -> Result<()> {
+    let limits =
+        std::fs::read_to_string("/proc/self/limits").context("reading /proc/self/limits")?;
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(usize::MAX);
+    if soft < needed {
+        bail!(
+            "the open-files limit is {soft}, the idle figures need {needed}: run through bench/run.sh \
+             (which raises it with ulimit -n), or lower --idle-conns/--idle-tunnels"
+        );
+    }
+    Ok(())
+}
+
+/// The run's fixed parts, shared by every target.
+struct Bench<'a> {
+    opts: &'a Options,
+    setup: Setup<'a>,
+    origin: SocketAddr,
+    nginx_pid: u32,
+    sink: SocketAddr,
+    source: SocketAddr,
+    ticks: u64,
+}
+
+impl Bench<'_> {
+    fn target(&self, target: Target, ports: &mut Ports) -> Column {
+        let mut column = Column::new(target.name);
+        if target.kind == Kind::Direct {
+            if let Err(e) = self.check_files(None) {
+                column.fail(format!("failed the checks: {e}"));
+                return column;
+            }
+            self.throughput(&mut column, None, self.nginx_pid, None, false);
+            column.set(Figure::IdleRequest, Cell::NotApplicable);
+            column.set(Figure::IdleTunnel, Cell::NotApplicable);
+            return column;
+        }
+        if let Some(program) = target.program(&self.setup) {
+            if !sysinfo::has_program(&program) {
+                column.fail(format!("{program} is not installed"));
+                return column;
+            }
+        }
+        let (mut proxy, at) = match self.start(target, ports) {
+            Ok(started) => started,
+            Err(e) => {
+                column.fail(format!("did not start: {e}"));
+                return column;
+            }
+        };
+        if let Err(e) = self.check_files(Some(at)) {
+            column.fail(format!("failed the checks: {e}"));
+            return column;
+        }
+        let silent_closes = match fetch::closes_silently(at, self.origin) {
+            Ok(silent) => silent,
+            Err(e) => {
+                column.fail(format!("failed the keep-alive probe: {e}"));
+                return column;
+            }
+        };
+        if silent_closes {
+            column.mark(&WRK_FIGURES, SILENT_CLOSES.to_string());
+            eprintln!("  closes client connections after each response without Connection: close");
+        }
+        let pid = proxy.pid();
+        self.throughput(&mut column, Some(at), pid, Some(&mut proxy), silent_closes);
+        drop(proxy);
+        // Each idle figure gets a fresh proxy, so that neither inherits
+        // memory freed but kept by the allocator from the figures before.
+        let requests = self.idle(target, ports, false);
+        column.set(Figure::IdleRequest, requests);
+        let tunnels = self.idle(target, ports, true);
+        column.set(Figure::IdleTunnel, tunnels);
+        column
+    }
+
+    fn start(&self, target: Target, ports: &mut Ports) -> Result<(Service, SocketAddr)> {
+        let port = ports.take()?;
+        let service = target.start(&self.setup, port)?;
+        Ok((service, addr(port)))
+    }
+
+    /// One GET of each file, checked; through the proxy if given.
+    fn check_files(&self, proxy: Option<SocketAddr>) -> Result<()> {
+        for (name, size) in FILES {
+            fetch::check(proxy, self.origin, &format!("/{name}"), size)?;
+        }
+        Ok(())
+    }
+
+    /// The request-rate and throughput figures. `cpu_pid` is the process
+    /// tree whose CPU is counted; `service`, when given, is asked whether it
+    /// is still alive after a failure.
+    fn throughput(
+        &self,
+        column: &mut Column,
+        proxy: Option<SocketAddr>,
+        cpu_pid: u32,
+        mut service: Option<&mut Service>,
+        silent_closes: bool,
+    ) {
+        let mut record = |column: &mut Column, figure: Figure, result: Result<Cell>| {
+            let cell = result.unwrap_or_else(|e| {
+                let dead = service
+                    .as_deref_mut()
+                    .and_then(|s| s.check_alive().err())
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default();
+                Cell::Failed(format!("{e}{dead}"))
+            });
+            eprintln!("  {}: {}", figure.label(), brief(&cell));
+            column.set(figure, cell);
+            thread::sleep(PAUSE);
+        };
+
+        match self.keep_alive_1k(proxy, cpu_pid, silent_closes) {
+            Ok((rate, latency, cpu)) => {
+                record(column, Figure::KeepAlive1k, Ok(rate));
+                record(column, Figure::Latency1k, Ok(latency));
+                record(column, Figure::Cpu1k, Ok(cpu));
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                record(column, Figure::KeepAlive1k, Err(e));
+                column.set(Figure::Latency1k, Cell::Failed(reason.clone()));
+                column.set(Figure::Cpu1k, Cell::Failed(reason));
+            }
+        }
+        let new_conn = self
+            .wrk(proxy, "/1k", 1024, true, silent_closes)
+            .map(|o| Cell::Rate(o.requests_per_sec));
+        record(column, Figure::NewConnection, new_conn);
+        let medium = self
+            .wrk(proxy, "/64k", 64 * 1024, false, silent_closes)
+            .map(|o| Cell::Rate(o.requests_per_sec));
+        record(column, Figure::KeepAlive64k, medium);
+        let download = self.download(proxy).map(Cell::Rate);
+        record(column, Figure::Download10m, download);
+        let secs = self.opts.secs;
+        let up = tunnel::throughput(proxy, self.sink, Direction::Upload, TUNNELS, secs);
+        record(column, Figure::ConnectUpload, up.map(Cell::Rate));
+        let down = tunnel::throughput(proxy, self.source, Direction::Download, TUNNELS, secs);
+        record(column, Figure::ConnectDownload, down.map(Cell::Rate));
+    }
+
+    /// Keep-alive 1 KiB: rate, latency and CPU per response from one run.
+    fn keep_alive_1k(
+        &self,
+        proxy: Option<SocketAddr>,
+        cpu_pid: u32,
+        silent_closes: bool,
+    ) -> Result<(Cell, Cell, Cell)> {
+        let before = procstat::cpu_ticks(cpu_pid)?;
+        let outcome = self.wrk(proxy, "/1k", 1024, false, silent_closes)?;
+        let after = procstat::cpu_ticks(cpu_pid)?;
+        let us = after.saturating_sub(before) as f64 * 1e6 / self.ticks as f64 / outcome.ok as f64;
+        Ok((
+            Cell::Rate(outcome.requests_per_sec),
+            Cell::Latency {
+                p50_ms: outcome.p50_ms,
+                p99_ms: outcome.p99_ms,
+            },
+            Cell::Micros {
+                us,
+                origin: proxy.is_none(),
+            },
+        ))
+    }
+
+    fn wrk(
+        &self,
+        proxy: Option<SocketAddr>,
+        path: &str,
+        size: usize,
+        close: bool,
+        silent_closes: bool,
+    ) -> Result<wrk::Outcome> {
+        let outcome = wrk::run(
+            self.setup.work,
+            &Load {
+                connect_to: proxy.unwrap_or(self.origin),
+                origin: self.origin,
+                proxied: proxy.is_some(),
+                path,
+                size,
+                close,
+                connections: CONNS,
+                secs: self.opts.secs,
+                silent_closes,
+            },
+        )?;
+        if outcome.tolerated_errors > 0 {
+            eprintln!(
+                "    ({} socket errors from silent closes, {} checked responses)",
+                outcome.tolerated_errors, outcome.ok
+            );
+        }
+        Ok(outcome)
+    }
+
+    /// The 10 MiB download, with our own client: MB/s of checked bodies.
+    fn download(&self, proxy: Option<SocketAddr>) -> Result<f64> {
+        let path = self.setup.work.www().join("10m");
+        let body = std::fs::read(&path).context(format!("reading {}", path.display()))?;
+        let outcome = download::run(&download::Load {
+            connect_to: proxy.unwrap_or(self.origin),
+            origin: self.origin,
+            proxied: proxy.is_some(),
+            path: "/10m",
+            body: &body,
+            connections: DOWNLOAD_CONNS,
+            duration: Duration::from_secs(self.opts.secs.into()),
+        })?;
+        eprintln!(
+            "    ({} checked responses on {} connections)",
+            outcome.responses, outcome.connections
+        );
+        Ok(outcome.mb_per_sec)
+    }
+
+    /// RSS per idle connection on a freshly started proxy: incomplete
+    /// requests, or (`tunnels`) CONNECT tunnels to a hold server.
+    fn idle(&self, target: Target, ports: &mut Ports, tunnels: bool) -> Cell {
+        let figure = if tunnels {
+            Figure::IdleTunnel
+        } else {
+            Figure::IdleRequest
+        };
+        let cell = match self.idle_once(target, ports, tunnels) {
+            Ok(kib) => Cell::Kib(kib),
+            Err(e) => Cell::Failed(e.to_string()),
+        };
+        eprintln!("  {}: {}", figure.label(), brief(&cell));
+        // Let the closed connections drain before the next proxy starts.
+        thread::sleep(PAUSE * 2);
+        cell
+    }
+
+    fn idle_once(&self, target: Target, ports: &mut Ports, tunnels: bool) -> Result<f64> {
+        let (mut proxy, at) = self.start(target, ports)?;
+        // The hold server runs only for this figure: stopping it closes
+        // every held socket at once.
+        let (_holder, hold, n) = if tunnels {
+            let hold_addr = addr(ports.take()?);
+            let holder = origin::start_tcp(self.setup.work, "hold", &[("hold", hold_addr)])?;
+            (
+                Some(holder),
+                Hold::Tunnel { hold: hold_addr },
+                self.opts.idle_tunnels,
+            )
+        } else {
+            (
+                None,
+                Hold::IncompleteRequest {
+                    origin: self.origin,
+                },
+                self.opts.idle_conns,
+            )
+        };
+        let held =
+            idle::measure(at, proxy.pid(), &hold, n).map_err(|e| match proxy.check_alive() {
+                Err(dead) => crate::error::Error::new(format!("{e} ({dead})")),
+                Ok(()) => e,
+            })?;
+        eprintln!(
+            "    RSS {} KiB -> {} KiB for {n} connections ({} closed by the proxy); opened in {:.1} s, settled in {:.1} s",
+            held.before_kib,
+            held.after_kib,
+            held.closed,
+            held.open_time.as_secs_f64(),
+            held.settle_time.as_secs_f64()
+        );
+        Ok(held.kib_per_conn)
+    }
+}
+
+/// A cell for the progress lines on stderr.
+fn brief(cell: &Cell) -> String {
+    match cell {
+        Cell::Rate(v) => format!("{v:.1}"),
+        Cell::Latency { p50_ms, p99_ms } => format!("{p50_ms:.3} / {p99_ms:.3} ms"),
+        Cell::Micros { us, .. } => format!("{us:.2} µs"),
+        Cell::Kib(k) => format!("{k:.2} KiB"),
+        Cell::NotApplicable => "-".into(),
+        Cell::Failed(reason) => format!("FAILED: {reason}"),
+    }
+}
