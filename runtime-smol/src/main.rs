@@ -53,9 +53,6 @@ use std::time::Duration;
 /// Pending connections each listening socket queues before accepting.
 const BACKLOG: i32 = 1024;
 
-/// Most idle pooled connections kept per upstream address.
-const POOL_PER_ADDR: usize = 8;
-
 /// Connection ids, unique for the life of the process.
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
@@ -135,7 +132,7 @@ fn main() -> ExitCode {
     let shared = Arc::new(Shared {
         settings,
         clock: Clock::new(),
-        pool: Pool::new(idle, POOL_PER_ADDR),
+        pool: Pool::new(idle, proxy_std::pool::MAX_IDLE_PER_ADDR),
         traces,
         life: life.clone(),
     });

@@ -128,8 +128,8 @@ impl Relay {
         let (mut b1, mut b2) = (BUDGET, BUDGET);
         let r1 = self.up.poll(cx, client, upstream, &mut b1);
         let r2 = self.down.poll(cx, upstream, client, &mut b2);
-        if r1.is_err() || r2.is_err() {
-            return Some(TunnelEndReason::Error);
+        if let Err(e) = r1.and(r2) {
+            return Some(proxy_std::io_error::tunnel_end(&e));
         }
         if self.up.done && self.down.done {
             return Some(TunnelEndReason::Closed);

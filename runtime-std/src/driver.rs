@@ -41,8 +41,6 @@ use std::time::Duration;
 const BUF_CAP: usize = 64 * 1024;
 /// Largest single read.
 const READ_CHUNK: usize = 16 * 1024;
-/// Idle pooled connections kept per upstream address.
-pub(crate) const MAX_POOLED_PER_ADDR: usize = 8;
 /// How long a connection waits for its sockets on its worker thread before
 /// it is parked. Long enough that a busy keep-alive client (the next
 /// request follows within milliseconds) never pays for parking; short
@@ -75,7 +73,7 @@ impl Shared {
     pub(crate) fn new(settings: Settings, life: Lifecycle) -> io::Result<Self> {
         let pool = Pool::new(
             settings.config().timeouts.upstream_idle,
-            MAX_POOLED_PER_ADDR,
+            proxy_std::pool::MAX_IDLE_PER_ADDR,
         );
         let lot = ParkingLot::new(life.drain_fd())?;
         Ok(Shared {

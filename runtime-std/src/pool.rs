@@ -5,6 +5,16 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// Most idle connections kept per upstream address, in both runtimes.
+///
+/// As many as the clients that use one origin at once, so that a busy
+/// origin's connections are all reused: with 8, 64 keep-alive clients of
+/// one origin opened a new upstream connection for a fifth of their
+/// requests (connect and close were 15% of the proxy's CPU). An idle
+/// pooled connection costs a socket and no buffer, and goes after
+/// `timeouts.upstream_idle`.
+pub const MAX_IDLE_PER_ADDR: usize = 256;
+
 /// A pool of idle connections of type `T`, keyed by the address they are
 /// connected to. Entries older than the idle timeout are dropped (closing
 /// them) when met.

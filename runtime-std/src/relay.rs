@@ -10,6 +10,7 @@
 
 use crate::sys::{self, POLLIN, POLLOUT};
 use proxy_core::{TunnelEnd, TunnelEndReason};
+use proxy_std::io_error::tunnel_end;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
@@ -127,7 +128,7 @@ impl Relay {
                         self.last = Instant::now();
                     }
                 }
-                _ => return Some(TunnelEndReason::Error),
+                (Err(e), _) | (_, Err(e)) => return Some(tunnel_end(&e)),
             }
             if up.eof && up.pending() == 0 && !up.shut {
                 // Ignore failure: the peer may already be gone, which the
@@ -191,14 +192,14 @@ impl Relay {
                 match up.forward(client, upstream) {
                     Ok(true) => self.last = Instant::now(),
                     Ok(false) => {}
-                    Err(_) => return Some(TunnelEndReason::Error),
+                    Err(e) => return Some(tunnel_end(&e)),
                 }
             }
             if fds[1].revents != 0 && upstream_events & POLLIN != 0 {
                 match down.forward(upstream, client) {
                     Ok(true) => self.last = Instant::now(),
                     Ok(false) => {}
-                    Err(_) => return Some(TunnelEndReason::Error),
+                    Err(e) => return Some(tunnel_end(&e)),
                 }
             }
         }
