@@ -475,22 +475,7 @@ impl Conn {
                 return self.forward_upstream(forwardable);
             }
         }
-        let Some(up) = self.up.as_mut() else {
-            return;
-        };
-        match read_some(&up.stream, &mut self.ubuf) {
-            ReadOutcome::Again => return,
-            ReadOutcome::Eof => up.eof_seen = true,
-            ReadOutcome::Data => self.u_stalled = false,
-            ReadOutcome::Failed => {
-                up.dead = true;
-                let id = up.id;
-                let now = self.now();
-                self.conn
-                    .handle_upstream_error(now, id, ConnectError::Reset);
-            }
-        }
-        self.pump();
+        self.read_upstream_to_buffer();
     }
 
     /// Moves up to `max` response body bytes from the upstream to the
@@ -503,7 +488,7 @@ impl Conn {
             return;
         };
         let Ok(mut pipe) = PIPES.take() else {
-            self.forward_by_copy();
+            self.read_upstream_to_buffer();
             return;
         };
         let want = usize::try_from(max).unwrap_or(usize::MAX).min(SPLICE_MAX);
@@ -571,12 +556,12 @@ impl Conn {
 
     #[cfg(not(target_os = "linux"))]
     fn forward_upstream(&mut self, _max: u64) {
-        self.forward_by_copy();
+        self.read_upstream_to_buffer();
     }
 
     /// Reads the upstream's next bytes into the buffer, for the core to
-    /// pass on as usual.
-    fn forward_by_copy(&mut self) {
+    /// take as usual.
+    fn read_upstream_to_buffer(&mut self) {
         let Some(up) = self.up.as_mut() else {
             return;
         };
