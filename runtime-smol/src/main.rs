@@ -80,13 +80,7 @@ fn main() -> ExitCode {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Each thread's listening sockets.
     let mut listeners: Vec<Vec<(TcpListener, Role)>> = (0..threads).map(|_| Vec::new()).collect();
-    let admin = settings.config().admin.listen.map(|a| (a, Role::Admin));
-    for (addr, role) in settings
-        .listen
-        .iter()
-        .map(|a| (*a, Role::Proxy))
-        .chain(admin)
-    {
+    for (addr, role) in settings.listeners() {
         // The admin pages get one socket; a proxy address one per thread,
         // all on the port the first one got (the address may say port 0).
         let copies = match role {

@@ -4,6 +4,7 @@
 //! connection from a live one, and closing a client gracefully.
 
 use futures_lite::future::poll_fn;
+use futures_lite::ready;
 use futures_lite::{AsyncRead, AsyncWrite};
 use proxy_std::buf::InBuf;
 use proxy_std::lifecycle::{EventListener, Lifecycle};
@@ -77,14 +78,12 @@ pub(crate) fn poll_read_into(
     buf: &mut InBuf,
     skip_read: &mut bool,
 ) -> Poll<io::Result<usize>> {
-    if std::mem::take(skip_read) {
-        match wait_ready(|| stream.poll_readable(cx)) {
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => return Poll::Pending,
-        }
-    }
+    let mut wait = std::mem::take(skip_read);
     loop {
+        if wait {
+            buf.release();
+            ready!(wait_ready(|| stream.poll_readable(cx)))?;
+        }
         // The socket is non-blocking (Async made it so).
         match stream.get_ref().read(buf.room()) {
             Ok(n) => {
@@ -95,14 +94,7 @@ pub(crate) fn poll_read_into(
                 }
                 return Poll::Ready(Ok(n));
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                buf.release();
-                match wait_ready(|| stream.poll_readable(cx)) {
-                    Poll::Ready(Ok(())) => {}
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => return Poll::Pending,
-                }
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait = true,
             Err(e) => {
                 buf.release();
                 return Poll::Ready(Err(e));
@@ -130,30 +122,22 @@ pub(crate) fn poll_splice_in(
     let Ok(mut pipe) = PIPES.take() else {
         return Poll::Ready(Ok(None));
     };
-    if std::mem::take(skip_read) {
-        match wait_ready(|| stream.poll_readable(cx)) {
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => {
-                PIPES.put(pipe);
-                return Poll::Pending;
+    let mut wait = std::mem::take(skip_read);
+    loop {
+        if wait {
+            match wait_ready(|| stream.poll_readable(cx)) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    PIPES.put(pipe);
+                    return Poll::Pending;
+                }
             }
         }
-    }
-    loop {
         match pipe.fill_from(stream, max.min(SPLICE_MAX)) {
             Ok(_) => return Poll::Ready(Ok(Some(pipe))),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                match wait_ready(|| stream.poll_readable(cx)) {
-                    Poll::Ready(Ok(())) => {}
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => {
-                        PIPES.put(pipe);
-                        return Poll::Pending;
-                    }
-                }
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait = true,
             Err(e) => {
                 PIPES.put(pipe);
                 return Poll::Ready(Err(e));

@@ -54,13 +54,7 @@ fn main() {
         std::process::exit(1);
     }
     let mut listeners = Vec::with_capacity(settings.listen.len() + 1);
-    let admin = settings.config().admin.listen.map(|a| (a, Role::Admin));
-    for (addr, role) in settings
-        .listen
-        .iter()
-        .map(|a| (*a, Role::Proxy))
-        .chain(admin)
-    {
+    for (addr, role) in settings.listeners() {
         match TcpListener::bind(addr) {
             Ok(l) => listeners.push((l, role)),
             Err(e) => {

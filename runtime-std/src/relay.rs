@@ -415,6 +415,14 @@ mod tests {
     use proxy_std::lifecycle::Lifecycle;
     use std::net::TcpListener;
 
+    /// A side that has sent `leftover` and not closed.
+    fn open(leftover: &[u8]) -> Start<'_> {
+        Start {
+            leftover,
+            eof: false,
+        }
+    }
+
     fn pair() -> (TcpStream, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
@@ -433,14 +441,8 @@ mod tests {
             relay(
                 &client_sock,
                 &upstream_sock,
-                Start {
-                    leftover: b"hello ",
-                    eof: false,
-                },
-                Start {
-                    leftover: b"hi ",
-                    eof: false,
-                },
+                open(b"hello "),
+                open(b"hi "),
                 Duration::from_secs(5),
                 stop,
             )
@@ -467,15 +469,11 @@ mod tests {
         let (mut client_app, client_sock) = pair();
         let (upstream_sock, mut origin) = pair();
         let life = Lifecycle::new().unwrap();
-        let none = || Start {
-            leftover: b"",
-            eof: false,
-        };
         let mut relay = Relay::new(
             &client_sock,
             &upstream_sock,
-            none(),
-            none(),
+            open(b""),
+            open(b""),
             Duration::from_secs(5),
         );
         let park = Some(Duration::from_millis(20));
@@ -520,14 +518,8 @@ mod tests {
         let end = relay(
             &client_sock,
             &upstream_sock,
-            Start {
-                leftover: b"",
-                eof: false,
-            },
-            Start {
-                leftover: b"",
-                eof: false,
-            },
+            open(b""),
+            open(b""),
             Duration::from_millis(50),
             life.stop_fd(),
         );
@@ -545,14 +537,8 @@ mod tests {
             relay(
                 &client_sock,
                 &upstream_sock,
-                Start {
-                    leftover: b"",
-                    eof: false,
-                },
-                Start {
-                    leftover: b"",
-                    eof: false,
-                },
+                open(b""),
+                open(b""),
                 Duration::ZERO,
                 stop,
             )

@@ -7,7 +7,7 @@ use crate::diag;
 use crate::resolver::Resolver;
 use proxy_core::config::LogLevel;
 use proxy_core::policy::{AuthConfig, Report, Sources};
-use proxy_core::{Config, Shared};
+use proxy_core::{Config, Role, Shared};
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -72,6 +72,17 @@ impl Settings {
     /// The configuration in force now.
     pub fn config(&self) -> Arc<Config> {
         self.shared.snapshot().config.clone()
+    }
+
+    /// Every address to listen on and what it serves: the proxy
+    /// addresses, then the admin listener if there is one.
+    pub fn listeners(&self) -> Vec<(SocketAddr, Role)> {
+        let admin = self.config().admin.listen.map(|a| (a, Role::Admin));
+        self.listen
+            .iter()
+            .map(|a| (*a, Role::Proxy))
+            .chain(admin)
+            .collect()
     }
 
     /// Where the proxy logs, for a person: `access log: console (human)`
