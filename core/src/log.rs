@@ -114,8 +114,13 @@ impl AccessRecord {
         if self.tunnel_established() {
             let _ = write!(s, " client_sent={}B", self.bytes_from_client);
         }
-        if let Some(sni) = self.tls.as_ref().and_then(|t| t.sni.as_deref()) {
-            let _ = write!(s, " sni={sni}");
+        if let Some(tls) = &self.tls {
+            if let Some(sni) = &tls.sni {
+                let _ = write!(s, " sni={sni}");
+                if tls.sni_malformed {
+                    s.push_str(" sni_malformed");
+                }
+            }
         }
         if let Some(e) = &self.error {
             let _ = write!(s, " error={e}");
@@ -144,7 +149,7 @@ impl AccessRecord {
     /// One JSON object, fields always present and in this order (`null`
     /// when absent):
     ///
-    /// `{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"GET","target":"http://example.com/","upstream":"93.184.216.34:80","status":200,"bytes_to_client":1256,"bytes_from_client":80,"duration_ms":12.4,"kind":"http","decision":"allowed","rule":null,"error":null,"sni":null,"conn":1}`
+    /// `{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"GET","target":"http://example.com/","upstream":"93.184.216.34:80","status":200,"bytes_to_client":1256,"bytes_from_client":80,"duration_ms":12.4,"kind":"http","decision":"allowed","rule":null,"error":null,"sni":null,"sni_malformed":false,"conn":1}`
     ///
     /// `duration_ms` has microsecond precision; `kind` is `http`,
     /// `tunnel`, `upgrade` or `local`.
@@ -190,7 +195,12 @@ impl AccessRecord {
         json_opt(&mut s, self.error.as_deref());
         s.push_str(",\"sni\":");
         json_opt(&mut s, self.tls.as_ref().and_then(|t| t.sni.as_deref()));
-        let _ = write!(s, ",\"conn\":{}}}", self.conn.0);
+        let malformed = self.tls.as_ref().is_some_and(|t| t.sni_malformed);
+        let _ = write!(
+            s,
+            ",\"sni_malformed\":{malformed},\"conn\":{}}}",
+            self.conn.0
+        );
         s
     }
 
@@ -516,15 +526,15 @@ mod tests {
     fn json_lines() {
         assert_eq!(
             get().json(AT),
-            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"GET","target":"http://example.com/","upstream":"93.184.216.34:80","status":200,"bytes_to_client":1256,"bytes_from_client":80,"duration_ms":12.4,"kind":"http","decision":"allowed","rule":null,"error":null,"sni":null,"conn":1}"#
+            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"GET","target":"http://example.com/","upstream":"93.184.216.34:80","status":200,"bytes_to_client":1256,"bytes_from_client":80,"duration_ms":12.4,"kind":"http","decision":"allowed","rule":null,"error":null,"sni":null,"sni_malformed":false,"conn":1}"#
         );
         assert_eq!(
             denied().json(AT),
-            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":"alice","method":"GET","target":"http://example.com/","upstream":null,"status":403,"bytes_to_client":475,"bytes_from_client":80,"duration_ms":0.3,"kind":"http","decision":"denied_domain","rule":"deny example.com (blocklist.txt:3)","error":"http_request_denied","sni":null,"conn":1}"#
+            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":"alice","method":"GET","target":"http://example.com/","upstream":null,"status":403,"bytes_to_client":475,"bytes_from_client":80,"duration_ms":0.3,"kind":"http","decision":"denied_domain","rule":"deny example.com (blocklist.txt:3)","error":"http_request_denied","sni":null,"sni_malformed":false,"conn":1}"#
         );
         assert_eq!(
             tunnel().json(AT),
-            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"CONNECT","target":"example.com:443","upstream":"93.184.216.34:443","status":200,"bytes_to_client":5000,"bytes_from_client":700,"duration_ms":1500,"kind":"tunnel","decision":"allowed","rule":null,"error":null,"sni":null,"conn":7}"#
+            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"CONNECT","target":"example.com:443","upstream":"93.184.216.34:443","status":200,"bytes_to_client":5000,"bytes_from_client":700,"duration_ms":1500,"kind":"tunnel","decision":"allowed","rule":null,"error":null,"sni":null,"sni_malformed":false,"conn":7}"#
         );
         // Escaping: quotes, backslashes, control characters.
         let odd = AccessRecord {

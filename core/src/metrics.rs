@@ -1322,6 +1322,7 @@ mod tests {
                 alpn: alpn.iter().map(|s| s.to_string()).collect(),
                 versions: versions.iter().map(|s| s.to_string()).collect(),
                 ech,
+                sni_malformed: false,
             }),
             ..rec("CONNECT", "a.test:443", 200, 5)
         };

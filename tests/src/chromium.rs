@@ -14,21 +14,7 @@ use std::time::{Duration, Instant};
 /// Chromium on PATH, or `None` (the test skips) when it is absent and
 /// `E2E_SKIP_CHROMIUM=1`; absent otherwise, the test fails saying why.
 pub fn executable() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .flat_map(|dir| ["chromium", "chromium-browser"].map(|n| dir.join(n)))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert_eq!(
-            std::env::var("E2E_SKIP_CHROMIUM").as_deref(),
-            Ok("1"),
-            "chromium (or chromium-browser) is not on PATH: install it \
-             (`apt-get install -y chromium`, as .ci/run does) or set E2E_SKIP_CHROMIUM=1"
-        );
-        eprintln!("skipped: chromium is not installed (E2E_SKIP_CHROMIUM=1)");
-    }
-    found
+    crate::tool_named(&["chromium", "chromium-browser"], "E2E_SKIP_CHROMIUM")
 }
 
 /// A fresh directory for Chromium's profile; removed on drop.

@@ -20,10 +20,39 @@ pub use origin::{EchoServer, Framing, Origin, RawOrigin, Reply, Request};
 pub use proxy::{Binary, LogLine, Proxy};
 pub use tls::{TlsOrigin, TlsOutcome};
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The bound on every socket read and write, and on most waits.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A program the tests need (the first of `names` on PATH), or `None`
+/// (the test skips, saying so) when it is absent and `skip_var` is `1`.
+/// Absent otherwise, the test fails: `.ci/run` installs what the tests
+/// need, and a skipped check must be asked for, never silent.
+pub fn tool_named(names: &[&str], skip_var: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert_eq!(
+            std::env::var(skip_var).as_deref(),
+            Ok("1"),
+            "{} is not on PATH: install it (`apt-get install -y {}`, as .ci/run does) or set {skip_var}=1",
+            names.join(" or "),
+            names[0],
+        );
+        eprintln!("skipped: {} is not installed ({skip_var}=1)", names[0]);
+    }
+    found
+}
+
+/// [`tool_named`] for a program with one name.
+pub fn tool(name: &str, skip_var: &str) -> Option<PathBuf> {
+    tool_named(&[name], skip_var)
+}
 
 /// Writes each case once, as `fn name(bin: Binary) { .. }`, and runs it
 /// against both binaries as the tests `name::std` and `name::smol`.

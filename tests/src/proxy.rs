@@ -470,6 +470,8 @@ pub struct LogLine {
     pub client_sent: Option<u64>,
     /// The TLS server name a tunnel's ClientHello carried (`sni=`).
     pub sni: Option<String>,
+    /// That name is not a host name (`sni_malformed`).
+    pub sni_malformed: bool,
     /// The `error=` value, if any.
     pub error: Option<String>,
     /// The authenticated user (`user=`), if any.
@@ -494,7 +496,7 @@ impl LogLine {
             None => (line, None),
         };
         let t: Vec<&str> = line.split(' ').collect();
-        if t.len() < 9 || t.len() > 13 || t[4] != "->" {
+        if t.len() < 9 || t.len() > 14 || t[4] != "->" {
             return None;
         }
         let time = t[0];
@@ -521,6 +523,7 @@ impl LogLine {
             None => None,
         };
         let sni = field("sni=").map(str::to_owned);
+        let sni_malformed = field("sni_malformed") == Some("");
         let error = field("error=").map(str::to_owned);
         let user = field("user=").map(str::to_owned);
         if !rest.is_empty() {
@@ -537,6 +540,7 @@ impl LogLine {
             millis: t[8].strip_suffix("ms")?.parse().ok()?,
             client_sent,
             sni,
+            sni_malformed,
             error,
             user,
             rule,

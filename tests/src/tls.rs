@@ -29,6 +29,8 @@ pub const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
 struct Identity {
     cert: CertificateDer<'static>,
     key: Vec<u8>,
+    cert_pem: String,
+    key_pem: String,
 }
 
 /// The certificate and its key, made once per process.
@@ -41,6 +43,8 @@ fn identity() -> &'static Identity {
         Identity {
             cert: made.cert.der().clone(),
             key: made.signing_key.serialize_der(),
+            cert_pem: made.cert.pem(),
+            key_pem: made.signing_key.serialize_pem(),
         }
     })
 }
@@ -86,6 +90,60 @@ pub fn client_config(sni: bool) -> Arc<ClientConfig> {
 /// `name` as a rustls server name (a DNS name or an IP address).
 pub fn server_name(name: &str) -> ServerName<'static> {
     ServerName::try_from(name.to_owned()).unwrap_or_else(|e| panic!("server name {name:?}: {e}"))
+}
+
+/// `openssl s_server -www` on 127.0.0.1 with the test certificate: a TLS
+/// origin as lenient as the ones real clients meet (it ignores an SNI
+/// that is not a host name, which rustls refuses), answering every
+/// request with `HTTP/1.0 200 ok` and a status page. Killed on drop.
+pub struct OpensslOrigin {
+    port: u16,
+    child: std::process::Child,
+    _files: [crate::TempFile; 2],
+}
+
+impl OpensslOrigin {
+    /// Starts one (`openssl` must be on PATH) and waits until it accepts.
+    pub fn start() -> OpensslOrigin {
+        let id = identity();
+        let cert = crate::TempFile::new("origin-cert.pem", &id.cert_pem);
+        let key = crate::TempFile::new("origin-key.pem", &id.key_pem);
+        let port = crate::free_port();
+        let child = std::process::Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert")
+            .arg(cert.path())
+            .arg("-key")
+            .arg(key.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start openssl s_server");
+        let origin = OpensslOrigin {
+            port,
+            child,
+            _files: [cert, key],
+        };
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+            assert!(Instant::now() < deadline, "openssl s_server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        origin
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for OpensslOrigin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[derive(Debug, Default)]

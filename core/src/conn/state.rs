@@ -1154,7 +1154,12 @@ impl Connection {
             return;
         };
         if let Peek::Hello(info) = &peek {
-            ex.hello = Some(info.clone());
+            let mut info = info.clone();
+            info.sni_malformed = info
+                .sni
+                .as_deref()
+                .is_some_and(|sni| crate::policy::sni_host_name(sni).is_none());
+            ex.hello = Some(info);
         }
         if let Err(denial) = policy.check_hello(&ex.authority.host, &peek) {
             // Past the 200 there is no HTTP answer left: a TLS client gets

@@ -1727,6 +1727,68 @@ mod tls_peek {
         assert_eq!(sim.resolves.len(), 1, "log only: the tunnel goes on");
     }
 
+    /// The fixture with its SNI replaced in place by `malformed`, which
+    /// is padded with digits to the same length (`127.0.0.1:44333`...).
+    fn hello_with_sni(prefix: &str) -> (Vec<u8>, String) {
+        let sni = sni_of_fixture();
+        assert!(prefix.len() < sni.len());
+        let malformed = format!("{prefix}{}", "4".repeat(sni.len() - prefix.len()));
+        let at = CURL_HELLO
+            .windows(sni.len())
+            .position(|w| w == sni.as_bytes())
+            .expect("the SNI is in the hello");
+        let mut hello = CURL_HELLO.to_vec();
+        hello[at..at + sni.len()].copy_from_slice(malformed.as_bytes());
+        (hello, malformed)
+    }
+
+    #[test]
+    fn an_sni_that_is_not_a_host_name_is_judged_by_the_connect_authority() {
+        // Go's net/http (hey) sends `host:port`; others send IP literals.
+        for prefix in ["127.0.0.1:", "192.0.2.1."] {
+            let (hello, sni) = hello_with_sni(prefix);
+            let mut sim = world(&["blocked.test"], delayed());
+            sim.client_sends(b"CONNECT allowed.test:443 HTTP/1.1\r\nHost: x\r\n\r\n");
+            sim.take_client_text();
+            sim.client_sends(&hello);
+            assert_eq!(sim.resolves.len(), 1, "{sni}: allowed by default");
+            sim.resolve(&["192.0.2.1"]);
+            sim.connect_ok(false);
+            assert_eq!(
+                sim.to_upstream[0].1, hello,
+                "{sni}: the hello goes on whole"
+            );
+            sim.tunnel_end(0, 0);
+            let log = &sim.logs[0];
+            let tls = log.tls.as_ref().unwrap();
+            assert_eq!((tls.sni.as_deref(), tls.sni_malformed), (Some(&*sni), true));
+            assert!(log
+                .human(crate::UnixTime(0))
+                .contains(&format!(" sni={sni} sni_malformed")));
+
+            // The CONNECT authority still decides.
+            let mut sim = world(&["blocked.test"], delayed());
+            sim.client_sends(b"CONNECT blocked.test:443 HTTP/1.1\r\nHost: x\r\n\r\n");
+            assert_eq!(sim.logs[0].status, 403, "{sni}");
+            assert!(sim.resolves.is_empty());
+
+            let mut sim = world(
+                &[],
+                TlsPolicy {
+                    malformed_sni: TlsAction::Refuse,
+                    ..delayed()
+                },
+            );
+            sim.client_sends(b"CONNECT allowed.test:443 HTTP/1.1\r\nHost: x\r\n\r\n");
+            sim.take_client_text();
+            sim.client_sends(&hello);
+            assert_eq!(sim.to_client, [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49]);
+            assert!(sim.resolves.is_empty());
+            let rule = sim.logs[0].rule.clone().unwrap();
+            assert!(rule.contains("policy.tls.malformed_sni"), "{rule}");
+        }
+    }
+
     #[test]
     fn other_protocols_and_silence_follow_not_tls() {
         let mut sim = world(

@@ -168,6 +168,11 @@ pub struct TlsPolicy {
     pub mismatch: TlsAction,
     /// A ClientHello without SNI.
     pub no_sni: TlsAction,
+    /// An SNI that is not a host name: a `host:port` (Go's `hey` sends
+    /// one), an IP literal (RFC 6066 forbids them), other junk. `Allow`
+    /// judges the tunnel by its CONNECT authority alone and logs the SNI
+    /// as malformed; `Refuse` refuses it.
+    pub malformed_sni: TlsAction,
     /// First bytes that are not a readable ClientHello (another protocol,
     /// silence, or an oversized or malformed hello).
     pub not_tls: TlsAction,
@@ -189,6 +194,7 @@ impl Default for TlsPolicy {
             hello_timeout: Duration::from_secs(10),
             mismatch: TlsAction::Refuse,
             no_sni: TlsAction::Allow,
+            malformed_sni: TlsAction::Allow,
             not_tls: TlsAction::Allow,
             ech: TlsAction::Allow,
             alert: true,
@@ -364,6 +370,16 @@ impl fmt::Display for Denial {
             DenyKind::Tls => write!(f, "TLS connection refused by policy ({})", self.rule),
         }
     }
+}
+
+/// The SNI as domain rules see it, or `None` when it is not a host name:
+/// a `host:port`, an IP literal (RFC 6066 §3 forbids them), other junk.
+pub fn sni_host_name(sni: &str) -> Option<String> {
+    let name = domain::normalize(sni)?;
+    // No top-level domain is all digits: this is an IPv4 literal or a
+    // numeric spelling of one.
+    let last = name.rsplit('.').next().unwrap_or_default();
+    (!last.bytes().all(|b| b.is_ascii_digit())).then_some(name)
 }
 
 fn describe_peek(peek: &Peek) -> &'static str {
@@ -736,8 +752,16 @@ impl Policy {
                 TlsAction::Refuse => refuse("no SNI (policy.tls.no_sni)".to_owned()),
             };
         };
-        let Some(name) = domain::normalize(sni) else {
-            return refuse(format!("SNI {sni:?} is not a host name"));
+        let Some(name) = sni_host_name(sni) else {
+            // Real clients send these (Go's net/http puts `host:port`
+            // there): the CONNECT authority was judged already, so by
+            // default that judgement stands.
+            return match self.tls.malformed_sni {
+                TlsAction::Allow => Ok(()),
+                TlsAction::Refuse => refuse(format!(
+                    "SNI {sni:?} is not a host name (policy.tls.malformed_sni)"
+                )),
+            };
         };
         if let Err(d) = self.check_host(&Host::Name(name.clone())) {
             return refuse(format!("SNI {name}: {}", d.rule));

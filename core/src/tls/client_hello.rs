@@ -80,6 +80,10 @@ pub struct ClientHelloInfo {
     pub versions: Vec<String>,
     /// An encrypted_client_hello extension (0xfe0d) is present (the SNI is then the outer, public name).
     pub ech: bool,
+    /// The SNI is not a host name (a `host:port`, an IP literal): policy
+    /// judged the tunnel by its CONNECT authority (`policy.tls.malformed_sni`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sni_malformed: bool,
 }
 
 /// Where the next byte of the stream goes.
@@ -344,6 +348,7 @@ fn read_client_hello(body: &[u8]) -> Result<ClientHelloInfo, &'static str> {
         alpn: Vec::new(),
         versions: Vec::new(),
         ech: false,
+        sni_malformed: false,
     };
     let mut supported_versions = None;
     let mut seen = Vec::new();
@@ -584,6 +589,7 @@ mod tests {
             alpn: alpn.iter().map(|s| s.to_string()).collect(),
             versions: versions.iter().map(|s| s.to_string()).collect(),
             ech,
+            sni_malformed: false,
         }
     }
 

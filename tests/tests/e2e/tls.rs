@@ -251,6 +251,85 @@ cases! {
         assert_eq!(origin.requests().len(), 1, "the refused tunnel's request reached the origin");
     }
 
+    /// An SNI that is not a host name (`127.0.0.1:18443`, as Go's
+    /// net/http sends it) is no reason to refuse: the tunnel is judged by
+    /// its CONNECT authority, the hello reaches the origin whole, and the
+    /// record names the SNI as malformed. `malformed_sni: Refuse` refuses
+    /// it with the alert.
+    fn an_sni_that_is_not_a_host_name_follows_the_connect_authority(bin) {
+        let origin = TlsOrigin::start();
+        let target = format!("good.test:{}", origin.port());
+        let sni = "127.0.0.1:18443";
+        // rustls will not send such a name: its hello for a name of the
+        // same length, with the name's bytes replaced.
+        let placeholder = "aaaaaaaaa.aaaaa";
+        assert_eq!(placeholder.len(), sni.len());
+        let (_, mut hello) = client_hello(client_config(true), server_name(placeholder));
+        let at = hello
+            .windows(sni.len())
+            .position(|w| w == placeholder.as_bytes())
+            .expect("the name is in the hello");
+        hello[at..at + sni.len()].copy_from_slice(sni.as_bytes());
+
+        let proxy = proxy_with(bin, "", "");
+        let mut stream = connect_tunnel(proxy.addr(), &target);
+        stream.write_all(&hello).unwrap();
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while origin.bytes_received() < hello.len() as u64 {
+            assert!(Instant::now() < deadline, "the hello never reached the origin");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(stream);
+        let line = proxy.wait_for_record("CONNECT", &target);
+        assert_eq!(line.status, 200, "{line:?}");
+        assert_eq!((line.sni.as_deref(), line.sni_malformed), (Some(sni), true), "{line:?}");
+        assert_eq!(line.rule, None);
+        drop(proxy);
+
+        let proxy = proxy_with(bin, "malformed_sni: Refuse", "");
+        let mut stream = connect_tunnel(proxy.addr(), &target);
+        stream.write_all(&hello).unwrap();
+        assert_eq!(read_until_closed(&mut stream), ACCESS_DENIED_ALERT);
+        let line = proxy.wait_for_record("CONNECT", &target);
+        assert_refused(&line, "policy.tls.malformed_sni", Some(sni));
+        assert_eq!(origin.connections(), 2, "connected first, as by default");
+        origin.wait_idle();
+        assert_eq!(
+            origin.bytes_received(),
+            hello.len() as u64,
+            "the refused hello never reached the origin"
+        );
+    }
+
+    /// `hey` (Go's net/http) puts `host:port` in its SNI. Its HTTPS
+    /// requests through CONNECT tunnels are all served.
+    fn hey_https_through_the_proxy_is_served(bin) {
+        let Some(hey) = proxy_tests::tool("hey", "E2E_SKIP_HEY") else {
+            return;
+        };
+        // rustls would refuse the SNI itself; openssl, like most
+        // servers, ignores it.
+        let origin = proxy_tests::tls::OpensslOrigin::start();
+        let proxy = proxy_with(bin, "", "");
+        let url = format!("https://127.0.0.1:{}/", origin.port());
+        let out = std::process::Command::new(hey)
+            .args(["-n", "20", "-c", "2", "-t", "10", "-x"])
+            .arg(format!("http://{}", proxy.addr()))
+            .arg(&url)
+            .output()
+            .expect("run hey");
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "hey failed: {report}");
+        assert!(report.contains("[200]\t20 responses"), "{report}");
+        let target = format!("127.0.0.1:{}", origin.port());
+        let lines = wait_records(&proxy, &target, 20);
+        for line in &lines {
+            assert_eq!(line.status, 200, "{line:?}");
+            assert_eq!(line.sni.as_deref(), Some(&*target), "{line:?}");
+            assert!(line.sni_malformed, "{line:?}");
+        }
+    }
+
     /// A ClientHello without SNI (rustls to an IP address, `enable_sni`
     /// off): let through by default, refused with `no_sni: Refuse`.
     fn hello_without_sni_follows_no_sni(bin) {
