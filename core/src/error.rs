@@ -1,9 +1,13 @@
 //! Typed errors that carry their HTTP answer and their blame.
 //!
 //! [`RequestError`] is the client's fault, [`UpstreamError`] the origin's or
-//! the network's. Both know the status to answer with, the RFC 9209
-//! `Proxy-Status` error type that names them, and a sentence for the error
-//! page and the log.
+//! the network's, [`Denial`] policy's. Each knows the status to answer
+//! with, the RFC 9209 `Proxy-Status` error type that names it, and a
+//! sentence for the error page and the log.
+
+use crate::reason::{Decision, ErrorType};
+use std::fmt;
+use std::time::Duration;
 
 /// A request the proxy will not forward as sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,10 +90,10 @@ impl RequestError {
     }
 
     /// The RFC 9209 error type for `Proxy-Status`.
-    pub fn proxy_status(&self) -> &'static str {
+    pub fn proxy_status(&self) -> ErrorType {
         match self {
-            RequestError::Loop => "proxy_loop_detected",
-            _ => "http_request_error",
+            RequestError::Loop => ErrorType::ProxyLoopDetected,
+            _ => ErrorType::HttpRequestError,
         }
     }
 }
@@ -145,17 +149,19 @@ impl UpstreamError {
     }
 
     /// The RFC 9209 error type for `Proxy-Status`.
-    pub fn proxy_status(&self) -> &'static str {
+    pub fn proxy_status(&self) -> ErrorType {
         match self {
-            UpstreamError::DnsNotFound(_) | UpstreamError::DnsFailed(..) => "dns_error",
-            UpstreamError::DnsTimeout(_) => "dns_timeout",
-            UpstreamError::Refused(_) => "connection_refused",
-            UpstreamError::Unreachable(_) => "destination_unavailable",
-            UpstreamError::ConnectTimeout(_) => "connection_timeout",
-            UpstreamError::Closed(_) => "connection_terminated",
-            UpstreamError::ResponseTimeout(_) => "http_response_timeout",
-            UpstreamError::BadResponse(..) | UpstreamError::BadFraming(..) => "http_protocol_error",
-            UpstreamError::HeadTooLarge(..) => "http_response_header_section_size",
+            UpstreamError::DnsNotFound(_) | UpstreamError::DnsFailed(..) => ErrorType::DnsError,
+            UpstreamError::DnsTimeout(_) => ErrorType::DnsTimeout,
+            UpstreamError::Refused(_) => ErrorType::ConnectionRefused,
+            UpstreamError::Unreachable(_) => ErrorType::DestinationUnavailable,
+            UpstreamError::ConnectTimeout(_) => ErrorType::ConnectionTimeout,
+            UpstreamError::Closed(_) => ErrorType::ConnectionTerminated,
+            UpstreamError::ResponseTimeout(_) => ErrorType::HttpResponseTimeout,
+            UpstreamError::BadResponse(..) | UpstreamError::BadFraming(..) => {
+                ErrorType::HttpProtocolError
+            }
+            UpstreamError::HeadTooLarge(..) => ErrorType::HttpResponseHeaderSectionSize,
         }
     }
 }
@@ -171,7 +177,7 @@ pub enum ProxyError {
     Upstream(#[from] UpstreamError),
     /// Policy refused it.
     #[error(transparent)]
-    Denied(#[from] crate::policy::Denial),
+    Denied(#[from] Denial),
 }
 
 impl ProxyError {
@@ -185,7 +191,7 @@ impl ProxyError {
     }
 
     /// The RFC 9209 error type for `Proxy-Status`.
-    pub fn proxy_status(&self) -> &'static str {
+    pub fn proxy_status(&self) -> ErrorType {
         match self {
             ProxyError::Request(e) => e.proxy_status(),
             ProxyError::Upstream(e) => e.proxy_status(),
@@ -196,7 +202,6 @@ impl ProxyError {
     /// Header fields the answer needs beyond the usual ones:
     /// `Proxy-Authenticate` on 407, `Retry-After` on 429.
     pub fn extra_fields(&self) -> Vec<(&'static str, String)> {
-        use crate::policy::DenyKind;
         match self {
             ProxyError::Denied(d) => match &d.kind {
                 DenyKind::Auth { realm } => {
@@ -207,13 +212,116 @@ impl ProxyError {
                     )]
                 }
                 DenyKind::Rate(after) => {
-                    vec![("Retry-After", crate::policy::retry_secs(*after).to_string())]
+                    vec![("Retry-After", retry_secs(*after).to_string())]
                 }
                 _ => Vec::new(),
             },
             _ => Vec::new(),
         }
     }
+}
+
+/// Why a request was refused, and by which rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// Which check refused.
+    pub kind: DenyKind,
+    /// The rule, spelled for a person (`deny example.com (blocklist.txt:3)`).
+    pub rule: String,
+}
+
+/// The checks that can refuse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DenyKind {
+    /// The client address is not allowed.
+    Client,
+    /// No credentials, or wrong ones; carries the realm.
+    Auth {
+        /// For `Proxy-Authenticate`.
+        realm: String,
+    },
+    /// The method is not allowed.
+    Method,
+    /// The port is not allowed.
+    Port,
+    /// The destination name is denied.
+    Domain,
+    /// A destination address is denied.
+    Address,
+    /// Over the rate limit; retry after this long.
+    Rate(Duration),
+    /// Over a connection cap.
+    Connections,
+    /// The tunnel's TLS ClientHello was refused (after the 200).
+    Tls,
+}
+
+impl Denial {
+    /// The status to answer with.
+    pub fn status(&self) -> u16 {
+        match self.kind {
+            DenyKind::Auth { .. } => 407,
+            DenyKind::Rate(_) => 429,
+            DenyKind::Connections => 503,
+            _ => 403,
+        }
+    }
+
+    /// The RFC 9209 error type.
+    pub fn proxy_status(&self) -> ErrorType {
+        match self.kind {
+            DenyKind::Address => ErrorType::DestinationIpProhibited,
+            DenyKind::Connections => ErrorType::ConnectionLimitReached,
+            _ => ErrorType::HttpRequestDenied,
+        }
+    }
+
+    /// The decision the access record gives: which check refused.
+    pub fn decision(&self) -> Decision {
+        match self.kind {
+            DenyKind::Client => Decision::DeniedClient,
+            DenyKind::Auth { .. } => Decision::AuthRequired,
+            DenyKind::Method => Decision::DeniedMethod,
+            DenyKind::Port => Decision::DeniedPort,
+            DenyKind::Domain => Decision::DeniedDomain,
+            DenyKind::Address => Decision::DeniedAddress,
+            DenyKind::Rate(_) => Decision::RateLimited,
+            DenyKind::Connections => Decision::ConnectionLimit,
+            DenyKind::Tls => Decision::DeniedTls,
+        }
+    }
+}
+
+impl std::error::Error for Denial {}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            DenyKind::Client => write!(
+                f,
+                "clients from this address may not use this proxy ({})",
+                self.rule
+            ),
+            DenyKind::Auth { .. } => write!(f, "proxy authentication required ({})", self.rule),
+            DenyKind::Method => write!(f, "method not allowed ({})", self.rule),
+            DenyKind::Port => write!(f, "port not allowed ({})", self.rule),
+            DenyKind::Domain => write!(f, "destination denied by policy ({})", self.rule),
+            DenyKind::Address => write!(f, "destination address denied by policy ({})", self.rule),
+            DenyKind::Rate(d) => write!(
+                f,
+                "too many requests; retry after {}s ({})",
+                retry_secs(*d),
+                self.rule
+            ),
+            DenyKind::Connections => write!(f, "too many connections ({})", self.rule),
+            DenyKind::Tls => write!(f, "TLS connection refused by policy ({})", self.rule),
+        }
+    }
+}
+
+/// Whole seconds for `Retry-After`, rounded up and at least 1.
+pub fn retry_secs(d: Duration) -> u64 {
+    (d.as_micros().div_ceil(1_000_000) as u64).max(1)
 }
 
 #[cfg(test)]
@@ -229,11 +337,11 @@ mod tests {
         assert_eq!(UpstreamError::ConnectTimeout("h".into()).status(), 504);
         assert_eq!(
             UpstreamError::Refused("h".into()).proxy_status(),
-            "connection_refused"
+            ErrorType::ConnectionRefused
         );
         assert_eq!(
             ProxyError::from(RequestError::Loop).proxy_status(),
-            "proxy_loop_detected"
+            ErrorType::ProxyLoopDetected
         );
     }
 }

@@ -1,26 +1,11 @@
 //! What crosses the boundary between the core and a runtime: handles, the
 //! results a runtime reports, and the [`Action`]s the core asks for.
 
+pub use crate::id::{ConnId, QueryId, UpstreamId};
 use crate::log::AccessRecord;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
-
-/// Identifies one client connection (for logs and traces).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ConnId(pub u64);
-
-/// Identifies one upstream connection attempt within a client connection.
-///
-/// Results for an id the connection has moved past (a connect that timed
-/// out, say) are ignored, so a late report can never be mistaken for the
-/// current one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct UpstreamId(pub u64);
-
-/// Identifies one name resolution within a client connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct QueryId(pub u64);
 
 /// What a listener is for, and so what its connections may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]

@@ -22,10 +22,12 @@ pub mod config;
 mod conn;
 pub mod error;
 pub mod http;
+pub mod id;
 pub mod io;
 pub mod log;
 pub mod metrics;
 pub mod policy;
+pub mod reason;
 pub mod shared;
 pub mod time;
 pub mod tls;
@@ -40,5 +42,6 @@ pub use io::{
     TunnelEnd, TunnelEndReason, UpstreamId,
 };
 pub use log::{AccessRecord, ExchangeKind};
+pub use reason::{Decision, ErrorType};
 pub use shared::{Shared, Snapshot};
 pub use time::{Instant, UnixTime, WallAnchor};

@@ -8,7 +8,8 @@
 
 use crate::config::LogFormat;
 use crate::http::date::rfc3339;
-use crate::io::ConnId;
+use crate::id::ConnId;
+use crate::reason::{Decision, ErrorType};
 use crate::time::UnixTime;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
@@ -52,26 +53,21 @@ pub struct AccessRecord {
     pub duration: Duration,
     /// What kind of exchange.
     pub kind: ExchangeKind,
-    /// RFC 9209 error type when the exchange failed (`dns_error`, ...), or a
-    /// short note when it was cut off (`client_aborted`, ...).
-    pub error: Option<String>,
+    /// The RFC 9209 error type when the exchange failed (`dns_error`,
+    /// ...), or how it was cut off (`client_closed`, ...).
+    pub error: Option<ErrorType>,
     /// The authenticated user, if any. Never the credential.
     #[serde(default)]
     pub user: Option<String>,
-    /// The policy decision: `allowed`, or the kind of refusal
-    /// (`denied_domain`, `auth_required`, `rate_limited`, ...).
-    #[serde(default = "allowed")]
-    pub decision: String,
+    /// The policy decision: allowed, or the kind of refusal.
+    #[serde(default)]
+    pub decision: Decision,
     /// The rule that refused, as a person reads it.
     #[serde(default)]
     pub rule: Option<String>,
     /// What a tunnel's TLS ClientHello said (SNI, ALPN, versions, ECH).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<crate::tls::client_hello::ClientHelloInfo>,
-}
-
-fn allowed() -> String {
-    "allowed".to_owned()
 }
 
 impl AccessRecord {
@@ -188,11 +184,11 @@ impl AccessRecord {
             ExchangeKind::Local => "local",
         };
         let _ = write!(s, ",\"kind\":\"{kind}\",\"decision\":");
-        json_str(&mut s, &self.decision);
+        json_str(&mut s, self.decision.as_str());
         s.push_str(",\"rule\":");
         json_opt(&mut s, self.rule.as_deref());
         s.push_str(",\"error\":");
-        json_opt(&mut s, self.error.as_deref());
+        json_opt(&mut s, self.error.map(ErrorType::as_str));
         s.push_str(",\"sni\":");
         json_opt(&mut s, self.tls.as_ref().and_then(|t| t.sni.as_deref()));
         let malformed = self.tls.as_ref().is_some_and(|t| t.sni_malformed);
@@ -218,7 +214,7 @@ impl AccessRecord {
     /// once connected, `HIER_NONE/-` before; the content type is not
     /// recorded (`-`).
     pub fn squid(&self, at: UnixTime) -> String {
-        let code = if self.decision != "allowed" {
+        let code = if !self.decision.is_allowed() {
             "TCP_DENIED"
         } else if self.method == "-" {
             "NONE_NONE"
@@ -227,10 +223,7 @@ impl AccessRecord {
         } else {
             "TCP_MISS"
         };
-        let aborted = matches!(
-            self.error.as_deref(),
-            Some("client_closed" | "client_error")
-        );
+        let aborted = self.error.is_some_and(ErrorType::is_client_abort);
         let mut s = String::with_capacity(160);
         let _ = write!(
             s,
@@ -400,7 +393,7 @@ mod tests {
             kind: ExchangeKind::Http,
             error: None,
             user: None,
-            decision: "allowed".into(),
+            decision: Decision::Allowed,
             rule: None,
             tls: None,
         };
@@ -427,9 +420,9 @@ mod tests {
             .ends_with(" 200 1256B 12ms client_sent=80B"));
         let denied = AccessRecord {
             status: 403,
-            error: Some("http_request_denied".into()),
+            error: Some(ErrorType::HttpRequestDenied),
             user: Some("alice".into()),
-            decision: "denied_domain".into(),
+            decision: Decision::DeniedDomain,
             rule: Some("deny example.com (blocklist.txt:3)".into()),
             ..r.clone()
         };
@@ -439,7 +432,7 @@ mod tests {
         let failed = AccessRecord {
             upstream: None,
             status: 502,
-            error: Some("dns_error".into()),
+            error: Some(ErrorType::DnsError),
             ..r
         };
         assert!(failed
@@ -464,7 +457,7 @@ mod tests {
             kind: ExchangeKind::Http,
             error: None,
             user: None,
-            decision: "allowed".into(),
+            decision: Decision::Allowed,
             rule: None,
             tls: None,
         }
@@ -476,9 +469,9 @@ mod tests {
             status: 403,
             bytes_to_client: 475,
             duration: Duration::from_micros(300),
-            error: Some("http_request_denied".into()),
+            error: Some(ErrorType::HttpRequestDenied),
             user: Some("alice".into()),
-            decision: "denied_domain".into(),
+            decision: Decision::DeniedDomain,
             rule: Some("deny example.com (blocklist.txt:3)".into()),
             ..get()
         }
@@ -507,7 +500,7 @@ mod tests {
             bytes_to_client: 0,
             bytes_from_client: 17,
             duration: Duration::from_millis(3),
-            error: Some("http_request_error".into()),
+            error: Some(ErrorType::HttpRequestError),
             ..get()
         }
     }
@@ -517,7 +510,7 @@ mod tests {
             target: "http://example.com/big".into(),
             status: 0,
             bytes_to_client: 0,
-            error: Some("client_closed".into()),
+            error: Some(ErrorType::ClientClosed),
             ..get()
         }
     }

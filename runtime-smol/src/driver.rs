@@ -8,7 +8,7 @@
 //! otherwise wait for the client, the upstream or the core's deadline.
 //!
 //! Each wait also listens for the next lifecycle stage
-//! (`proxy_std::lifecycle`): when shutdown begins the connection gets
+//! (`proxy_host::lifecycle`): when shutdown begins the connection gets
 //! `begin_shutdown` (an idle one closes, an exchange in flight finishes
 //! with `Connection: close`); when the grace period ends, a tunnel's relay
 //! ends (`TunnelEndReason::Shutdown`, logged) and an exchange still in
@@ -22,11 +22,11 @@ use proxy_core::{
     Action, ConnId, ConnectError, Connected, Instant, QueryId, ResolveError, Role, Side, TunnelEnd,
     TunnelEndReason, UpstreamId,
 };
-use proxy_std::buf::InBuf;
-use proxy_std::io_error::connect_error;
-use proxy_std::lifecycle::{ConnGuard, EventListener, Lifecycle, Stage};
-use proxy_std::pool::Pool;
-use proxy_std::{Clock, Settings};
+use proxy_host::buf::InBuf;
+use proxy_host::io_error::connect_error;
+use proxy_host::lifecycle::{ConnGuard, EventListener, Lifecycle, Stage};
+use proxy_host::pool::Pool;
+use proxy_host::{Clock, Settings};
 use smol::Timer;
 use std::collections::VecDeque;
 use std::future::Future;
@@ -167,7 +167,7 @@ enum Event {
 enum Woke {
     Event(Event),
     #[cfg(target_os = "linux")]
-    Spliced(proxy_std::splice::Pipe),
+    Spliced(proxy_host::splice::Pipe),
 }
 
 /// The upstream connection currently held.
@@ -622,7 +622,7 @@ impl Driver {
         let answer = match self.shared.settings.resolver.lookup_static(&host) {
             Some(answer) => Some(answer),
             None => {
-                let lookup = smol::unblock(move || proxy_std::resolver::system_resolve(&host));
+                let lookup = smol::unblock(move || proxy_host::resolver::system_resolve(&host));
                 // Boxed, as is a connect: only a lookup needs this state,
                 // and inline it would make every connection's task bigger.
                 Box::pin(self.before_deadline(lookup)).await
@@ -889,7 +889,7 @@ impl Driver {
     /// Splices response body bytes from `pipe` (just filled from the
     /// upstream) into the client.
     #[cfg(target_os = "linux")]
-    async fn forward(&mut self, mut pipe: proxy_std::splice::Pipe) -> Event {
+    async fn forward(&mut self, mut pipe: proxy_host::splice::Pipe) -> Event {
         let n = pipe.len() as u64;
         if n == 0 {
             // The upstream's end of stream.

@@ -4,7 +4,7 @@
 //! runs one task per client, and moves bytes and events between sockets
 //! and the core (see `driver`). Flags, config files, resolution
 //! overrides, the pool and the access log come from the shared
-//! `proxy_std` library, so it behaves as `proxy-std` does.
+//! `proxy_host` library, so it behaves as `proxy-std` does.
 //!
 //! Threads: one per core, each with its own single-threaded executor and
 //! its own listening socket per proxy address (`SO_REUSEPORT`, so the
@@ -15,11 +15,11 @@
 //! as many for 4 to 64 clients with up to a sixth less CPU. A woken task
 //! is not handed to another thread through the shared queue (a futex
 //! wake-up, often a reactor notification too), and per-thread buffer
-//! pools (`proxy_std::buf`) stay balanced instead of filling on the
+//! pools (`proxy_host::buf`) stay balanced instead of filling on the
 //! threads tasks drift to. The admin listener, if any, is on the first
 //! thread only.
 //!
-//! Shutdown (see `proxy_std::lifecycle`): the main thread waits for a
+//! Shutdown (see `proxy_host::lifecycle`): the main thread waits for a
 //! signal. On the first SIGINT/SIGTERM each accept loop returns (its
 //! listener closes) and the main thread waits for all of them, then for
 //! the live-connection count to reach zero or the grace period to end;
@@ -37,9 +37,9 @@ use futures_lite::future;
 use futures_lite::FutureExt as _;
 use proxy_core::trace::Trace;
 use proxy_core::{ConnId, Role};
-use proxy_std::lifecycle::{ConnGuard, Lifecycle};
-use proxy_std::pool::Pool;
-use proxy_std::{Clock, Settings};
+use proxy_host::lifecycle::{ConnGuard, Lifecycle};
+use proxy_host::pool::Pool;
+use proxy_host::{Clock, Settings};
 use smol::{LocalExecutor, Timer};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -57,7 +57,7 @@ const BACKLOG: i32 = 1024;
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 fn main() -> ExitCode {
-    let args = proxy_std::Args::parse();
+    let args = proxy_host::Args::parse();
     let settings = match Settings::load(&args) {
         Ok(s) => Arc::new(s),
         Err(e) => {
@@ -72,7 +72,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let Err(e) = proxy_std::signals::watch("proxy-smol", (*settings).clone(), life.clone()) {
+    if let Err(e) = proxy_host::signals::watch("proxy-smol", (*settings).clone(), life.clone()) {
         eprintln!("proxy-smol: cannot watch signals: {e}");
         return ExitCode::from(1);
     }
@@ -126,7 +126,7 @@ fn main() -> ExitCode {
     let shared = Arc::new(Shared {
         settings,
         clock: Clock::new(),
-        pool: Pool::new(idle, proxy_std::pool::MAX_IDLE_PER_ADDR),
+        pool: Pool::new(idle, proxy_host::pool::MAX_IDLE_PER_ADDR),
         traces,
         life: life.clone(),
     });
@@ -215,7 +215,7 @@ fn trace_writer(dir: PathBuf) -> io::Result<mpsc::Sender<(Trace, ConnGuard)>> {
         .spawn(move || {
             // The guard goes once the trace is saved.
             for (trace, _guard) in receiver {
-                if let Err(e) = proxy_std::settings::save_trace(&dir, &trace) {
+                if let Err(e) = proxy_host::settings::save_trace(&dir, &trace) {
                     eprintln!("proxy-smol: cannot save trace in {}: {e}", dir.display());
                 }
             }

@@ -6,10 +6,10 @@
 use futures_lite::future::poll_fn;
 use futures_lite::ready;
 use futures_lite::{AsyncRead, AsyncWrite};
-use proxy_std::buf::InBuf;
-use proxy_std::lifecycle::{EventListener, Lifecycle};
+use proxy_host::buf::InBuf;
+use proxy_host::lifecycle::{EventListener, Lifecycle};
 #[cfg(target_os = "linux")]
-use proxy_std::splice::{Pipe, PipePool, SPLICE_MAX};
+use proxy_host::splice::{Pipe, PipePool, SPLICE_MAX};
 use smol::{Async, Timer};
 use std::future::Future;
 use std::io::{self, IoSlice, Read as _};

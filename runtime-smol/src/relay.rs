@@ -3,7 +3,7 @@
 //! timeout.
 //!
 //! On Linux the bytes go socket → pipe → socket with splice(2)
-//! (`proxy_std::splice`) and never enter user space. Either way a
+//! (`proxy_host::splice`) and never enter user space. Either way a
 //! direction holds a pipe or a buffer only while bytes are moving: it
 //! takes one when its source has bytes and gives it back once they are
 //! all written, so an idle tunnel costs its two sockets and little else.
@@ -17,8 +17,8 @@ use crate::net::{wait_ready, PIPES};
 use futures_lite::future::poll_fn;
 use futures_lite::AsyncWrite;
 use proxy_core::{TunnelEnd, TunnelEndReason};
-use proxy_std::buf::InBuf;
-use proxy_std::lifecycle::Lifecycle;
+use proxy_host::buf::InBuf;
+use proxy_host::lifecycle::Lifecycle;
 use smol::{Async, Timer};
 use std::future::Future;
 use std::io;
@@ -129,7 +129,7 @@ impl Relay {
         let r1 = self.up.poll(cx, client, upstream, &mut b1);
         let r2 = self.down.poll(cx, upstream, client, &mut b2);
         if let Err(e) = r1.and(r2) {
-            return Some(proxy_std::io_error::tunnel_end(&e));
+            return Some(proxy_host::io_error::tunnel_end(&e));
         }
         if self.up.done && self.down.done {
             return Some(TunnelEndReason::Closed);
@@ -170,7 +170,7 @@ struct Direction {
     /// Spliced bytes not yet written; `None` whenever the pipe would be
     /// empty (it is back in the pool then).
     #[cfg(target_os = "linux")]
-    pipe: Option<proxy_std::splice::Pipe>,
+    pipe: Option<proxy_host::splice::Pipe>,
     /// Whether to splice.
     #[cfg(target_os = "linux")]
     splice: bool,
@@ -309,9 +309,9 @@ impl Direction {
         &mut self,
         cx: &mut Context<'_>,
         src: &Async<TcpStream>,
-        mut pipe: proxy_std::splice::Pipe,
+        mut pipe: proxy_host::splice::Pipe,
     ) -> io::Result<Step> {
-        use proxy_std::splice::SPLICE_MAX;
+        use proxy_host::splice::SPLICE_MAX;
         match pipe.fill_from(src, SPLICE_MAX) {
             Ok(0) => {
                 PIPES.put(pipe);

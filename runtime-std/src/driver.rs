@@ -8,7 +8,7 @@
 //! worker when a socket is readable or its deadline is due. Its input
 //! buffers go with the wait (an idle connection holds none).
 //!
-//! Every poll also waits on a lifecycle beacon (`proxy_std::lifecycle`):
+//! Every poll also waits on a lifecycle beacon (`proxy_host::lifecycle`):
 //! the drain beacon until shutdown begins, when the connection gets
 //! `begin_shutdown`; then the stop beacon, which ends a tunnel (reported
 //! as `TunnelEndReason::Shutdown`) or cuts off an exchange still in
@@ -23,13 +23,13 @@ use proxy_core::{
     Action, ConnId, ConnectError, Connected, QueryId, ResolveError, Role, Side, TunnelEnd,
     TunnelEndReason, UpstreamId,
 };
-use proxy_std::buf::InBuf;
-use proxy_std::io_error::connect_error;
-use proxy_std::lifecycle::{ConnGuard, Lifecycle};
-use proxy_std::pool::Pool;
+use proxy_host::buf::InBuf;
+use proxy_host::io_error::connect_error;
+use proxy_host::lifecycle::{ConnGuard, Lifecycle};
+use proxy_host::pool::Pool;
 #[cfg(target_os = "linux")]
-use proxy_std::splice::{Pipe, PipePool, SPLICE_MAX};
-use proxy_std::{Clock, Settings};
+use proxy_host::splice::{Pipe, PipePool, SPLICE_MAX};
+use proxy_host::{Clock, Settings};
 use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
@@ -73,7 +73,7 @@ impl Shared {
     pub(crate) fn new(settings: Settings, life: Lifecycle) -> io::Result<Self> {
         let pool = Pool::new(
             settings.config().timeouts.upstream_idle,
-            proxy_std::pool::MAX_IDLE_PER_ADDR,
+            proxy_host::pool::MAX_IDLE_PER_ADDR,
         );
         let lot = ParkingLot::new(life.drain_fd())?;
         Ok(Shared {
@@ -192,7 +192,7 @@ impl Conn {
         if let Some(dir) = &settings.record {
             let id = self.id;
             if let Some(trace) = self.conn.into_trace() {
-                if let Err(e) = proxy_std::settings::save_trace(dir, &trace) {
+                if let Err(e) = proxy_host::settings::save_trace(dir, &trace) {
                     eprintln!("proxy-std: cannot save trace of connection {}: {e}", id.0);
                 }
             }

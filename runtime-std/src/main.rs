@@ -4,7 +4,7 @@
 //! one epoll(7) thread for all of them, and come back to a worker when
 //! there is something to do (`workers`, `parking`).
 //!
-//! Shutdown (see `proxy_std::lifecycle`): every poll(2) in the process,
+//! Shutdown (see `proxy_host::lifecycle`): every poll(2) in the process,
 //! the accept threads' included, also waits on a lifecycle beacon
 //! descriptor, so a signal wakes each thread at once however long it has
 //! been blocked. On the first SIGINT/SIGTERM the accept threads return,
@@ -22,7 +22,7 @@ mod workers;
 use clap::Parser;
 use driver::{Conn, Shared};
 use proxy_core::{ConnId, Role};
-use proxy_std::lifecycle::Lifecycle;
+use proxy_host::lifecycle::Lifecycle;
 use std::io::{self, Write};
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
@@ -34,8 +34,8 @@ use std::time::Duration;
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 fn main() {
-    let args = proxy_std::Args::parse();
-    let settings = match proxy_std::Settings::load(&args) {
+    let args = proxy_host::Args::parse();
+    let settings = match proxy_host::Settings::load(&args) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("proxy-std: {e}");
@@ -49,7 +49,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = proxy_std::signals::watch("proxy-std", settings.clone(), life.clone()) {
+    if let Err(e) = proxy_host::signals::watch("proxy-std", settings.clone(), life.clone()) {
         eprintln!("proxy-std: cannot watch signals: {e}");
         std::process::exit(1);
     }

@@ -10,7 +10,7 @@
 
 use crate::sys::{self, POLLIN, POLLOUT};
 use proxy_core::{TunnelEnd, TunnelEndReason};
-use proxy_std::io_error::tunnel_end;
+use proxy_host::io_error::tunnel_end;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
@@ -19,7 +19,7 @@ use std::sync::Mutex;
 #[cfg(target_os = "linux")]
 use crate::driver::PIPES;
 #[cfg(target_os = "linux")]
-use proxy_std::splice::{Pipe, SPLICE_MAX};
+use proxy_host::splice::{Pipe, SPLICE_MAX};
 use std::time::{Duration, Instant};
 
 /// Per-direction buffer size.
@@ -412,7 +412,7 @@ fn relay(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proxy_std::lifecycle::Lifecycle;
+    use proxy_host::lifecycle::Lifecycle;
     use std::net::TcpListener;
 
     /// A side that has sent `leftover` and not closed.

@@ -17,6 +17,7 @@ use crate::io::{
 use crate::log::{AccessRecord, ExchangeKind};
 use crate::policy::caps::CapExceeded;
 use crate::policy::{Denial, DenyKind};
+use crate::reason::{Decision, ErrorType};
 use crate::time::{Instant, Timer};
 use crate::tls::client_hello::{HelloPeeker, Peek};
 use std::net::{IpAddr, SocketAddr};
@@ -57,17 +58,17 @@ impl Connection {
                 if !self.head.buf.is_empty() {
                     let bytes = self.head.buf.len() as u64;
                     let started = self.head.started.unwrap_or(now);
-                    self.log_unparsed(now, started, bytes, 0, "incomplete_request");
+                    self.log_unparsed(now, started, bytes, 0, ErrorType::IncompleteRequest);
                 }
                 self.close(CloseReason::ClientDone);
             }
             // The tunnel's first bytes never came.
             Phase::Exchange(ex) if matches!(ex.stage, Stage::Peeking { .. }) => {
-                self.abort(now, "client_closed")
+                self.abort(now, ErrorType::ClientClosed)
             }
             // The request is whole; answer it, then close.
             Phase::Exchange(ex) if ex.req_done() => {}
-            Phase::Exchange(_) => self.abort(now, "client_closed"),
+            Phase::Exchange(_) => self.abort(now, ErrorType::ClientClosed),
             Phase::Tunnel(_) | Phase::Closed => {}
         }
     }
@@ -76,7 +77,7 @@ impl Connection {
     pub fn handle_client_error(&mut self, now: Instant) {
         self.debug_assert_drained();
         match &self.phase {
-            Phase::Exchange(_) => self.abort(now, "client_error"),
+            Phase::Exchange(_) => self.abort(now, ErrorType::ClientError),
             Phase::Head => self.close(CloseReason::Aborted),
             Phase::Tunnel(_) | Phase::Closed => {}
         }
@@ -963,7 +964,7 @@ impl Connection {
             }
             Err(_) => {
                 self.segments = segments;
-                self.abort(now, "http_response_incomplete");
+                self.abort(now, ErrorType::HttpResponseIncomplete);
                 data.len() - pos
             }
         }
@@ -1018,10 +1019,10 @@ impl Connection {
                 if ex.req_done() {
                     self.finish(now);
                 } else {
-                    self.abort(now, "upstream_closed");
+                    self.abort(now, ErrorType::UpstreamClosed);
                 }
             }
-            Resp::Body { .. } => self.abort(now, "http_response_incomplete"),
+            Resp::Body { .. } => self.abort(now, ErrorType::HttpResponseIncomplete),
             // The whole response was passed on but the request body was
             // still coming: it has nowhere to go now. The client was told
             // `Connection: close` with the response.
@@ -1043,11 +1044,11 @@ impl Connection {
         ex.bytes_from_client += end.to_upstream;
         let note = match end.reason {
             crate::io::TunnelEndReason::Closed => None,
-            crate::io::TunnelEndReason::IdleTimeout => Some("tunnel_idle_timeout"),
-            crate::io::TunnelEndReason::Error => Some("tunnel_error"),
-            crate::io::TunnelEndReason::Shutdown => Some("shutdown"),
+            crate::io::TunnelEndReason::IdleTimeout => Some(ErrorType::TunnelIdleTimeout),
+            crate::io::TunnelEndReason::Error => Some(ErrorType::TunnelError),
+            crate::io::TunnelEndReason::Shutdown => Some(ErrorType::Shutdown),
         };
-        let record = self.record(now, ex, note.map(str::to_owned));
+        let record = self.record(now, ex, note);
         self.log(now, record);
         self.close(CloseReason::TunnelDone);
     }
@@ -1094,7 +1095,7 @@ impl Connection {
                 // The client stalled mid-body.
                 return self.fail(now, RequestError::HeadTimeout.into(), true);
             }
-            self.abort(now, "transfer_timeout");
+            self.abort(now, ErrorType::TransferTimeout);
         }
     }
 
@@ -1172,7 +1173,7 @@ impl Connection {
             let ex = self.exchange_mut();
             ex.status = denial.status();
             ex.denial = Some(denial);
-            return self.abort(now, "http_request_denied");
+            return self.abort(now, ErrorType::HttpRequestDenied);
         }
         if connected {
             let upstream = ex.upstream.expect("connected tunnels have an upstream");
@@ -1209,7 +1210,7 @@ impl Connection {
         self.debug_assert_drained();
         self.shutting_down = true;
         match self.phase {
-            Phase::Exchange(_) => self.abort(now, "shutdown"),
+            Phase::Exchange(_) => self.abort(now, ErrorType::Shutdown),
             Phase::Head => self.close(CloseReason::Shutdown),
             Phase::Tunnel(_) | Phase::Closed => {}
         }
@@ -1271,7 +1272,7 @@ impl Connection {
         let message = err.to_string();
         let page = ErrorPage {
             status,
-            proxy_status: err.proxy_status(),
+            proxy_status: err.proxy_status().as_str(),
             message: &message,
             proxy_name: &self.config.proxy_name,
             date: &date,
@@ -1290,7 +1291,7 @@ impl Connection {
         ex.status = status;
         ex.bytes_to_client += len as u64;
         let upstream = ex.upstream;
-        let record = self.record(now, ex, Some(err.proxy_status().to_owned()));
+        let record = self.record(now, ex, Some(err.proxy_status()));
         self.log(now, record);
         if let Some(upstream) = upstream {
             self.outbox.push(Action::Release {
@@ -1310,12 +1311,12 @@ impl Connection {
     }
 
     /// Ends the exchange without an answer: log, drop the upstream, close.
-    fn abort(&mut self, now: Instant, note: &str) {
+    fn abort(&mut self, now: Instant, note: ErrorType) {
         let Some(ex) = self.take_exchange() else {
             return;
         };
         let upstream = ex.upstream;
-        let record = self.record(now, ex, Some(note.to_owned()));
+        let record = self.record(now, ex, Some(note));
         self.log(now, record);
         if let Some(upstream) = upstream {
             self.outbox.push(Action::Release {
@@ -1365,7 +1366,7 @@ impl Connection {
         let extra = err.extra_fields();
         let page = ErrorPage {
             status: err.status(),
-            proxy_status: err.proxy_status(),
+            proxy_status: err.proxy_status().as_str(),
             message: &message,
             proxy_name: &self.config.proxy_name,
             date: &date,
@@ -1382,7 +1383,7 @@ impl Connection {
             self.unparsed_record(now, started, bytes_in, err.status(), err.proxy_status());
         record.bytes_to_client = len as u64;
         if let ProxyError::Denied(d) = &err {
-            record.decision = d.decision().to_owned();
+            record.decision = d.decision();
             record.rule = Some(d.rule.clone());
         }
         self.log(now, record);
@@ -1395,7 +1396,7 @@ impl Connection {
         started: Instant,
         bytes_in: u64,
         status: u16,
-        note: &str,
+        note: ErrorType,
     ) {
         let record = self.unparsed_record(now, started, bytes_in, status, note);
         self.log(now, record);
@@ -1407,7 +1408,7 @@ impl Connection {
         started: Instant,
         bytes_in: u64,
         status: u16,
-        note: &str,
+        note: ErrorType,
     ) -> AccessRecord {
         AccessRecord {
             conn: self.id,
@@ -1420,9 +1421,9 @@ impl Connection {
             bytes_from_client: bytes_in,
             duration: now - started,
             kind: ExchangeKind::Http,
-            error: Some(note.to_owned()),
+            error: Some(note),
             user: None,
-            decision: "allowed".to_owned(),
+            decision: Decision::Allowed,
             rule: None,
             tls: None,
         }
@@ -1431,13 +1432,12 @@ impl Connection {
     /// The record of an exchange that has ended. It takes the exchange,
     /// so that what both hold (method, target, user, ...) moves into the
     /// record instead of being copied.
-    fn record(&self, now: Instant, ex: Box<Exchange>, error: Option<String>) -> AccessRecord {
+    fn record(&self, now: Instant, ex: Box<Exchange>, error: Option<ErrorType>) -> AccessRecord {
         let ex = *ex;
         let decision = ex
             .denial
             .as_ref()
-            .map_or("allowed", |d| d.decision())
-            .to_owned();
+            .map_or(Decision::Allowed, Denial::decision);
         AccessRecord {
             conn: self.id,
             client: self.client,

@@ -470,7 +470,7 @@ fn ambiguous_request_framing_gets_400_and_close() {
         assert!(sim.connects.is_empty() && sim.resolves.is_empty(), "nothing goes upstream");
         assert_eq!(sim.logs.len(), 1);
         assert_eq!(sim.logs[0].status, 400);
-        assert_eq!(sim.logs[0].error.as_deref(), Some("http_request_error"));
+        assert_eq!(sim.logs[0].error.map(crate::ErrorType::as_str), Some("http_request_error"));
     }
 }
 
@@ -523,7 +523,10 @@ fn unresolvable_and_refused_get_502_with_proxy_status() {
     assert_eq!(sim.connects[1].1, "192.0.2.2:80".parse().unwrap());
     sim.connect_err(ConnectError::Refused);
     assert!(sim.client_text().contains("error=connection_refused"));
-    assert_eq!(sim.logs[0].error.as_deref(), Some("connection_refused"));
+    assert_eq!(
+        sim.logs[0].error.map(crate::ErrorType::as_str),
+        Some("connection_refused")
+    );
 }
 
 #[test]
@@ -716,7 +719,7 @@ fn response_body_cut_short_aborts_the_client() {
     sim.upstream_eof();
     assert_eq!(sim.closed, Some(CloseReason::Aborted));
     assert_eq!(
-        sim.logs[0].error.as_deref(),
+        sim.logs[0].error.map(crate::ErrorType::as_str),
         Some("http_response_incomplete")
     );
     assert_eq!(sim.releases, vec![(UpstreamId(0), false)]);
@@ -1136,7 +1139,7 @@ mod policy {
         );
         let log = sim.logs.last().expect("a record").clone();
         assert_eq!(log.status, status);
-        assert_eq!(log.decision, decision);
+        assert_eq!(log.decision.as_str(), decision);
         assert!(log.rule.is_some());
         assert!(sim.connects.is_empty(), "nothing was connected");
         log
@@ -1173,7 +1176,7 @@ mod policy {
         sim.client_sends(GET);
         assert!(sim.take_client_text().starts_with("HTTP/1.1 403 "));
         let log = sim.logs.last().unwrap();
-        assert_eq!(log.decision, "denied_domain");
+        assert_eq!(log.decision.as_str(), "denied_domain");
         assert_eq!(log.rule.as_deref(), Some("deny origin.test (block.txt:1)"));
         assert!(sim.closed.is_none());
     }
@@ -1308,7 +1311,7 @@ mod policy {
         );
         sim.upstream_sends(OK_HELLO);
         assert_eq!(sim.logs[0].user.as_deref(), Some("alice"));
-        assert_eq!(sim.logs[0].decision, "allowed");
+        assert_eq!(sim.logs[0].decision.as_str(), "allowed");
     }
 
     #[test]
@@ -1337,7 +1340,7 @@ mod policy {
             "{text}"
         );
         assert!(text.contains("Retry-After: 5\r\n"), "{text}");
-        assert_eq!(sim.logs.last().unwrap().decision, "rate_limited");
+        assert_eq!(sim.logs.last().unwrap().decision.as_str(), "rate_limited");
     }
 
     #[test]
@@ -1360,7 +1363,7 @@ mod policy {
             .client_text()
             .contains("error=connection_limit_reached"));
         assert_eq!(second.closed, Some(CloseReason::AfterError));
-        assert_eq!(second.logs[0].decision, "connection_limit");
+        assert_eq!(second.logs[0].decision.as_str(), "connection_limit");
         assert!(first.closed.is_none());
         drop(first);
         drop(second);
@@ -1512,7 +1515,7 @@ mod admin {
         sim.client_sends(b"GET /_metrics HTTP/1.1\r\nHost: p\r\n\r\n");
         assert!(sim.client_text().starts_with("HTTP/1.1 403 "));
         assert!(!sim.client_text().contains("proxy_requests_total"));
-        assert_eq!(sim.logs[0].decision, "denied_client");
+        assert_eq!(sim.logs[0].decision.as_str(), "denied_client");
         let refusals = sim.conn.shared.metrics().recent_refusals();
         assert_eq!(refusals[0].target, "/_metrics");
     }
@@ -1565,7 +1568,10 @@ fn shutdown_lets_the_exchange_finish_then_force_cuts_it_off_with_a_record() {
     sim.conn.force_shutdown(sim.now);
     sim.drain(&[], &[]);
     assert_eq!(sim.closed, Some(CloseReason::Aborted));
-    assert_eq!(sim.logs[0].error.as_deref(), Some("shutdown"));
+    assert_eq!(
+        sim.logs[0].error.map(crate::ErrorType::as_str),
+        Some("shutdown")
+    );
     assert_eq!(sim.releases, vec![(UpstreamId(0), false)]);
 }
 

@@ -30,6 +30,7 @@ use self::auth::Htpasswd;
 use self::cidr::{CidrRule, CidrTable};
 use self::domain::{Action, DomainRules};
 use self::rate::RateConfig;
+pub use crate::error::{retry_secs, Denial, DenyKind};
 use crate::http::target::Host;
 use crate::tls::client_hello::Peek;
 use serde::{Deserialize, Serialize};
@@ -274,104 +275,6 @@ pub struct Report {
 #[error("{0}")]
 pub struct PolicyError(pub String);
 
-/// Why a request was refused, and by which rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Denial {
-    /// Which check refused.
-    pub kind: DenyKind,
-    /// The rule, spelled for a person (`deny example.com (blocklist.txt:3)`).
-    pub rule: String,
-}
-
-/// The checks that can refuse.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DenyKind {
-    /// The client address is not allowed.
-    Client,
-    /// No credentials, or wrong ones; carries the realm.
-    Auth {
-        /// For `Proxy-Authenticate`.
-        realm: String,
-    },
-    /// The method is not allowed.
-    Method,
-    /// The port is not allowed.
-    Port,
-    /// The destination name is denied.
-    Domain,
-    /// A destination address is denied.
-    Address,
-    /// Over the rate limit; retry after this long.
-    Rate(Duration),
-    /// Over a connection cap.
-    Connections,
-    /// The tunnel's TLS ClientHello was refused (after the 200).
-    Tls,
-}
-
-impl Denial {
-    /// The status to answer with.
-    pub fn status(&self) -> u16 {
-        match self.kind {
-            DenyKind::Auth { .. } => 407,
-            DenyKind::Rate(_) => 429,
-            DenyKind::Connections => 503,
-            _ => 403,
-        }
-    }
-
-    /// The RFC 9209 error type.
-    pub fn proxy_status(&self) -> &'static str {
-        match self.kind {
-            DenyKind::Address => "destination_ip_prohibited",
-            DenyKind::Connections => "connection_limit_reached",
-            _ => "http_request_denied",
-        }
-    }
-
-    /// Decision name for logs: what kind of refusal.
-    pub fn decision(&self) -> &'static str {
-        match self.kind {
-            DenyKind::Client => "denied_client",
-            DenyKind::Auth { .. } => "auth_required",
-            DenyKind::Method => "denied_method",
-            DenyKind::Port => "denied_port",
-            DenyKind::Domain => "denied_domain",
-            DenyKind::Address => "denied_address",
-            DenyKind::Rate(_) => "rate_limited",
-            DenyKind::Connections => "connection_limit",
-            DenyKind::Tls => "denied_tls",
-        }
-    }
-}
-
-impl std::error::Error for Denial {}
-
-impl fmt::Display for Denial {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            DenyKind::Client => write!(
-                f,
-                "clients from this address may not use this proxy ({})",
-                self.rule
-            ),
-            DenyKind::Auth { .. } => write!(f, "proxy authentication required ({})", self.rule),
-            DenyKind::Method => write!(f, "method not allowed ({})", self.rule),
-            DenyKind::Port => write!(f, "port not allowed ({})", self.rule),
-            DenyKind::Domain => write!(f, "destination denied by policy ({})", self.rule),
-            DenyKind::Address => write!(f, "destination address denied by policy ({})", self.rule),
-            DenyKind::Rate(d) => write!(
-                f,
-                "too many requests; retry after {}s ({})",
-                retry_secs(*d),
-                self.rule
-            ),
-            DenyKind::Connections => write!(f, "too many connections ({})", self.rule),
-            DenyKind::Tls => write!(f, "TLS connection refused by policy ({})", self.rule),
-        }
-    }
-}
-
 /// The SNI as domain rules see it, or `None` when it is not a host name:
 /// a `host:port`, an IP literal (RFC 6066 §3 forbids them), other junk.
 pub fn sni_host_name(sni: &str) -> Option<String> {
@@ -390,11 +293,6 @@ fn describe_peek(peek: &Peek) -> &'static str {
         Peek::TooLarge => "too large",
         Peek::Hello(_) => "a ClientHello",
     }
-}
-
-/// Whole seconds for `Retry-After`, rounded up and at least 1.
-pub fn retry_secs(d: Duration) -> u64 {
-    (d.as_micros().div_ceil(1_000_000) as u64).max(1)
 }
 
 /// Compiled access rules. Immutable; a reload compiles a new one.

@@ -591,7 +591,7 @@ mod tests {
             kind: ExchangeKind::Http,
             error: None,
             user: None,
-            decision: "allowed".into(),
+            decision: proxy_core::Decision::Allowed,
             rule: None,
             tls: None,
         }

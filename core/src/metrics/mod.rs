@@ -3,46 +3,33 @@
 //!
 //! [`Metrics`] is plain data shared by every connection, like the
 //! connection caps: it never reads a clock (time comes in as `now`) and is
-//! `Send + Sync`. The hot path is lock-free: one access record turns into a
-//! handful of relaxed atomic additions on fixed arrays indexed by small
-//! label sets (method, decision, status class, ...). Only the two lists the
-//! status page shows, top destinations and recent refusals, sit behind a
-//! mutex, and both are bounded, so a crowd of distinct hosts cannot grow
-//! memory.
+//! `Send + Sync`. The hot path takes no lock shared by every request: one
+//! access record turns into a handful of relaxed atomic additions on fixed
+//! arrays indexed by small label sets (method, [`Decision`], status class,
+//! ...), plus one atomic addition in the table of destinations the status
+//! page shows (see [`board`]). Both of the page's lists are bounded, so a
+//! crowd of distinct hosts cannot grow memory.
 //!
 //! Everything is counted from the [`AccessRecord`] each request or tunnel
 //! ends with ([`Metrics::record`]), so the metrics and the access log can
 //! never disagree about what happened.
 
+mod board;
+
 use crate::http::date::rfc3339;
 use crate::http::target::split_scheme;
 use crate::log::{AccessRecord, ExchangeKind};
+use crate::reason::{Decision, ErrorType};
 use crate::time::{Instant, UnixTime};
-use std::collections::{HashMap, VecDeque};
+use board::{RecentRing, TopCounter};
 use std::fmt::{self, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 /// Methods counted by name; any other is counted as `other`.
 pub const METHODS: [&str; 10] = [
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "other",
-];
-
-/// Policy decisions, as [`AccessRecord::decision`] spells them; anything
-/// else is counted as `other`.
-pub const DECISIONS: [&str; 11] = [
-    "allowed",
-    "denied_client",
-    "auth_required",
-    "denied_method",
-    "denied_port",
-    "denied_domain",
-    "denied_address",
-    "rate_limited",
-    "connection_limit",
-    "denied_tls",
-    "other",
 ];
 
 /// The best TLS version a ClientHello offered, the `version` label.
@@ -55,12 +42,12 @@ pub const ALPNS: [&str; 4] = ["h2", "http/1.1", "other", "none"];
 pub const STATUS_CLASSES: [&str; 7] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 
 /// The RFC 9209 error types of a failure to reach an upstream.
-pub const CONNECT_FAILURES: [&str; 5] = [
-    "dns_error",
-    "dns_timeout",
-    "connection_refused",
-    "connection_timeout",
-    "destination_unavailable",
+pub const CONNECT_FAILURES: [ErrorType; 5] = [
+    ErrorType::DnsError,
+    ErrorType::DnsTimeout,
+    ErrorType::ConnectionRefused,
+    ErrorType::ConnectionTimeout,
+    ErrorType::DestinationUnavailable,
 ];
 
 /// Exchange kinds, the `kind` label of the duration histogram.
@@ -100,7 +87,7 @@ const TEXT_KEPT: usize = 200;
 pub struct Metrics {
     /// When the proxy started: microseconds of [`Instant`].
     start: AtomicU64,
-    requests: [[AtomicU64; DECISIONS.len()]; METHODS.len()],
+    requests: [[AtomicU64; Decision::ALL.len()]; METHODS.len()],
     responses: [AtomicU64; STATUS_CLASSES.len()],
     bytes_to_client: AtomicU64,
     bytes_from_client: AtomicU64,
@@ -116,13 +103,8 @@ pub struct Metrics {
     upstreams_in_use: AtomicU64,
     /// ClientHellos read on tunnels: [version][alpn][ech].
     tls_hellos: [[[AtomicU64; 2]; ALPNS.len()]; TLS_VERSIONS.len()],
-    lists: Mutex<Lists>,
-}
-
-#[derive(Debug, Default)]
-struct Lists {
-    destinations: HashMap<String, u64>,
-    refusals: VecDeque<Refusal>,
+    destinations: TopCounter,
+    refusals: RecentRing<Refusal, RECENT_REFUSALS>,
 }
 
 /// One refusal, as the status page lists it.
@@ -138,8 +120,8 @@ pub struct Refusal {
     pub target: String,
     /// The status answered.
     pub status: u16,
-    /// The decision (`denied_domain`, ...).
-    pub decision: String,
+    /// Which check refused.
+    pub decision: Decision,
     /// The rule that refused.
     pub rule: Option<String>,
 }
@@ -264,7 +246,8 @@ impl Metrics {
             duration_sum_micros: Default::default(),
             upstreams_in_use: AtomicU64::new(0),
             tls_hellos: Default::default(),
-            lists: Mutex::new(Lists::default()),
+            destinations: TopCounter::new(DESTINATIONS_KEPT),
+            refusals: RecentRing::new(),
         }
     }
 
@@ -281,8 +264,7 @@ impl Metrics {
     /// Counts one finished request or tunnel, logged at `now`.
     pub fn record(&self, now: Instant, record: &AccessRecord) {
         let method = index_of(&METHODS, &record.method);
-        let decision = index_of(&DECISIONS, &record.decision);
-        add(&self.requests[method][decision], 1);
+        add(&self.requests[method][record.decision.index()], 1);
         add(&self.responses[class_index(record.status)], 1);
         add(&self.bytes_to_client, record.bytes_to_client);
         add(&self.bytes_from_client, record.bytes_from_client);
@@ -293,12 +275,12 @@ impl Metrics {
             ExchangeKind::Upgrade => add(&self.upgrades, 1),
             _ => {}
         }
-        if let Some(error) = record.error.as_deref() {
+        if let Some(error) = record.error {
             if let Some(i) = CONNECT_FAILURES.iter().position(|f| *f == error) {
                 add(&self.connect_failures[i], 1);
             }
         }
-        if record.decision == "rate_limited" {
+        if record.decision == Decision::RateLimited {
             add(&self.rate_limited, 1);
         }
         if let Some(hello) = &record.tls {
@@ -328,31 +310,27 @@ impl Metrics {
         add(&self.durations[kind][bucket], 1);
         add(&self.duration_sum_micros[kind], micros);
 
-        let allowed = record.decision == "allowed";
-        let destination = match record.kind {
-            ExchangeKind::Local => None,
-            _ if allowed => destination(record),
-            _ => None,
-        };
-        if allowed && destination.is_none() {
-            return;
-        }
-        let mut lists = self.lists();
-        if let Some(host) = destination {
-            lists.count_destination(host);
-        } else {
-            if lists.refusals.len() == RECENT_REFUSALS {
-                lists.refusals.pop_front();
-            }
-            lists.refusals.push_back(Refusal {
+        if !record.decision.is_allowed() {
+            self.refusals.push(Refusal {
                 at: now,
                 client: record.client,
                 method: kept(&record.method),
                 target: kept(&record.target),
                 status: record.status,
-                decision: kept(&record.decision),
+                decision: record.decision,
                 rule: record.rule.as_deref().map(kept),
             });
+        } else if record.kind != ExchangeKind::Local {
+            if let Some(host) = destination(record) {
+                // Most authorities come lower-case already: counted
+                // without a copy. (Lower-casing ASCII keeps the length and
+                // so the cut.)
+                if host.bytes().any(|b| b.is_ascii_uppercase()) {
+                    self.destinations.count(&host.to_ascii_lowercase());
+                } else {
+                    self.destinations.count(host);
+                }
+            }
         }
     }
 
@@ -364,10 +342,10 @@ impl Metrics {
         }
     }
 
-    /// Requests counted with this method and decision (as the labels spell
-    /// them).
-    pub fn requests(&self, method: &str, decision: &str) -> u64 {
-        load(&self.requests[index_of(&METHODS, method)][index_of(&DECISIONS, decision)])
+    /// Requests counted with this method (as the label spells it) and
+    /// decision.
+    pub fn requests(&self, method: &str, decision: Decision) -> u64 {
+        load(&self.requests[index_of(&METHODS, method)][decision.index()])
     }
 
     /// Every request counted.
@@ -377,26 +355,12 @@ impl Metrics {
 
     /// The `limit` most requested destinations, busiest first.
     pub fn top_destinations(&self, limit: usize) -> Vec<(String, u64)> {
-        let lists = self.lists();
-        let mut top: Vec<(String, u64)> = lists
-            .destinations
-            .iter()
-            .map(|(h, n)| (h.clone(), *n))
-            .collect();
-        drop(lists);
-        top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        top.truncate(limit);
-        top
+        self.destinations.top(limit)
     }
 
     /// The latest refusals, newest first.
     pub fn recent_refusals(&self) -> Vec<Refusal> {
-        self.lists().refusals.iter().rev().cloned().collect()
-    }
-
-    fn lists(&self) -> MutexGuard<'_, Lists> {
-        // Every update leaves the lists whole; poisoning carries no news.
-        self.lists.lock().unwrap_or_else(|e| e.into_inner())
+        self.refusals.newest_first()
     }
 
     fn uptime(&self, now: Instant) -> std::time::Duration {
@@ -416,8 +380,8 @@ impl Metrics {
             "Requests and tunnels by method and policy decision.",
         );
         for (m, method) in METHODS.iter().enumerate() {
-            for (d, decision) in DECISIONS.iter().enumerate() {
-                let n = load(&self.requests[m][d]);
+            for decision in Decision::ALL {
+                let n = load(&self.requests[m][decision.index()]);
                 if n > 0 {
                     let _ = writeln!(
                         w,
@@ -728,7 +692,7 @@ impl Metrics {
                 h.push(' ');
                 escape(&r.target, &mut h);
                 let _ = write!(h, "</td><td>{}</td><td>", r.status);
-                escape(&r.decision, &mut h);
+                escape(r.decision.as_str(), &mut h);
                 h.push_str("</td><td class=\"w\">");
                 escape(r.rule.as_deref().unwrap_or(""), &mut h);
                 h.push_str("</td></tr>\n");
@@ -738,35 +702,6 @@ impl Metrics {
         h.push_str("</section>\n");
         h.push_str("<footer>Prometheus metrics: <a href=\"/_metrics\">/_metrics</a></footer>\n</body></html>\n");
         h
-    }
-}
-
-impl Lists {
-    fn count_destination(&mut self, host: &str) {
-        // Most authorities come lower-case already: count those without
-        // a copy. (Lower-casing ASCII keeps the length and so the cut.)
-        let lowered;
-        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            lowered = host.to_ascii_lowercase();
-            &lowered
-        } else {
-            host
-        };
-        if let Some(n) = self.destinations.get_mut(host) {
-            *n += 1;
-            return;
-        }
-        if self.destinations.len() >= DESTINATIONS_KEPT {
-            let least = self
-                .destinations
-                .iter()
-                .min_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
-                .map(|(h, _)| h.clone());
-            if let Some(least) = least {
-                self.destinations.remove(&least);
-            }
-        }
-        self.destinations.insert(host.to_owned(), 1);
     }
 }
 
@@ -871,17 +806,17 @@ mod tests {
             },
             error: None,
             user: None,
-            decision: "allowed".into(),
+            decision: Decision::Allowed,
             rule: None,
             tls: None,
         }
     }
 
-    fn denied(target: &str, decision: &str, rule: &str) -> AccessRecord {
+    fn denied(target: &str, decision: Decision, rule: &str) -> AccessRecord {
         AccessRecord {
-            decision: decision.into(),
+            decision,
             rule: Some(rule.into()),
-            error: Some("http_request_denied".into()),
+            error: Some(ErrorType::HttpRequestDenied),
             ..rec("GET", target, 403, 0)
         }
     }
@@ -989,19 +924,23 @@ mod tests {
         m.record(t, &rec("BREW", "http://pot.test/", 501, 0));
         m.record(
             t,
-            &denied("http://blocked.test/", "denied_domain", "deny blocked.test"),
+            &denied(
+                "http://blocked.test/",
+                Decision::DeniedDomain,
+                "deny blocked.test",
+            ),
         );
         m.record(
             t,
             &AccessRecord {
-                decision: "rate_limited".into(),
+                decision: Decision::RateLimited,
                 status: 429,
                 ..rec("GET", "http://example.com/", 429, 0)
             },
         );
         let refused = AccessRecord {
             status: 502,
-            error: Some("connection_refused".into()),
+            error: Some(ErrorType::ConnectionRefused),
             ..rec("GET", "http://127.0.0.1:1/", 502, 1)
         };
         m.record(t, &refused);
@@ -1009,14 +948,14 @@ mod tests {
         // counts under `none`.
         let failed_connect = AccessRecord {
             status: 502,
-            error: Some("dns_error".into()),
+            error: Some(ErrorType::DnsError),
             ..rec("CONNECT", "nowhere.test:443", 502, 1)
         };
         m.record(t, &failed_connect);
         m.record(
             t,
             &AccessRecord {
-                error: Some("client_closed".into()),
+                error: Some(ErrorType::ClientClosed),
                 ..rec("GET", "http://example.com/slow", 0, 12_000)
             },
         );
@@ -1109,7 +1048,7 @@ mod tests {
             1.0
         );
         assert_eq!(m.requests_total(), 11);
-        assert_eq!(m.requests("GET", "allowed"), 5);
+        assert_eq!(m.requests("GET", Decision::Allowed), 5);
 
         // Destinations: lower-cased authorities of allowed requests.
         let top = m.top_destinations(10);
@@ -1119,7 +1058,7 @@ mod tests {
         // Refusals: policy decisions only, newest first.
         let refusals = m.recent_refusals();
         assert_eq!(refusals.len(), 2);
-        assert_eq!(refusals[0].decision, "rate_limited");
+        assert_eq!(refusals[0].decision, Decision::RateLimited);
         assert_eq!(refusals[1].target, "http://blocked.test/");
         assert_eq!(refusals[1].rule.as_deref(), Some("deny blocked.test"));
     }
@@ -1161,18 +1100,16 @@ mod tests {
         for i in 0..50 {
             m.record(
                 t,
-                &denied(&format!("http://d{i}.test/"), "denied_domain", "r"),
+                &denied(&format!("http://d{i}.test/"), Decision::DeniedDomain, "r"),
             );
         }
-        let lists = m.lists();
-        assert!(lists.destinations.len() <= DESTINATIONS_KEPT);
-        assert_eq!(lists.refusals.len(), RECENT_REFUSALS);
-        drop(lists);
+        assert!(m.destinations.len() <= DESTINATIONS_KEPT);
+        assert_eq!(m.recent_refusals().len(), RECENT_REFUSALS);
         assert_eq!(m.top_destinations(1), vec![("busy.test".to_owned(), 5)]);
         assert_eq!(m.recent_refusals()[0].target, "http://d49.test/");
         // Long targets are cut, on a character boundary.
         let long = format!("http://x.test/{}", "é".repeat(300));
-        m.record(t, &denied(&long, "denied_domain", "r"));
+        m.record(t, &denied(&long, Decision::DeniedDomain, "r"));
         let kept = &m.recent_refusals()[0].target;
         assert!(kept.len() <= TEXT_KEPT && long.starts_with(kept.as_str()));
     }
@@ -1224,7 +1161,7 @@ mod tests {
             t,
             &denied(
                 "http://<evil>.test/",
-                "denied_domain",
+                Decision::DeniedDomain,
                 "deny <evil>.test (list.txt:3)",
             ),
         );
@@ -1281,15 +1218,15 @@ mod tests {
                         );
                         m.record(
                             Instant::ZERO,
-                            &denied("http://x.test/", "denied_domain", "r"),
+                            &denied("http://x.test/", Decision::DeniedDomain, "r"),
                         );
                         drop(m.upstream_in_use());
                     }
                 });
             }
         });
-        assert_eq!(m.requests("GET", "allowed"), 2000);
-        assert_eq!(m.requests("GET", "denied_domain"), 2000);
+        assert_eq!(m.requests("GET", Decision::Allowed), 2000);
+        assert_eq!(m.requests("GET", Decision::DeniedDomain), 2000);
         let counted: u64 = m.top_destinations(100).iter().map(|(_, n)| n).sum();
         assert_eq!(counted, 2000);
         assert_eq!(m.recent_refusals().len(), RECENT_REFUSALS);
