@@ -4,7 +4,7 @@
 //!
 //! - `decoder`: the public `ChunkedDecoder` alone, telling payload from
 //!   framing.
-//! - `connection`: a whole keep-alive exchange through a `Connection`
+//! - `connection`: a whole keep-alive exchange through a `Driver`
 //!   (request head, connect, response head, then the chunked body passed
 //!   to the HTTP/1.1 client verbatim), driven by the stand-in runtime in
 //!   `common/mod.rs`.

@@ -1,25 +1,27 @@
 //! # proxy-core: the sans-IO brain of an HTTP/1.1 forward proxy
 //!
 //! Everything the proxy decides is decided here, and nothing here touches a
-//! socket, a file, a thread, DNS or a clock. A runtime feeds a
-//! [`Connection`] what happened (bytes, end of stream, a resolved name, a
-//! finished connect, a fired timer) together with the current [`Instant`],
-//! and drains the [`Action`]s it asks for: resolve this name, connect there,
-//! write these bytes, pass those body bytes through, relay a tunnel, release
-//! an upstream connection, close, log this record.
+//! socket, a file, a thread, DNS or a clock. A runtime makes a
+//! [`Driver`](driver::Driver) for each accepted connection, tells it what
+//! happened ([`Input`](driver::Input): bytes, an end of stream, a resolved
+//! name, a finished connect, a passed deadline) with the current
+//! [`Instant`], and performs the [`Op`](driver::Op)s it asks for: write
+//! these bytes, resolve this name, connect there, relay a tunnel, release
+//! an upstream connection, log this record, wait for this.
 //!
-//! The same inputs give the same actions however the bytes were split, which
+//! The same inputs give the same ops however the bytes were split, which
 //! is what lets `proxy-std` (threads) and `proxy-smol` (async) behave the
 //! same on the wire, and lets recorded traces be replayed here (see
-//! [`trace`]).
-//!
-//! See [`Connection`] for the drive loop and its contract.
+//! [`trace`]). The protocol itself is in the crate-private `conn` module;
+//! the driver is its only way in.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod buf;
 pub mod config;
 mod conn;
+pub mod driver;
 pub mod error;
 pub mod http;
 pub mod id;
@@ -35,11 +37,11 @@ pub mod trace;
 pub mod units;
 
 pub use config::Config;
-pub use conn::Connection;
+pub use driver::{Accepted, Driver, Input, Op};
 pub use error::{ProxyError, RequestError, UpstreamError};
+pub use id::{ConnId, QueryId, UpstreamId};
 pub use io::{
-    Action, CloseReason, ConnId, ConnectError, Connected, QueryId, ResolveError, Role, Side,
-    TunnelEnd, TunnelEndReason, UpstreamId,
+    CloseReason, ConnectError, Connected, ResolveError, Role, Side, TunnelEnd, TunnelEndReason,
 };
 pub use log::{AccessRecord, ExchangeKind};
 pub use reason::{Decision, ErrorType};

@@ -1,19 +1,13 @@
-//! The input buffer each side's bytes wait in until the core consumes
-//! them, and the per-thread pool its storage comes from.
-//!
-//! An idle connection should hold no read buffer: most of a proxy's
-//! connections are idle at any moment (keep-alive between requests, a
-//! slow client halfway through its head), and 16 KiB each adds up. So an
-//! [`InBuf`] takes its storage from the pool when a read needs room, and
-//! a runtime gives it back with [`InBuf::release`] once the buffer is
-//! empty and the socket has nothing more to read. Pooled buffers are
-//! initialised (zeroed) once and reused, so taking one costs neither an
-//! allocation nor a memset.
+//! The per-thread pool input buffers' storage comes from in both
+//! runtimes ([`Pooled`], a `proxy_core::buf::Storage`), so an idle
+//! connection holds no buffer and a busy one takes an initialised one
+//! without an allocation or a memset.
 
+use proxy_core::buf::{Storage, STANDARD};
 use std::cell::RefCell;
 
-/// The size of a pooled buffer: what one read asks for.
-pub const STANDARD: usize = 16 * 1024;
+/// Input buffers from this thread's pool.
+pub type InBuf = proxy_core::buf::InBuf<Pooled>;
 
 /// Most free buffers a thread keeps; beyond this they are freed. 64 of
 /// 16 KiB is 1 MiB per thread, enough for every connection on a thread
@@ -25,127 +19,35 @@ thread_local! {
     static FREE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A standard buffer from this thread's pool, or a new one.
-fn take_standard() -> Vec<u8> {
-    FREE.try_with(|free| free.borrow_mut().pop())
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| vec![0; STANDARD])
-}
+/// The storage of the runtimes' input buffers: this thread's pool of
+/// standard buffers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pooled;
 
-/// Gives `data` to this thread's pool if it is a standard buffer and the
-/// pool has room; frees it otherwise. Buffers that grew are not kept, so
-/// one large read does not pin its memory for good.
-fn give_back(data: Vec<u8>) {
-    if data.len() != STANDARD || data.capacity() != STANDARD {
-        return;
+impl Storage for Pooled {
+    fn take() -> Vec<u8> {
+        FREE.try_with(|free| free.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| vec![0; STANDARD])
     }
-    let mut data = Some(data);
-    // During thread exit the pool may be gone already; then `data` is
-    // simply freed.
-    let _ = FREE.try_with(|free| {
-        let mut free = free.borrow_mut();
-        if free.len() < POOL_CAP {
-            free.extend(data.take());
+
+    /// Keeps `data` if it is a standard buffer and the pool has room;
+    /// frees it otherwise. Buffers that grew are not kept, so one large
+    /// read does not pin its memory for good.
+    fn give(data: Vec<u8>) {
+        if data.len() != STANDARD || data.capacity() != STANDARD {
+            return;
         }
-    });
-}
-
-/// Bytes read from a socket and not yet consumed, plus initialised spare
-/// room to read into.
-///
-/// The spare room is initialised once and then reused, so preparing a
-/// read costs nothing (re-zeroing 16 KiB before every read was most of
-/// the driver's CPU time in debug builds). Storage comes from the
-/// thread's pool on the first [`spare`](InBuf::spare) and goes back on
-/// [`release`](InBuf::release) or drop.
-#[derive(Debug, Default)]
-pub struct InBuf {
-    /// `data[..len]` are the held bytes; the rest is spare room. Empty
-    /// when the buffer holds no storage.
-    data: Vec<u8>,
-    len: usize,
-}
-
-impl InBuf {
-    /// The held bytes, oldest first.
-    pub fn bytes(&self) -> &[u8] {
-        &self.data[..self.len]
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Whether the buffer holds storage (held bytes or spare room).
-    pub fn has_storage(&self) -> bool {
-        !self.data.is_empty()
-    }
-
-    /// At least `n` bytes of room after the held bytes, to read into;
-    /// follow with [`commit`](InBuf::commit).
-    pub fn spare(&mut self, n: usize) -> &mut [u8] {
-        let want = self.len + n;
-        if self.data.is_empty() && want <= STANDARD {
-            self.data = take_standard();
-        }
-        if self.data.len() < want {
-            self.data.resize(want, 0);
-        }
-        &mut self.data[self.len..]
-    }
-
-    /// Room to read into after the held bytes, without outgrowing a
-    /// pooled buffer while it has room: the rest of the storage, or
-    /// [`STANDARD`] bytes more once less than a quarter of that is left.
-    /// Follow with [`commit`](InBuf::commit).
-    ///
-    /// Asking [`spare`](InBuf::spare) for a full read's worth whenever a
-    /// few bytes are held would grow the buffer past the pooled size (and
-    /// out of the pool) for nothing.
-    pub fn room(&mut self) -> &mut [u8] {
-        let left = self.data.len() - self.len;
-        let n = if left < STANDARD / 4 { STANDARD } else { left };
-        self.spare(n)
-    }
-
-    /// Adds `n` bytes just read into [`spare`](InBuf::spare) to the held
-    /// bytes.
-    pub fn commit(&mut self, n: usize) {
-        self.len = (self.len + n).min(self.data.len());
-    }
-
-    /// Drops the first `n` held bytes (the core consumed them).
-    pub fn consume(&mut self, n: usize) {
-        let n = n.min(self.len);
-        self.data.copy_within(n..self.len, 0);
-        self.len -= n;
-    }
-
-    /// Drops every held byte.
-    pub fn clear(&mut self) {
-        self.len = 0;
-    }
-
-    /// Gives the storage back to the thread's pool if no bytes are held;
-    /// the next [`spare`](InBuf::spare) takes one again. True if the
-    /// buffer now holds no storage.
-    pub fn release(&mut self) -> bool {
-        if self.len == 0 && !self.data.is_empty() {
-            give_back(std::mem::take(&mut self.data));
-        }
-        self.data.is_empty()
-    }
-}
-
-impl Drop for InBuf {
-    fn drop(&mut self) {
-        // Held bytes are of no use to anyone now; the storage still is.
-        give_back(std::mem::take(&mut self.data));
+        let mut data = Some(data);
+        // During thread exit the pool may be gone already; then `data` is
+        // simply freed.
+        let _ = FREE.try_with(|free| {
+            let mut free = free.borrow_mut();
+            if free.len() < POOL_CAP {
+                free.extend(data.take());
+            }
+        });
     }
 }
 
@@ -157,36 +59,6 @@ mod tests {
     /// thread, so tests do not see each other's buffers.
     fn pooled() -> usize {
         FREE.with(|free| free.borrow().len())
-    }
-
-    #[test]
-    fn read_commit_consume() {
-        let mut b = InBuf::default();
-        b.spare(4)[..3].copy_from_slice(b"abc");
-        b.commit(3);
-        assert_eq!(b.bytes(), b"abc");
-        b.spare(4)[..2].copy_from_slice(b"de");
-        b.commit(2);
-        assert_eq!(b.bytes(), b"abcde");
-        b.consume(2);
-        assert_eq!(b.bytes(), b"cde");
-        b.consume(10);
-        assert!(b.is_empty());
-        b.spare(1)[0] = b'z';
-        b.commit(1);
-        assert_eq!(b.bytes(), b"z");
-        b.clear();
-        assert_eq!(b.len(), 0);
-    }
-
-    #[test]
-    fn empty_buffer_holds_no_storage_until_a_read() {
-        let mut b = InBuf::default();
-        assert!(!b.has_storage());
-        assert!(b.spare(100).len() >= STANDARD);
-        assert!(b.has_storage());
-        assert!(b.release());
-        assert!(!b.has_storage());
     }
 
     #[test]
@@ -209,7 +81,6 @@ mod tests {
         b.spare(10)[..2].copy_from_slice(b"hi");
         b.commit(2);
         assert!(!b.release());
-        assert_eq!(b.bytes(), b"hi");
         assert_eq!(pooled(), 0);
         b.consume(2);
         assert!(b.release());
@@ -236,14 +107,9 @@ mod tests {
     #[test]
     fn room_fills_a_pooled_buffer_before_growing_it() {
         let mut b = InBuf::default();
-        assert_eq!(b.room().len(), STANDARD);
-        b.commit(100);
-        assert_eq!(b.room().len(), STANDARD - 100, "the rest of the storage");
-        b.commit(STANDARD - 100 - 10);
-        assert!(
-            b.room().len() >= STANDARD,
-            "nearly full: room for a full read"
-        );
+        b.room();
+        b.commit(STANDARD - 10);
+        assert!(b.room().len() >= STANDARD);
         b.clear();
         assert!(b.release());
         assert_eq!(pooled(), 0, "grown: not pooled");

@@ -167,6 +167,20 @@ impl Lifecycle {
         Stage::from_u8(self.inner.stage.load(Ordering::Acquire))
     }
 
+    /// What a connection's driver must be told about the stages reached
+    /// since `told` (what it was told last): `Input::Shutdown` when
+    /// draining began, then `Input::ForceShutdown` when the grace period
+    /// ended. Moves `told` on.
+    pub fn news(&self, told: &mut Stage) -> impl Iterator<Item = proxy_core::Input> {
+        let now = self.stage();
+        let before = std::mem::replace(told, now.max(*told));
+        let shutdown = (before < Stage::Draining && now >= Stage::Draining)
+            .then_some(proxy_core::Input::Shutdown);
+        let force = (before < Stage::Stopping && now >= Stage::Stopping)
+            .then_some(proxy_core::Input::ForceShutdown);
+        shutdown.into_iter().chain(force)
+    }
+
     /// Whether shutdown has begun (draining or stopping).
     pub fn is_draining(&self) -> bool {
         self.stage() >= Stage::Draining

@@ -335,7 +335,7 @@ pub fn save_trace(dir: &Path, trace: &proxy_core::trace::Trace) -> std::io::Resu
     let path = dir.join(format!(
         "trace-{}-{:06}.ron",
         std::process::id(),
-        trace.conn.0
+        trace.accepted.conn.0
     ));
     std::fs::write(&path, trace.to_ron())?;
     Ok(path)

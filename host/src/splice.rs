@@ -137,6 +137,10 @@ impl Pipe {
     }
 }
 
+/// The process's pool of empty pipes, for splicing response bodies and
+/// tunnels: at most 64 are kept idle (two descriptors each).
+pub static PIPES: PipePool = PipePool::new(64);
+
 /// Empty pipes ready for use, shared by every relay in the process.
 ///
 /// Creating a pipe is two system calls (pipe2 and growing it) and two

@@ -2,7 +2,7 @@
 //!
 //! Every decision is `proxy-core`'s; this binary accepts connections,
 //! runs one task per client, and moves bytes and events between sockets
-//! and the core (see `driver`). Flags, config files, resolution
+//! and the core (see `conn`). Flags, config files, resolution
 //! overrides, the pool and the access log come from the shared
 //! `proxy_host` library, so it behaves as `proxy-std` does.
 //!
@@ -27,12 +27,12 @@
 //! (`begin_shutdown` when draining begins; a tunnel ends and an exchange
 //! is cut off when the grace period is over).
 
-mod driver;
+mod conn;
 mod net;
 mod relay;
 
 use clap::Parser as _;
-use driver::Shared;
+use conn::Shared;
 use futures_lite::future;
 use futures_lite::FutureExt as _;
 use proxy_core::trace::Trace;
@@ -258,7 +258,7 @@ async fn accept_loop(
                 let stream: net::Stream = stream.into();
                 // Live until the task ends, however it ends.
                 let guard = life.track();
-                let task = driver::serve(shared.clone(), stream, peer, id, role, guard);
+                let task = conn::serve(shared.clone(), stream, peer, id, role, guard);
                 // A bug in one connection must not take a worker thread
                 // (and the connections on it) down with it. The future is
                 // spawned as it is, not inside an `async` block: a block

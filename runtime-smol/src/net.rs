@@ -1,4 +1,4 @@
-//! Socket helpers the driver and the relay share: reads into pooled
+//! Socket helpers the connection and the relay share: reads into pooled
 //! buffers and waiting for readiness, splicing through pooled pipes,
 //! whole writes with a stall limit, connecting, telling a stale pooled
 //! connection from a live one, and closing a client gracefully.
@@ -9,7 +9,7 @@ use futures_lite::{AsyncRead, AsyncWrite};
 use proxy_host::buf::InBuf;
 use proxy_host::lifecycle::{EventListener, Lifecycle};
 #[cfg(target_os = "linux")]
-use proxy_host::splice::{Pipe, PipePool, SPLICE_MAX};
+use proxy_host::splice::{Pipe, PIPES, SPLICE_MAX};
 use smol::{Async, Timer};
 use std::future::Future;
 use std::io::{self, IoSlice, Read as _};
@@ -54,6 +54,34 @@ pub(crate) fn wait_ready(mut poll: impl FnMut() -> Poll<io::Result<()>>) -> Poll
     match poll() {
         Poll::Ready(Ok(())) => poll(),
         other => other,
+    }
+}
+
+/// Calls `read` (a non-blocking read of `stream`) until it is not
+/// `WouldBlock`, registering for readiness in between.
+///
+/// The read is tried before waiting for readiness, as async-io's own
+/// `poll_read` does: that saves a trip through the reactor whenever bytes
+/// are already there, and it is also how a wake-up must be answered
+/// (async-io may report a socket not ready when its event came during the
+/// reactor tick that registered it, yet it wakes the task). Only
+/// `skip_read` (a socket known to have nothing yet) registers first; it
+/// is cleared, so every later poll reads first again.
+pub(crate) fn poll_read(
+    cx: &mut Context<'_>,
+    stream: &Async<TcpStream>,
+    skip_read: &mut bool,
+    mut read: impl FnMut(&TcpStream) -> io::Result<usize>,
+) -> Poll<io::Result<usize>> {
+    let mut wait = std::mem::take(skip_read);
+    loop {
+        if wait {
+            ready!(wait_ready(|| stream.poll_readable(cx)))?;
+        }
+        match read(stream.get_ref()) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait = true,
+            other => return Poll::Ready(other),
+        }
     }
 }
 
@@ -102,11 +130,6 @@ pub(crate) fn poll_read_into(
         }
     }
 }
-
-/// Empty pipes for splicing, shared by every tunnel and response body in
-/// the process: at most this many are kept idle (two descriptors each).
-#[cfg(target_os = "linux")]
-pub(crate) static PIPES: PipePool = PipePool::new(64);
 
 /// Splices what `stream` has, up to `max` bytes, into a pipe from
 /// [`PIPES`]: `Ready(Ok(Some(pipe)))` with the bytes (an empty pipe at end

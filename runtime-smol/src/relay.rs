@@ -13,12 +13,14 @@
 
 use crate::net::poll_read_into;
 #[cfg(target_os = "linux")]
-use crate::net::{wait_ready, PIPES};
+use crate::net::wait_ready;
 use futures_lite::future::poll_fn;
 use futures_lite::AsyncWrite;
 use proxy_core::{TunnelEnd, TunnelEndReason};
 use proxy_host::buf::InBuf;
 use proxy_host::lifecycle::Lifecycle;
+#[cfg(target_os = "linux")]
+use proxy_host::splice::PIPES;
 use smol::{Async, Timer};
 use std::future::Future;
 use std::io;

@@ -2,27 +2,30 @@
 //! worker thread drives each busy client connection's sans-IO core over
 //! both sockets with poll(2); idle connections wait in the parking lot,
 //! one epoll(7) thread for all of them, and come back to a worker when
-//! there is something to do (`workers`, `parking`).
+//! there is something to do (`server`, `workers`, `parking`).
 //!
 //! Shutdown (see `proxy_host::lifecycle`): every poll(2) in the process,
 //! the accept threads' included, also waits on a lifecycle beacon
 //! descriptor, so a signal wakes each thread at once however long it has
 //! been blocked. On the first SIGINT/SIGTERM the accept threads return,
-//! closing their listeners; each connection thread calls
-//! `begin_shutdown` and carries on until the core closes it; the main
+//! closing their listeners; each connection's driver hears
+//! `Shutdown` and carries on until the core closes it; the main
 //! thread waits for the live count to reach zero, or the grace period to
 //! end (then the stop beacon ends tunnels and closes the rest).
 
-mod driver;
+mod conn;
+mod net;
 mod parking;
 mod relay;
+mod server;
 mod sys;
 mod workers;
 
 use clap::Parser;
-use driver::{Conn, Shared};
+use conn::Conn;
 use proxy_core::{ConnId, Role};
 use proxy_host::lifecycle::Lifecycle;
+use server::Server;
 use std::io::{self, Write};
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
@@ -82,19 +85,19 @@ fn main() {
         let _ = err.flush();
     }
 
-    let shared = match Shared::new(settings, life.clone()) {
-        Ok(s) => Arc::new(s),
+    let server = match Server::new(settings, life.clone()) {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("proxy-std: cannot set up the parking lot: {e}");
             std::process::exit(1);
         }
     };
-    start_pool_sweeper(&shared);
-    let lot_shared = Arc::clone(&shared);
+    start_pool_sweeper(&server.conns);
+    let lot = Arc::clone(&server);
     let spawned = std::thread::Builder::new()
         .name("parking-lot".to_owned())
         .stack_size(workers::WORKER_STACK)
-        .spawn(move || lot_shared.lot.watch(&lot_shared));
+        .spawn(move || lot.watch_parked());
     if let Err(e) = spawned {
         eprintln!("proxy-std: cannot start the parking lot: {e}");
         std::process::exit(1);
@@ -105,10 +108,10 @@ fn main() {
             eprintln!("proxy-std: cannot listen: {e}");
             std::process::exit(1);
         }
-        let shared = Arc::clone(&shared);
+        let server = Arc::clone(&server);
         let spawned = std::thread::Builder::new()
             .name("accept".to_owned())
-            .spawn(move || accept_loop(listener, role, &shared));
+            .spawn(move || accept_loop(listener, role, &server));
         match spawned {
             Ok(h) => accepters.push(h),
             Err(e) => {
@@ -117,7 +120,7 @@ fn main() {
             }
         }
     }
-    life.run_until_shutdown(&shared.settings, || {
+    life.run_until_shutdown(&server.conns.settings, || {
         // Each accept thread drops (closes) its listener as it returns.
         for h in accepters {
             let _ = h.join();
@@ -129,7 +132,7 @@ fn main() {
 
 /// Closes idle pooled upstream connections once they pass the idle
 /// timeout, rather than only when a later request meets them.
-fn start_pool_sweeper(shared: &Arc<Shared>) {
+fn start_pool_sweeper(shared: &Arc<conn::Shared>) {
     let idle = shared.settings.config().timeouts.upstream_idle;
     if idle.is_zero() {
         return; // nothing is ever pooled
@@ -151,8 +154,8 @@ fn start_pool_sweeper(shared: &Arc<Shared>) {
 /// Accepts clients, one thread each, until shutdown begins; then returns,
 /// dropping (closing) the listener. The listener is non-blocking and
 /// polled together with the lifecycle's drain beacon.
-fn accept_loop(listener: TcpListener, role: Role, shared: &Arc<Shared>) {
-    let life = &shared.life;
+fn accept_loop(listener: TcpListener, role: Role, server: &Arc<Server>) {
+    let life = &server.conns.life;
     loop {
         if life.is_draining() {
             return;
@@ -176,7 +179,7 @@ fn accept_loop(listener: TcpListener, role: Role, shared: &Arc<Shared>) {
         // Take everything queued, then wait again.
         while !life.is_draining() {
             match listener.accept() {
-                Ok((stream, peer)) => spawn_connection(shared, stream, peer, role),
+                Ok((stream, peer)) => spawn_connection(server, stream, peer, role),
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => break,
                     io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => {}
@@ -195,12 +198,13 @@ fn accept_loop(listener: TcpListener, role: Role, shared: &Arc<Shared>) {
 /// Hands one accepted client to a worker, counted as live until its
 /// connection is dropped.
 fn spawn_connection(
-    shared: &Arc<Shared>,
+    server: &Arc<Server>,
     stream: std::net::TcpStream,
     peer: std::net::SocketAddr,
     role: Role,
 ) {
     let id = ConnId(NEXT_CONN.fetch_add(1, Ordering::Relaxed));
+    let shared = &server.conns;
     let conn = Conn::new(shared, id, stream, peer, role, shared.life.track());
-    shared.workers.run(shared, conn);
+    server.run(conn);
 }

@@ -1,6 +1,6 @@
 //! The parking lot: where connections wait without a thread.
 //!
-//! A connection thread that has waited [`PARK_AFTER`](crate::driver) for
+//! A connection thread that has waited `PARK_AFTER` (`crate::conn`) for
 //! its sockets with nothing happening hands its whole state here and goes
 //! back to the worker pool. One thread watches every parked connection's
 //! descriptors with epoll(7), and their deadlines (the core's next timer,
@@ -15,14 +15,13 @@
 //! waits block in their threads as before, watching the lifecycle
 //! beacons themselves.
 
-use crate::driver::{Conn, Shared};
 use crate::sys::{self, Epoll, EPOLLIN};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 /// Event tokens the lot keeps for itself; parked connections count up
@@ -39,18 +38,21 @@ pub(crate) struct Wait {
     pub(crate) deadline: Option<Instant>,
 }
 
-/// The parked connections and the one thread that watches them.
-pub(crate) struct ParkingLot {
+/// The parked connections (each a `T`) and the one thread that watches
+/// them.
+pub(crate) struct ParkingLot<T> {
     epoll: Epoll,
-    state: Mutex<Lot>,
+    /// The lifecycle's drain beacon: shutdown began.
+    drain_fd: RawFd,
+    state: Mutex<Lot<T>>,
     /// Written to when a newly parked connection's deadline comes before
     /// the watcher's next wake-up.
     wake_tx: UnixStream,
     wake_rx: UnixStream,
 }
 
-struct Lot {
-    parked: HashMap<u64, Parked>,
+struct Lot<T> {
+    parked: HashMap<u64, Parked<T>>,
     next_token: u64,
     /// Deadlines, earliest first; entries of connections already gone are
     /// skipped when met.
@@ -62,13 +64,13 @@ struct Lot {
     closed: bool,
 }
 
-struct Parked {
-    conn: Box<Conn>,
+struct Parked<T> {
+    conn: T,
     fds: [Option<RawFd>; 2],
 }
 
-impl ParkingLot {
-    pub(crate) fn new(drain_fd: RawFd) -> io::Result<ParkingLot> {
+impl<T> ParkingLot<T> {
+    pub(crate) fn new(drain_fd: RawFd) -> io::Result<ParkingLot<T>> {
         let epoll = Epoll::new()?;
         let (wake_tx, wake_rx) = UnixStream::pair()?;
         wake_tx.set_nonblocking(true)?;
@@ -77,6 +79,7 @@ impl ParkingLot {
         epoll.add(drain_fd, EPOLLIN, DRAIN)?;
         Ok(ParkingLot {
             epoll,
+            drain_fd,
             state: Mutex::new(Lot {
                 parked: HashMap::new(),
                 next_token: FIRST_CONN,
@@ -89,14 +92,14 @@ impl ParkingLot {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Lot> {
+    fn lock(&self) -> MutexGuard<'_, Lot<T>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Parks `conn` until `wait` is over. Gives it back if it cannot be
     /// parked (shutdown began, or epoll refused a descriptor): the caller
     /// then keeps running it on its own thread.
-    pub(crate) fn park(&self, conn: Box<Conn>, wait: Wait) -> Result<(), Box<Conn>> {
+    pub(crate) fn park(&self, conn: T, wait: Wait) -> Result<(), T> {
         let mut lot = self.lock();
         if lot.closed {
             return Err(conn);
@@ -133,9 +136,10 @@ impl ParkingLot {
         Ok(())
     }
 
-    /// The watcher's loop: hands connections back to the workers as their
-    /// sockets become readable or their deadlines pass. Never returns.
-    pub(crate) fn watch(&self, shared: &Arc<Shared>) {
+    /// The watcher's loop: hands connections back (to `wake`) as their
+    /// sockets become readable or their deadlines pass, and all of them
+    /// once shutdown begins. Never returns.
+    pub(crate) fn watch(&self, wake: impl Fn(T)) {
         let mut events = vec![sys::epoll_event(); 256];
         let mut woken = Vec::new();
         loop {
@@ -169,7 +173,7 @@ impl ParkingLot {
                         }
                         DRAIN => {
                             lot.closed = true;
-                            let _ = self.epoll.delete(shared.life.drain_fd());
+                            let _ = self.epoll.delete(self.drain_fd);
                         }
                         token => {
                             if let Some(p) = lot.parked.remove(&token) {
@@ -189,18 +193,18 @@ impl ParkingLot {
                     }
                 }
                 if lot.closed {
-                    let all: Vec<Parked> = lot.parked.drain().map(|(_, p)| p).collect();
+                    let all: Vec<Parked<T>> = lot.parked.drain().map(|(_, p)| p).collect();
                     lot.timers.clear();
                     woken.extend(all.into_iter().map(|p| self.unwatch(p)));
                 }
             }
             for conn in woken.drain(..) {
-                shared.workers.run(shared, conn);
+                wake(conn);
             }
         }
     }
 
-    fn unwatch(&self, parked: Parked) -> Box<Conn> {
+    fn unwatch(&self, parked: Parked<T>) -> T {
         for fd in parked.fds.iter().flatten() {
             let _ = self.epoll.delete(*fd);
         }
@@ -208,7 +212,7 @@ impl ParkingLot {
     }
 }
 
-impl Lot {
+impl<T> Lot<T> {
     /// The earliest deadline of a connection still parked.
     fn earliest(&mut self) -> Option<Instant> {
         while let Some(&Reverse((at, token))) = self.timers.peek() {

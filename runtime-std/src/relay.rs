@@ -17,7 +17,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Mutex;
 
 #[cfg(target_os = "linux")]
-use crate::driver::PIPES;
+use proxy_host::splice::PIPES;
 #[cfg(target_os = "linux")]
 use proxy_host::splice::{Pipe, SPLICE_MAX};
 use std::time::{Duration, Instant};

@@ -36,23 +36,6 @@ pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usiz
     }
 }
 
-/// Sends what the socket takes now, without blocking (even on a blocking
-/// socket) and without SIGPIPE; `WouldBlock` if it takes nothing.
-#[allow(unsafe_code)]
-pub(crate) fn send_nowait(fd: RawFd, data: &[u8]) -> io::Result<usize> {
-    // SAFETY: `data` is an initialised slice and the kernel reads at most
-    // `data.len()` bytes from its start; it is not written.
-    let n = unsafe {
-        libc::send(
-            fd,
-            data.as_ptr().cast(),
-            data.len(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
-}
-
 /// An epoll instance: the parking lot's one wait over every parked
 /// connection's descriptors.
 pub(crate) struct Epoll {

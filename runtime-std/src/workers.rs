@@ -1,13 +1,12 @@
 //! The worker threads that run connections while they have work.
 //!
-//! A connection is run by one worker until it closes or parks (see
-//! [`crate::parking`]); a parked connection comes back to whichever worker
-//! is free. Threads are made as connections need them, up to
-//! [`MAX_WORKERS`]; past that, connections queue until a worker is free. A
+//! A job (a connection run until it closes or parks, see `crate::server`)
+//! runs on one worker; a parked connection comes back as a new job on
+//! whichever worker is free. Threads are made as jobs need them, up to
+//! [`MAX_WORKERS`]; past that, jobs queue until a worker is free. A
 //! worker with nothing to do for [`WORKER_IDLE`] ends, so a burst leaves
 //! no crowd of idle threads (and their stacks) behind.
 
-use crate::driver::{Conn, Shared, Step};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -27,6 +26,9 @@ const WORKER_IDLE: Duration = Duration::from_secs(2);
 /// so a small stack serves many connections cheaply.
 pub(crate) const WORKER_STACK: usize = 256 * 1024;
 
+/// Work for a worker thread.
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
+
 pub(crate) struct Workers {
     state: Mutex<State>,
     work: Condvar,
@@ -36,7 +38,7 @@ pub(crate) struct Workers {
 }
 
 struct State {
-    queue: VecDeque<Box<Conn>>,
+    queue: VecDeque<Job>,
     /// Workers waiting for a connection.
     idle: usize,
     /// Workers alive.
@@ -67,11 +69,11 @@ impl Workers {
         self.saturated.load(Ordering::Relaxed)
     }
 
-    /// Runs `conn` on a free worker, a new one if none is free and there
+    /// Runs `job` on a free worker, a new one if none is free and there
     /// is room for one, or else as soon as one is free.
-    pub(crate) fn run(&self, shared: &Arc<Shared>, conn: Box<Conn>) {
+    pub(crate) fn run(self: &Arc<Self>, job: Job) {
         let mut state = self.lock();
-        state.queue.push_back(conn);
+        state.queue.push_back(job);
         if state.idle >= state.queue.len() {
             self.work.notify_one();
             return;
@@ -83,11 +85,11 @@ impl Workers {
         }
         state.threads += 1;
         drop(state);
-        let shared_for_thread = Arc::clone(shared);
+        let workers = Arc::clone(self);
         let spawned = std::thread::Builder::new()
             .name("worker".to_owned())
             .stack_size(WORKER_STACK)
-            .spawn(move || work(&shared_for_thread));
+            .spawn(move || work(&workers));
         if let Err(e) = spawned {
             // The queued connection waits for a worker that exists; if
             // there is none, the next connection tries again.
@@ -97,18 +99,17 @@ impl Workers {
     }
 }
 
-/// A worker's life: run connections until none comes for a while.
-fn work(shared: &Arc<Shared>) {
-    let workers = &shared.workers;
+/// A worker's life: run jobs until none comes for a while.
+fn work(workers: &Workers) {
     loop {
-        let conn = {
+        let job = {
             let mut state = workers.lock();
             loop {
-                if let Some(conn) = state.queue.pop_front() {
+                if let Some(job) = state.queue.pop_front() {
                     if state.queue.is_empty() {
                         workers.saturated.store(false, Ordering::Relaxed);
                     }
-                    break conn;
+                    break job;
                 }
                 state.idle += 1;
                 let (s, timeout) = workers
@@ -123,26 +124,6 @@ fn work(shared: &Arc<Shared>) {
                 }
             }
         };
-        run_until_parked(shared, conn);
-    }
-}
-
-/// Runs `conn` until it closes or is parked.
-fn run_until_parked(shared: &Arc<Shared>, mut conn: Box<Conn>) {
-    loop {
-        match conn.resume() {
-            Step::Done => {
-                conn.finish();
-                return;
-            }
-            Step::Park(wait) => match shared.lot.park(conn, wait) {
-                Ok(()) => return,
-                // Not parkable now (shutdown began): keep it here.
-                Err(back) => {
-                    conn = back;
-                    conn.no_parking();
-                }
-            },
-        }
+        job();
     }
 }

@@ -80,5 +80,51 @@ def private_literal(proxy, origin):
     c.close()
 
 
+def head_timeout(proxy, origin):
+    """Half a request head, then silence: 408 when head_read runs out."""
+    s = socket.create_connection(("127.0.0.1", proxy))
+    s.sendall(b"GET http://127.0.0.1:%d/late HTTP/1.1\r\nHo" % origin)
+    out = b""
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        out += b
+    s.close()
+    assert out.startswith(b"HTTP/1.1 408 "), out
+
+
+def upgrade(proxy, origin):
+    """An upgrade (101) to the origin's echo protocol, two round trips."""
+    s = socket.create_connection(("127.0.0.1", proxy))
+    s.sendall(b"GET http://127.0.0.1:%d/upgrade HTTP/1.1\r\nHost: x\r\n"
+              b"Upgrade: echo\r\nConnection: Upgrade\r\n\r\n" % origin)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    for word in (b"ping", b"pong"):
+        s.sendall(word)
+        got = b""
+        while len(got) < len(word):
+            got += s.recv(64)
+        assert got == word, got
+    s.close()
+
+
+def reset(proxy, origin):
+    """The origin resets in the middle of the body: the client is cut off."""
+    c = http.client.HTTPConnection("127.0.0.1", proxy)
+    c.request("GET", "http://127.0.0.1:%d/reset" % origin)
+    r = c.getresponse()
+    assert r.status == 200, r.status
+    try:
+        r.read()
+        raise AssertionError("the body should be cut short")
+    except http.client.IncompleteRead:
+        pass
+    c.close()
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]](int(sys.argv[2]), int(sys.argv[3]))

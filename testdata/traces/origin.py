@@ -1,11 +1,17 @@
 #!/usr/bin/env python3
 """A small HTTP/1.1 origin for recording golden traces: keep-alive, GET/HEAD
 of generated content, POST/PUT echoing what was received (Content-Length or
-chunked bodies), and a chunked response at /chunked.
+chunked bodies), a chunked response at /chunked, a slow one at /slow
+(answers after a second), a 256 KiB one at /big, an upgrade to an echo
+protocol at /upgrade (101, then every byte back), and a connection reset
+in the middle of a body at /reset.
 
 Usage: origin.py PORT
 """
+import socket
+import struct
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -41,6 +47,33 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def do_GET(self):
+        if self.path.startswith("/slow"):
+            time.sleep(1)
+        if self.path.startswith("/big"):
+            self.reply(200, bytes(b"abcdefghijklmnopqrstuvwxyz012345"[i % 32] for i in range(256 * 1024)))
+            return
+        if self.path.startswith("/upgrade"):
+            self.send_response(101)
+            self.send_header("Upgrade", "echo")
+            self.send_header("Connection", "Upgrade")
+            self.end_headers()
+            self.wfile.flush()
+            while True:
+                data = self.connection.recv(4096)
+                if not data:
+                    break
+                self.connection.sendall(data)
+            self.close_connection = True
+            return
+        if self.path.startswith("/reset"):
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part of it")
+            self.wfile.flush()
+            time.sleep(0.2)
+            # SO_LINGER 0: the close is a reset, not an end of stream.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+            return
         if self.path.startswith("/chunked"):
             self.send_response(200)
             self.send_header("Transfer-Encoding", "chunked")

@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # Re-records the golden traces from real clients (curl and Python) talking
-# through a proxy binary to a local origin. Run from the repository root:
-#   testdata/traces/record.sh [proxy-std|proxy-smol]
+# through the proxy binaries to a local origin. Run from the repository root:
+#   testdata/traces/record.sh [proxy-std|proxy-smol]   # default: both
+# Each scenario is recorded once per binary, as NAME.std.ron / NAME.smol.ron:
+# the two runtimes read and wait differently, and the driver they share
+# must replay both.
 # Needs curl, python3 and openssl. Traces are deterministic to replay but not
 # to record (timings, ports), so re-recording changes them; prefer
 # re-blessing (BLESS=1 cargo test -p proxy-tests --test golden) after a core
 # change, and re-record only to add or renew a scenario.
 set -euo pipefail
-bin=${1:-proxy-smol}
 here=$(cd "$(dirname "$0")" && pwd)
+if [ $# -eq 0 ]; then
+  "$here/record.sh" proxy-std
+  exec "$here/record.sh" proxy-smol
+fi
+bin=$1
+short=${bin#proxy-}
 root=$(cd "$here/../.." && pwd)
 cargo build -q -p "$bin"
 work=$(mktemp -d)
@@ -29,6 +37,7 @@ cat > "$work/loopback.ron" <<'RON'
 RON
 echo '(policy: (allow_private_destinations: false))' > "$work/strict.ron"
 printf '# trace blocklist\nblocked.test   # a whole domain\n*.ads.test\n' > "$work/block.txt"
+echo '(timeouts: (head_read: "1s"))' > "$work/short-head.ron"
 # alice:password, as `htpasswd -s` makes it.
 printf 'alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n' > "$work/users"
 
@@ -43,14 +52,14 @@ record() {  # record NAME NOTE [proxy flags...] -- command...
   (cd "$work" && exec "$root/target/debug/$bin" --listen "127.0.0.1:$port" --record rec --config loopback.ron --resolve gone.test= --resolve origin.test=127.0.0.1 --resolve blocked.test=127.0.0.1 "${flags[@]}" >/dev/null 2>&1) &
   local pid=$!
   sleep 0.3
-  PROXY=$port "$@" >/dev/null 2>&1 || { echo "scenario $name failed" >&2; kill $pid; exit 1; }
+  PROXY=$port PROXY_PID=$pid "$@" >/dev/null 2>&1 || { echo "scenario $name failed" >&2; kill $pid; exit 1; }
   sleep 0.3
-  kill $pid; wait $pid 2>/dev/null || true
+  kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true
   local n=0
   for f in "$work/rec"/*.ron; do
     n=$((n + 1))
-    local out="$here/$name.ron"
-    [ "$n" -gt 1 ] && out="$here/$name-$n.ron"
+    local out="$here/$name.$short.ron"
+    [ "$n" -gt 1 ] && out="$here/$name-$n.$short.ron"
     python3 - "$f" "$out" "$note" <<'PY'
 import json, sys
 src, dst, note = sys.argv[1:]
@@ -81,3 +90,8 @@ record curl-blocked-domain "curl to a name on the blocklist: 403 denied_domain n
 record curl-auth "curl without credentials (407), then with them (200) on one connection" --auth-file users -- bash -c "sh_curl --proxy-anyauth -U alice:password http://127.0.0.1:$origin/private"
 record python-ssrf-literal "Python http.client to a private IP literal under the default policy: 403 destination_ip_prohibited" --config strict.ron -- bash -c "python3 '$here/clients.py' private_literal \$PROXY $origin"
 record curl-sni-denied "curl HTTPS with SNI blocked.test through a CONNECT to an IP literal: judged by the SNI, refused with a TLS alert, logged 403 denied_tls" --blocklist block.txt -- bash -c "sh_curl -k --connect-to blocked.test:443:127.0.0.1:$tls https://blocked.test/ ; true"
+record python-head-timeout "Python raw socket: half a head, then silence: 408 after head_read" --config short-head.ron -- bash -c "python3 '$here/clients.py' head_timeout \$PROXY $origin"
+record curl-shutdown "curl GET of a slow response; SIGTERM while it is in flight: answered whole with Connection: close" -- bash -c "sh_curl http://127.0.0.1:$origin/slow & sleep 0.4; kill -TERM \$PROXY_PID; wait"
+record python-upgrade "Python raw socket: an upgrade (101) to an echo protocol, relayed both ways" -- bash -c "python3 '$here/clients.py' upgrade \$PROXY $origin"
+record python-upstream-reset "Python http.client: the origin resets in the middle of the body; the client is cut off" -- bash -c "python3 '$here/clients.py' reset \$PROXY $origin"
+record curl-spliced-body "curl GET of a 256 KiB body, which goes from the origin to the client unread (splice)" -- bash -c "sh_curl -o /dev/null http://127.0.0.1:$origin/big"

@@ -1,11 +1,12 @@
 //! Golden replay: every trace in testdata/traces/ was recorded by a real
 //! binary (`--record DIR`) serving a real client. Replaying its inputs
-//! through proxy-core must give back exactly the recorded outputs.
+//! through proxy-core's driver must give back exactly the recorded ops.
 //!
 //! After an intended change of behaviour, re-bless with
 //! `BLESS=1 cargo test -p proxy-tests --test golden` and review the diff.
 
-use proxy_core::trace::{replay, Trace};
+use proxy_core::driver::Fault;
+use proxy_core::trace::{replay, replay_with, Output, Trace};
 use std::path::{Path, PathBuf};
 
 fn trace_files() -> Vec<PathBuf> {
@@ -21,11 +22,14 @@ fn trace_files() -> Vec<PathBuf> {
 
 /// The first step where two traces part, described for a person.
 fn first_difference(expected: &Trace, actual: &Trace) -> String {
-    if expected.config != actual.config
-        || expected.client != actual.client
-        || expected.anchor != actual.anchor
-    {
+    if expected.config != actual.config || expected.accepted != actual.accepted {
         return "the trace header differs".to_owned();
+    }
+    if expected.opening != actual.opening {
+        return format!(
+            "the opening ops:\n expected {:#?}\n   actual {:#?}",
+            expected.opening, actual.opening
+        );
     }
     for (i, (e, a)) in expected.steps.iter().zip(&actual.steps).enumerate() {
         if e != a {
@@ -44,13 +48,25 @@ fn first_difference(expected: &Trace, actual: &Trace) -> String {
 
 #[test]
 fn every_recorded_trace_replays_identically() {
-    let bless = std::env::var_os("BLESS").is_some();
+    // Only BLESS=1 re-blesses: BLESS=0 or an empty value must not.
+    let bless = std::env::var("BLESS").as_deref() == Ok("1");
     let files = trace_files();
-    assert!(
-        files.len() >= 8,
-        "expected at least 8 golden traces, found {}",
-        files.len()
-    );
+    let named = |name: &str| files.iter().any(|f| f.to_string_lossy().contains(name));
+    // Both runtimes recorded every scenario, including a timer, a
+    // shutdown, an upgrade, a reset and a spliced body.
+    for scenario in [
+        "curl-get",
+        "python-head-timeout",
+        "curl-shutdown",
+        "python-upgrade",
+        "python-upstream-reset",
+        "curl-spliced-body",
+    ] {
+        for runtime in ["std", "smol"] {
+            let name = format!("{scenario}.{runtime}.ron");
+            assert!(named(&name), "no golden trace {name}");
+        }
+    }
     let mut failures = Vec::new();
     for path in &files {
         let text = std::fs::read_to_string(path).unwrap();
@@ -81,14 +97,48 @@ fn every_recorded_trace_replays_identically() {
 
 #[test]
 fn a_changed_trace_is_caught() {
-    // The comparison must be able to fail: alter one recorded output.
+    // The comparison must be able to fail: alter one recorded op.
     let path = &trace_files()[0];
     let mut t = Trace::from_ron(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let step = t
+    let op = t
         .steps
         .iter_mut()
-        .find(|s| !s.outputs.is_empty())
-        .expect("a step with outputs");
-    step.outputs.pop();
+        .flat_map(|s| s.ops.iter_mut())
+        .find(|op| matches!(op, Output::Write(..)))
+        .expect("a write");
+    let Output::Write(_, bytes) = op else {
+        unreachable!()
+    };
+    bytes.0.push(b'!');
     assert_ne!(replay(&t).unwrap(), t);
+}
+
+fn trace_named(name: &str) -> Trace {
+    let path = trace_files()
+        .into_iter()
+        .find(|f| f.file_name().is_some_and(|n| n == name))
+        .unwrap_or_else(|| panic!("no trace {name}"));
+    Trace::from_ron(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Replay runs the production drive loop, bookkeeping included: a bug
+/// in the driver (not the protocol) shows up as a difference.
+#[test]
+fn a_driver_bug_is_caught_by_replay() {
+    for runtime in ["std", "smol"] {
+        // A runtime that loses a fired timer never answers the 408.
+        let t = trace_named(&format!("python-head-timeout.{runtime}.ron"));
+        assert_eq!(replay(&t).unwrap(), t, "the sound driver replays it");
+        let broken = replay_with(&t, |d| d.break_on_purpose(Fault::DropFiredTimer)).unwrap();
+        assert_ne!(broken, t, "{runtime}: a dropped timer went unnoticed");
+
+        // A driver that never drops consumed bytes offers the first of
+        // two pipelined requests again.
+        let t = trace_named(&format!("python-pipelined.{runtime}.ron"));
+        let broken = replay_with(&t, |d| d.break_on_purpose(Fault::KeepConsumed)).unwrap();
+        assert_ne!(
+            broken, t,
+            "{runtime}: consumed bytes offered twice went unnoticed"
+        );
+    }
 }

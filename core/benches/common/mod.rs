@@ -1,13 +1,14 @@
-//! A minimal runtime around one [`Connection`], shared by the `request` and
+//! A minimal runtime around one [`Driver`], shared by the `request` and
 //! `chunked` benchmarks: it answers every `Resolve` with one address,
 //! every `Connect` at once (from its one-slot idle pool when the core
-//! allows it), and counts what the core writes and passes instead of
-//! sending it anywhere. No sockets, no clock: time is a fixed [`Instant`]
-//! moved forward by hand.
+//! allows it), and counts what the driver writes instead of sending it
+//! anywhere. No sockets, no clock: time is a fixed [`Instant`] moved
+//! forward by hand. Bytes are read into the driver's buffers as a runtime
+//! reads them from a socket, [`READ`] at a time.
 
+use proxy_core::driver::{Accepted, Driver, Input, Op};
 use proxy_core::{
-    Action, ConnId, Connected, Connection, Instant, QueryId, Shared, Side, UnixTime, UpstreamId,
-    WallAnchor,
+    ConnId, Connected, Instant, Role, Shared, Side, UnixTime, UpstreamId, WallAnchor,
 };
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -46,15 +47,11 @@ pub(crate) struct Capture {
 }
 
 pub(crate) struct World {
-    conn: Connection,
+    driver: Driver,
     now: Instant,
     addrs: Vec<IpAddr>,
-    /// `Write` bytes land here; cleared after each drain.
-    out: Vec<u8>,
     /// The runtime holds an idle upstream connection it may hand out.
     pooled: bool,
-    resolve: Option<QueryId>,
-    connect: Option<(UpstreamId, bool)>,
     upstream: Option<UpstreamId>,
     capture: Option<Capture>,
 }
@@ -63,21 +60,26 @@ impl World {
     /// A keep-alive client connection from loopback (which the default
     /// policy admits).
     pub(crate) fn new(shared: Arc<Shared>) -> World {
-        let anchor = WallAnchor {
-            unix_at_zero: UnixTime(1_795_270_203_000_000),
+        let accepted = Accepted {
+            conn: ConnId(1),
+            client: "127.0.0.1:40000".parse().unwrap(),
+            role: Role::Proxy,
+            anchor: WallAnchor {
+                unix_at_zero: UnixTime(1_795_270_203_000_000),
+            },
+            at: Instant::ZERO,
         };
-        let client = "127.0.0.1:40000".parse().unwrap();
-        World {
-            conn: Connection::new(ConnId(1), client, shared, anchor, Instant::ZERO),
+        let mut world = World {
+            driver: Driver::new(accepted, shared, false),
             now: Instant::ZERO,
             addrs: vec![IpAddr::from(ORIGIN)],
-            out: Vec::with_capacity(4096),
             pooled: false,
-            resolve: None,
-            connect: None,
             upstream: None,
             capture: None,
-        }
+        };
+        let waiting_for_client = world.run(&mut Trip::default());
+        assert!(waiting_for_client, "a new connection waits for its client");
+        world
     }
 
     /// One whole exchange: the client sends `request` (a head, no body),
@@ -86,42 +88,18 @@ impl World {
     /// connection ends up idle again, waiting for the next request.
     pub(crate) fn exchange(&mut self, request: &[u8], response: &[u8]) -> Trip {
         self.now = self.now + Duration::from_micros(50);
-        let now = self.now;
         let mut trip = Trip::default();
-
-        assert!(self.conn.wants_client_data(), "not waiting for a request");
-        let n = self.conn.handle_client_data(now, request);
-        assert_eq!(n, request.len(), "request head not consumed whole");
-        self.drain(Side::Client, request, &mut trip);
-        loop {
-            if let Some(query) = self.resolve.take() {
-                trip.resolves += 1;
-                self.conn.handle_resolved(now, query, Ok(&self.addrs));
-            } else if let Some((upstream, allow_pooled)) = self.connect.take() {
-                let reused = allow_pooled && std::mem::take(&mut self.pooled);
-                trip.reused = reused;
-                self.upstream = Some(upstream);
-                self.conn
-                    .handle_connected(now, upstream, Ok(Connected { reused }));
-            } else {
-                break;
-            }
-            self.drain(Side::Client, &[], &mut trip);
-        }
-
-        let upstream = self.upstream.expect("the core asked for no upstream");
-        let mut pos = 0;
-        while pos < response.len() {
-            assert!(self.conn.wants_upstream_data(), "response not wanted");
-            let end = response.len().min(pos + READ);
-            let slice = &response[pos..end];
-            let n = self.conn.handle_upstream_data(now, upstream, slice);
-            assert!(n > 0, "wanted upstream data but consumed none");
-            self.drain(Side::Upstream, slice, &mut trip);
-            pos += n;
+        self.read(Side::Client, request);
+        self.run(&mut trip);
+        assert!(self.upstream.is_some(), "the core asked for no upstream");
+        let mut waiting_for_client = false;
+        for chunk in response.chunks(READ) {
+            assert!(!waiting_for_client, "response not wanted");
+            self.read(Side::Upstream, chunk);
+            waiting_for_client = self.run(&mut trip);
         }
         assert!(
-            self.conn.wants_client_data() && !self.conn.is_closed(),
+            waiting_for_client,
             "the connection is not idle after the exchange"
         );
         trip
@@ -134,48 +112,59 @@ impl World {
         (trip, self.capture.take().unwrap())
     }
 
-    /// Performs every queued action. `data` is the slice of the latest
-    /// `handle_*_data` call for side `from` (what `Pass` refers to).
-    fn drain(&mut self, from: Side, data: &[u8], trip: &mut Trip) {
-        while let Some(action) = self.conn.poll_action(&mut self.out) {
-            match action {
-                Action::Resolve { query, .. } => self.resolve = Some(query),
-                Action::Connect {
+    /// `bytes` arrive on `side` and are read into the driver's buffer.
+    fn read(&mut self, side: Side, bytes: &[u8]) {
+        let read = self.driver.read_from(self.now, side, |room| {
+            room[..bytes.len()].copy_from_slice(bytes);
+            Ok(bytes.len())
+        });
+        assert_eq!(read.ok(), Some(bytes.len()));
+    }
+
+    /// Performs ops until the driver waits; true if it waits for the
+    /// client alone (idle between requests).
+    fn run(&mut self, trip: &mut Trip) -> bool {
+        loop {
+            let input = match self.driver.poll() {
+                Op::Write { to, head, body } => {
+                    deliver(&mut self.capture, to, head, trip);
+                    deliver(&mut self.capture, to, body, trip);
+                    continue;
+                }
+                Op::Resolve { query, .. } => {
+                    trip.resolves += 1;
+                    Input::Resolved(query, Ok(self.addrs.clone()))
+                }
+                Op::Connect {
                     upstream,
                     addr,
                     allow_pooled,
+                    ..
                 } => {
                     assert_eq!(addr.ip(), IpAddr::from(ORIGIN));
-                    self.connect = Some((upstream, allow_pooled));
+                    let reused = allow_pooled && std::mem::take(&mut self.pooled);
+                    trip.reused = reused;
+                    self.upstream = Some(upstream);
+                    Input::Connected(upstream, Ok(Connected { reused }))
                 }
-                Action::Write { to, len } => {
-                    let bytes = &self.out[self.out.len() - len..];
-                    deliver(&mut self.capture, to, bytes, trip);
-                }
-                Action::Pass {
-                    from: source,
-                    offset,
-                    len,
-                } => {
-                    assert_eq!(source, from, "pass from a side not just read");
-                    let to = match source {
-                        Side::Client => Side::Upstream,
-                        Side::Upstream => Side::Client,
-                    };
-                    deliver(&mut self.capture, to, &data[offset..offset + len], trip);
-                }
-                Action::Release { upstream, reuse } => {
+                Op::Release { upstream, reuse } => {
                     assert_eq!(Some(upstream), self.upstream);
                     self.upstream = None;
                     self.pooled = reuse;
                     trip.released_for_reuse = reuse;
+                    continue;
                 }
-                Action::Log(record) => trip.status = record.status,
-                Action::Close { reason } => panic!("connection closed: {reason:?}"),
-                Action::Tunnel { .. } => panic!("unexpected tunnel"),
-            }
+                Op::Log(record) => {
+                    trip.status = record.status;
+                    continue;
+                }
+                Op::Wait(w) => return w.client && w.upstream.is_none(),
+                Op::Close(reason) => panic!("connection closed: {reason:?}"),
+                Op::Relay(_) => panic!("unexpected tunnel"),
+                Op::Done { .. } => panic!("connection done"),
+            };
+            self.driver.handle(self.now, input);
         }
-        self.out.clear();
     }
 }
 

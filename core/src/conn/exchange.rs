@@ -4,7 +4,8 @@
 use crate::http::framing::BodyReader;
 use crate::http::head::Version;
 use crate::http::target::Authority;
-use crate::io::{ConnectError, QueryId, UpstreamId};
+use crate::id::{QueryId, UpstreamId};
+use crate::io::ConnectError;
 use crate::log::ExchangeKind;
 use crate::time::Instant;
 use crate::tls::client_hello::{ClientHelloInfo, HelloPeeker};

@@ -1,77 +1,40 @@
-//! One client connection: any number of requests on it, each forwarded to
-//! an upstream, or one CONNECT tunnel.
+//! One client connection's protocol state machine: any number of
+//! requests on it, each forwarded to an upstream, or one CONNECT tunnel.
 //!
-//! # Driving a connection
-//!
-//! A [`Connection`] has four kinds of methods, in the manner of quinn-proto:
+//! A [`Connection`] knows HTTP and policy and nothing of buffers, sockets
+//! or time beyond the `now` it is given. It is driven by exactly one
+//! thing, the [`Driver`](crate::driver::Driver), which owns the input
+//! buffers and the rest of the bookkeeping and is what runtimes, replay,
+//! tests and the fuzzer use. Its methods come in four kinds, in the
+//! manner of quinn-proto:
 //!
 //! - **getters** on `&self`: [`wants_client_data`](Connection::wants_client_data),
 //!   [`wants_upstream_data`](Connection::wants_upstream_data),
+//!   [`forwardable_upstream`](Connection::forwardable_upstream),
 //!   [`is_closed`](Connection::is_closed);
 //! - **inputs** `handle_*(now, ..)`: bytes, end of stream, errors, resolution
 //!   and connect results, tunnel ends, timeouts;
-//! - **commands**: [`begin_shutdown`](Connection::begin_shutdown);
+//! - **commands**: [`begin_shutdown`](Connection::begin_shutdown),
+//!   [`force_shutdown`](Connection::force_shutdown);
 //! - **outputs**: [`poll_action`](Connection::poll_action) and
 //!   [`poll_timeout`](Connection::poll_timeout).
 //!
-//! The contract, after every input:
+//! After every input the driver drains `poll_action` and performs each
+//! [`Action`] in order. `Pass` actions name a range of the slice given to
+//! the latest `handle_*_data` call for their side, which the driver holds
+//! until the drain is over; then it drops the consumed prefix. While the
+//! connection wants a side's data it consumes at least one byte of any
+//! non-empty input. `handle_client_eof` comes only once every byte read
+//! before the end of stream has been consumed, so the connection knows no
+//! pipelined request is still waiting.
 //!
-//! 1. Drain [`poll_action`](Connection::poll_action) until it returns `None`,
-//!    performing each [`Action`] in order. `Pass` actions refer to the slice
-//!    given to the most recent `handle_*_data` call for their side, so keep
-//!    that slice until the drain is done; then drop the consumed prefix.
-//! 2. If you hold unconsumed bytes from a side and the connection
-//!    [wants](Connection::wants_client_data) that side's data, offer them
-//!    again (a new call with all unconsumed bytes). While it wants a side's
-//!    data, the connection consumes at least one byte of any non-empty
-//!    input, so this loop ends.
-//! 3. Arm one timer for [`poll_timeout`](Connection::poll_timeout) and call
-//!    [`handle_timeout`](Connection::handle_timeout) when it fires (spurious
-//!    calls are harmless).
-//!
-//! Report the client's end of stream with
-//! [`handle_client_eof`](Connection::handle_client_eof) only once every
-//! byte read before it has been consumed, so the connection knows no
-//! pipelined request is still waiting in your buffer.
-//!
-//! # Moving response bodies without the core
-//!
-//! While a response body streams, the core has nothing to do with its
-//! bytes but count them. When you hold no unconsumed upstream bytes,
-//! [`forwardable_upstream`](Connection::forwardable_upstream) says how
-//! many of the upstream's next bytes you may send straight to the client
-//! without reading them into memory (with splice(2), say); report what
-//! you moved with
-//! [`handle_upstream_forwarded`](Connection::handle_upstream_forwarded),
-//! an input like any other. Offering the same bytes with
-//! `handle_upstream_data` instead is always correct too: the two give the
-//! same bytes to the client, the same records and the same state.
-//!
-//! ```
-//! use proxy_core::{Action, Config, ConnId, Connection, Instant, Shared, Side, WallAnchor};
-//!
-//! // The default policy: loopback clients, no private destinations
-//! // (192.0.2.7 is documentation space, not private, so it may go).
-//! let (shared, _report) = Shared::new(Config::default(), Default::default()).unwrap();
-//! let mut conn = Connection::new(
-//!     ConnId(1),
-//!     "127.0.0.1:40000".parse().unwrap(),
-//!     shared,
-//!     WallAnchor::default(),
-//!     Instant::ZERO,
-//! );
-//! let request = b"GET http://192.0.2.7/ HTTP/1.1\r\nHost: 192.0.2.7\r\n\r\n";
-//! let consumed = conn.handle_client_data(Instant::from_micros(10), request);
-//! assert_eq!(consumed, request.len());
-//! let mut out = Vec::new();
-//! let mut actions = Vec::new();
-//! while let Some(action) = conn.poll_action(&mut out) {
-//!     actions.push(action);
-//! }
-//! // An IP literal needs no resolution: the core asks for a connection.
-//! assert!(matches!(actions[0], Action::Connect { .. }));
-//! assert!(conn.poll_timeout().is_some());
-//! ```
+//! While a response body streams the connection has nothing to do with
+//! its bytes but count them: [`forwardable_upstream`](Connection::forwardable_upstream)
+//! says how many may go to the client unread, and
+//! [`handle_upstream_forwarded`](Connection::handle_upstream_forwarded)
+//! reports them. Offering the same bytes with `handle_upstream_data`
+//! instead gives the same bytes to the client, the same records and the
+//! same state.
 //!
 //! # States
 //!
@@ -87,6 +50,7 @@
 //!
 //! All transitions live in `state.rs`.
 
+mod action;
 mod exchange;
 mod state;
 #[cfg(test)]
@@ -94,21 +58,22 @@ mod tests;
 
 use crate::config::Config;
 use crate::http::date::DateCache;
-use crate::io::{Action, ConnId, Role, Side};
+use crate::id::ConnId;
+use crate::io::{Role, Side};
 use crate::metrics::UpstreamInUse;
 use crate::policy::caps::ConnPermit;
 use crate::policy::Policy;
 use crate::shared::Shared;
 use crate::time::{Instant, TimerTable, WallAnchor};
+pub(crate) use action::Action;
 use exchange::Exchange;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// The state machine for one client connection. See the module docs for
-/// how to drive it.
+/// The state machine for one client connection. See the module docs.
 #[derive(Debug)]
-pub struct Connection {
+pub(crate) struct Connection {
     id: ConnId,
     client: SocketAddr,
     shared: Arc<Shared>,
@@ -176,6 +141,17 @@ struct Outbox {
     staged_pos: usize,
 }
 
+/// The kind of the next queued action (see `Connection::peek_action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// A `Write` to this side.
+    Write(Side),
+    /// A `Pass` of this side's bytes.
+    Pass(Side),
+    /// Anything else.
+    Other,
+}
+
 #[derive(Debug)]
 enum Queued {
     Action(Action),
@@ -183,21 +159,11 @@ enum Queued {
 }
 
 impl Connection {
-    /// A new connection from `client`, accepted at `now`. `anchor` ties
-    /// `now` to the calendar for the `Date` header. Over a connection cap,
-    /// the connection answers 503 at once and closes: drain its actions.
-    pub fn new(
-        id: ConnId,
-        client: SocketAddr,
-        shared: Arc<Shared>,
-        anchor: WallAnchor,
-        now: Instant,
-    ) -> Self {
-        Connection::with_role(id, client, shared, anchor, now, Role::Proxy)
-    }
-
-    /// A new connection accepted on a listener with `role`.
-    pub fn with_role(
+    /// A new connection from `client`, accepted at `now` on a listener
+    /// with `role`. `anchor` ties `now` to the calendar for the `Date`
+    /// header. Over a connection cap, the connection answers 503 at once
+    /// and closes: drain its actions.
+    pub(crate) fn new(
         id: ConnId,
         client: SocketAddr,
         shared: Arc<Shared>,
@@ -240,14 +206,9 @@ impl Connection {
         conn
     }
 
-    /// This connection's id.
-    pub fn id(&self) -> ConnId {
-        self.id
-    }
-
     /// Whether the connection would consume client bytes now. While true,
     /// any non-empty input is at least partly consumed.
-    pub fn wants_client_data(&self) -> bool {
+    pub(crate) fn wants_client_data(&self) -> bool {
         match &self.phase {
             Phase::Head => true,
             Phase::Exchange(ex) => ex.wants_client_data(),
@@ -256,7 +217,7 @@ impl Connection {
     }
 
     /// Whether the connection would consume upstream bytes now.
-    pub fn wants_upstream_data(&self) -> bool {
+    pub(crate) fn wants_upstream_data(&self) -> bool {
         match &self.phase {
             Phase::Exchange(ex) => ex.wants_upstream_data(),
             _ => false,
@@ -273,7 +234,7 @@ impl Connection {
     /// only when the runtime holds no unconsumed upstream bytes (they come
     /// first); report the bytes moved with
     /// [`handle_upstream_forwarded`](Connection::handle_upstream_forwarded).
-    pub fn forwardable_upstream(&self) -> u64 {
+    pub(crate) fn forwardable_upstream(&self) -> u64 {
         match &self.phase {
             Phase::Exchange(ex) if self.outbox.queue.is_empty() => ex.forwardable_response(),
             _ => 0,
@@ -281,22 +242,33 @@ impl Connection {
     }
 
     /// Whether the connection is finished (a `Close` action was queued).
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         matches!(self.phase, Phase::Closed)
     }
 
     /// The next action for the runtime, or `None` when there is nothing
     /// left to do until the next input. `Write` bytes are appended to `out`.
     #[must_use]
-    pub fn poll_action(&mut self, out: &mut Vec<u8>) -> Option<Action> {
+    pub(crate) fn poll_action(&mut self, out: &mut Vec<u8>) -> Option<Action> {
         self.outbox.poll(out)
     }
 
     /// When [`handle_timeout`](Connection::handle_timeout) should next be
     /// called, if ever.
     #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next_timeout()
+    }
+
+    /// What the next [`poll_action`](Connection::poll_action) would give,
+    /// without taking it: lets the driver gather consecutive writes to one
+    /// side (and the body bytes after them) into one write.
+    pub(crate) fn peek_action(&self) -> Option<Next> {
+        Some(match self.outbox.queue.front()? {
+            Queued::Write { to, .. } => Next::Write(*to),
+            Queued::Action(Action::Pass { from, .. }) => Next::Pass(*from),
+            Queued::Action(_) => Next::Other,
+        })
     }
 
     fn debug_assert_drained(&self) {

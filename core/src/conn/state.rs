@@ -2,6 +2,7 @@
 //! each does to the phase, the timers and the action queue.
 
 use super::exchange::{Exchange, Resp, Stage};
+use super::Action;
 use super::{Connection, HeadBuf, Phase};
 use crate::error::{ProxyError, RequestError, UpstreamError};
 use crate::http::date::http_date;
@@ -10,10 +11,8 @@ use crate::http::head::{find_head_end, parse_request, parse_response, RequestHea
 use crate::http::page::{self, ErrorPage};
 use crate::http::rewrite::{ClientConnection, RequestRewrite, ResponseRewrite};
 use crate::http::target::{split_scheme, AbsoluteUri, Authority, Host};
-use crate::io::{
-    Action, CloseReason, ConnectError, Connected, QueryId, ResolveError, Role, Side, TunnelEnd,
-    UpstreamId,
-};
+use crate::id::{QueryId, UpstreamId};
+use crate::io::{CloseReason, ConnectError, Connected, ResolveError, Role, Side, TunnelEnd};
 use crate::log::{AccessRecord, ExchangeKind};
 use crate::policy::caps::CapExceeded;
 use crate::policy::{Denial, DenyKind};
@@ -36,7 +35,7 @@ impl Connection {
     /// Bytes from the client: all the runtime holds unconsumed, oldest
     /// first. Returns how many were consumed; the rest must be offered
     /// again once [`wants_client_data`](Connection::wants_client_data).
-    pub fn handle_client_data(&mut self, now: Instant, data: &[u8]) -> usize {
+    pub(crate) fn handle_client_data(&mut self, now: Instant, data: &[u8]) -> usize {
         self.debug_assert_drained();
         match &self.phase {
             Phase::Head => self.read_head(now, data),
@@ -50,7 +49,7 @@ impl Connection {
 
     /// The client closed its sending side. Call only once every byte read
     /// before the FIN has been consumed.
-    pub fn handle_client_eof(&mut self, now: Instant) {
+    pub(crate) fn handle_client_eof(&mut self, now: Instant) {
         self.debug_assert_drained();
         self.client_eof = true;
         match &self.phase {
@@ -74,7 +73,7 @@ impl Connection {
     }
 
     /// The client connection failed (reset, or a write to it failed).
-    pub fn handle_client_error(&mut self, now: Instant) {
+    pub(crate) fn handle_client_error(&mut self, now: Instant) {
         self.debug_assert_drained();
         match &self.phase {
             Phase::Exchange(_) => self.abort(now, ErrorType::ClientError),
@@ -509,7 +508,7 @@ impl Connection {
     // ----- inputs: resolver and connector ---------------------------------
 
     /// The answer to an [`Action::Resolve`]. Late answers are ignored.
-    pub fn handle_resolved(
+    pub(crate) fn handle_resolved(
         &mut self,
         now: Instant,
         query: QueryId,
@@ -576,7 +575,7 @@ impl Connection {
     }
 
     /// The answer to an [`Action::Connect`]. Late answers are ignored.
-    pub fn handle_connected(
+    pub(crate) fn handle_connected(
         &mut self,
         now: Instant,
         upstream: UpstreamId,
@@ -641,7 +640,7 @@ impl Connection {
 
     /// Bytes from `upstream`: all the runtime holds unconsumed, oldest
     /// first. Returns how many were consumed.
-    pub fn handle_upstream_data(
+    pub(crate) fn handle_upstream_data(
         &mut self,
         now: Instant,
         upstream: UpstreamId,
@@ -887,7 +886,7 @@ impl Connection {
     /// `n` response body bytes from `upstream` went straight to the
     /// client (see [`Connection::forwardable_upstream`]); at most that
     /// many are taken into account.
-    pub fn handle_upstream_forwarded(&mut self, now: Instant, upstream: UpstreamId, n: u64) {
+    pub(crate) fn handle_upstream_forwarded(&mut self, now: Instant, upstream: UpstreamId, n: u64) {
         self.debug_assert_drained();
         let Phase::Exchange(ex) = &mut self.phase else {
             return;
@@ -971,13 +970,13 @@ impl Connection {
     }
 
     /// `upstream` closed its sending side.
-    pub fn handle_upstream_eof(&mut self, now: Instant, upstream: UpstreamId) {
+    pub(crate) fn handle_upstream_eof(&mut self, now: Instant, upstream: UpstreamId) {
         self.debug_assert_drained();
         self.upstream_lost(now, upstream, true);
     }
 
     /// `upstream` failed (reset, or a write to it failed).
-    pub fn handle_upstream_error(
+    pub(crate) fn handle_upstream_error(
         &mut self,
         now: Instant,
         upstream: UpstreamId,
@@ -1032,7 +1031,7 @@ impl Connection {
     }
 
     /// A tunnel or upgraded connection finished relaying.
-    pub fn handle_tunnel_end(&mut self, now: Instant, end: TunnelEnd) {
+    pub(crate) fn handle_tunnel_end(&mut self, now: Instant, end: TunnelEnd) {
         self.debug_assert_drained();
         if !matches!(self.phase, Phase::Tunnel(_)) {
             return;
@@ -1056,7 +1055,7 @@ impl Connection {
     // ----- inputs: time and commands ---------------------------------------
 
     /// Acts on every timer due at `now`. Spurious calls do nothing.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
         self.debug_assert_drained();
         if self.timers.is_expired(Timer::ClientIdle, now) {
             return self.close(CloseReason::IdleTimeout);
@@ -1101,7 +1100,7 @@ impl Connection {
 
     /// Stop taking new requests: close now if idle, else after the
     /// exchange in flight. Tunnels are ended by the runtime.
-    pub fn begin_shutdown(&mut self, _now: Instant) {
+    pub(crate) fn begin_shutdown(&mut self, _now: Instant) {
         self.debug_assert_drained();
         self.shutting_down = true;
         if matches!(self.phase, Phase::Head) && self.head.buf.is_empty() {
@@ -1206,7 +1205,7 @@ impl Connection {
     /// flight (its record says `error=shutdown`) and close. Tunnels are
     /// ended by the runtime, which reports them with
     /// [`TunnelEndReason::Shutdown`](crate::io::TunnelEndReason::Shutdown).
-    pub fn force_shutdown(&mut self, now: Instant) {
+    pub(crate) fn force_shutdown(&mut self, now: Instant) {
         self.debug_assert_drained();
         self.shutting_down = true;
         match self.phase {

@@ -1,11 +1,13 @@
 //! Stories of whole exchanges, driven by a small simulated world: a
 //! scripted client, scripted upstreams and a resolver, all on virtual time.
+//! The world drives its connection through the production [`Driver`], as
+//! the runtimes do.
 
-use super::Connection;
 use crate::config::Config;
+use crate::driver::{Accepted, Driver, Input, Op, Wait};
+use crate::id::{ConnId, QueryId, UpstreamId};
 use crate::io::{
-    Action, CloseReason, ConnId, ConnectError, Connected, QueryId, Side, TunnelEnd,
-    TunnelEndReason, UpstreamId,
+    CloseReason, ConnectError, Connected, ResolveError, Role, Side, TunnelEnd, TunnelEndReason,
 };
 use crate::log::{AccessRecord, ExchangeKind};
 use crate::time::{Instant, UnixTime, WallAnchor};
@@ -16,13 +18,8 @@ use std::time::Duration;
 /// A world around one connection. Inputs go in through its methods; what
 /// the connection does lands in the public fields.
 pub(crate) struct Sim {
-    pub(crate) conn: Connection,
+    driver: Driver,
     pub(crate) now: Instant,
-    /// Client bytes not yet consumed.
-    client_buf: Vec<u8>,
-    client_eof_pending: bool,
-    /// Upstream bytes not yet consumed.
-    upstream_buf: Vec<u8>,
     /// Everything written or passed to each upstream, by id.
     pub(crate) to_upstream: Vec<(UpstreamId, Vec<u8>)>,
     pub(crate) to_client: Vec<u8>,
@@ -35,10 +32,12 @@ pub(crate) struct Sim {
     /// The upstream the connection is talking to.
     pub(crate) upstream: Option<UpstreamId>,
     /// Send response body bytes straight to the client whenever the
-    /// connection allows it, as a splicing runtime would.
+    /// driver allows it, as a splicing runtime would.
     pub(crate) forward: bool,
     /// Bytes sent that way.
     pub(crate) forwarded: u64,
+    /// What the driver last said to wait for.
+    wait: Option<Wait>,
 }
 
 impl Sim {
@@ -57,21 +56,23 @@ impl Sim {
     }
 
     pub(crate) fn with_shared(shared: Arc<crate::Shared>) -> Sim {
-        let anchor = WallAnchor {
-            unix_at_zero: UnixTime(1_795_270_203_000_000),
+        let accepted = Accepted {
+            conn: ConnId(7),
+            client: "127.0.0.1:40000".parse().unwrap(),
+            role: Role::Proxy,
+            anchor: WallAnchor {
+                unix_at_zero: UnixTime(1_795_270_203_000_000),
+            },
+            at: Instant::ZERO,
         };
-        Sim {
-            conn: Connection::new(
-                ConnId(7),
-                "127.0.0.1:40000".parse().unwrap(),
-                shared,
-                anchor,
-                Instant::ZERO,
-            ),
+        Sim::accepted(shared, accepted)
+    }
+
+    /// A world around a connection accepted as `accepted` says.
+    pub(crate) fn accepted(shared: Arc<crate::Shared>, accepted: Accepted) -> Sim {
+        let mut sim = Sim {
+            driver: Driver::new(accepted, shared, false),
             now: Instant::ZERO,
-            client_buf: Vec::new(),
-            client_eof_pending: false,
-            upstream_buf: Vec::new(),
             to_upstream: Vec::new(),
             to_client: Vec::new(),
             logs: Vec::new(),
@@ -83,64 +84,77 @@ impl Sim {
             upstream: None,
             forward: false,
             forwarded: 0,
-        }
+            wait: None,
+        };
+        sim.pump();
+        sim
     }
 
     pub(crate) fn default() -> Sim {
         Sim::new(Config::default())
     }
 
-    pub(crate) fn advance(&mut self, d: Duration) {
-        self.now = self.now + d;
-        if self.conn.poll_timeout().is_some_and(|t| t <= self.now) {
-            self.conn.handle_timeout(self.now);
-            self.drain(&[], &[]);
-            self.offer();
-        }
+    /// The connection, for its getters.
+    pub(crate) fn conn(&self) -> &super::Connection {
+        self.driver.conn()
     }
 
-    fn drain(&mut self, client_data: &[u8], upstream_data: &[u8]) {
-        let mut out = Vec::new();
-        while let Some(a) = self.conn.poll_action(&mut out) {
-            match a {
-                Action::Resolve { query, host } => self.resolves.push((query, host)),
-                Action::Connect {
+    /// Performs the driver's ops until it waits.
+    fn pump(&mut self) {
+        loop {
+            match self.driver.poll() {
+                Op::Write { to, head, body } => {
+                    let bytes = [head, body].concat();
+                    self.deliver(to, &bytes);
+                }
+                Op::Resolve { query, host, .. } => self.resolves.push((query, host)),
+                Op::Connect {
                     upstream,
                     addr,
                     allow_pooled,
+                    ..
                 } => self.connects.push((upstream, addr, allow_pooled)),
-                Action::Write { to, len } => {
-                    let bytes = out[out.len() - len..].to_vec();
-                    self.deliver(to, &bytes);
-                }
-                Action::Pass { from, offset, len } => {
-                    let src = if from == Side::Client {
-                        client_data
-                    } else {
-                        upstream_data
-                    };
-                    let bytes = src[offset..offset + len].to_vec();
-                    let to = if from == Side::Client {
-                        Side::Upstream
-                    } else {
-                        Side::Client
-                    };
-                    self.deliver(to, &bytes);
-                }
-                Action::Tunnel { upstream, .. } => self.tunnels.push(upstream),
-                Action::Release { upstream, reuse } => {
+                Op::Release { upstream, reuse } => {
                     self.releases.push((upstream, reuse));
                     if self.upstream == Some(upstream) {
-                        // Its unconsumed bytes go with it, once this drain is over.
                         self.upstream = None;
                     }
                 }
-                Action::Close { reason } => {
+                Op::Relay(relay) => {
+                    self.tunnels.push(relay.upstream);
+                    self.wait = None;
+                    return;
+                }
+                Op::Log(r) => self.logs.push(*r),
+                Op::Close(reason) => {
                     assert!(self.closed.is_none(), "closed twice");
                     self.closed = Some(reason);
                 }
-                Action::Log(r) => self.logs.push(*r),
+                Op::Wait(w) => {
+                    self.wait = Some(w);
+                    return;
+                }
+                Op::Done { .. } => {
+                    self.wait = None;
+                    return;
+                }
             }
+        }
+    }
+
+    fn input(&mut self, input: Input) {
+        self.driver.handle(self.now, input);
+        self.pump();
+    }
+
+    pub(crate) fn advance(&mut self, d: Duration) {
+        self.now = self.now + d;
+        if self
+            .wait
+            .and_then(|w| w.deadline)
+            .is_some_and(|t| t <= self.now)
+        {
+            self.input(Input::Timeout);
         }
     }
 
@@ -157,68 +171,12 @@ impl Sim {
         }
     }
 
-    /// Re-offers unconsumed bytes while the connection wants them.
-    fn offer(&mut self) {
-        loop {
-            if !self.client_buf.is_empty() && self.conn.wants_client_data() {
-                let data = self.client_buf.clone();
-                let n = self.conn.handle_client_data(self.now, &data);
-                assert!(n > 0, "wanted client data but consumed none");
-                self.drain(&data, &[]);
-                self.client_buf.drain(..n);
-                continue;
-            }
-            let forwardable = self.conn.forwardable_upstream();
-            if self.forward && forwardable > 0 && !self.upstream_buf.is_empty() {
-                let n = forwardable.min(self.upstream_buf.len() as u64);
-                let moved: Vec<u8> = self.upstream_buf.drain(..n as usize).collect();
-                self.to_client.extend_from_slice(&moved);
-                self.forwarded += n;
-                let id = self.upstream.unwrap();
-                self.conn.handle_upstream_forwarded(self.now, id, n);
-                self.drain(&[], &[]);
-                if self.upstream.is_none() {
-                    self.upstream_buf.clear();
-                }
-                continue;
-            }
-            if !self.upstream_buf.is_empty() && self.conn.wants_upstream_data() {
-                let data = self.upstream_buf.clone();
-                let id = self.upstream.unwrap();
-                let n = self.conn.handle_upstream_data(self.now, id, &data);
-                assert!(n > 0, "wanted upstream data but consumed none");
-                self.drain(&[], &data);
-                self.upstream_buf.drain(..n);
-                if self.upstream.is_none() {
-                    self.upstream_buf.clear();
-                }
-                continue;
-            }
-            if self.client_eof_pending && self.client_buf.is_empty() {
-                self.client_eof_pending = false;
-                self.conn.handle_client_eof(self.now);
-                self.drain(&[], &[]);
-                continue;
-            }
-            break;
-        }
-    }
-
     pub(crate) fn client_sends(&mut self, bytes: &[u8]) {
-        self.client_buf.extend_from_slice(bytes);
-        if !self.conn.wants_client_data() {
-            return;
-        }
-        let data = self.client_buf.clone();
-        let n = self.conn.handle_client_data(self.now, &data);
-        self.drain(&data, &[]);
-        self.client_buf.drain(..n);
-        self.offer();
+        self.input(Input::Read(Side::Client, bytes.into()));
     }
 
     pub(crate) fn client_eof(&mut self) {
-        self.client_eof_pending = true;
-        self.offer();
+        self.input(Input::Eof(Side::Client));
     }
 
     pub(crate) fn resolve(&mut self, addrs: &[&str]) {
@@ -228,49 +186,69 @@ impl Sim {
             .cloned()
             .expect("a resolve was asked for");
         let ips: Vec<IpAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
-        self.conn.handle_resolved(self.now, q, Ok(&ips));
-        self.drain(&[], &[]);
-        self.offer();
+        self.input(Input::Resolved(q, Ok(ips)));
+    }
+
+    pub(crate) fn resolve_err(&mut self, e: ResolveError) {
+        let (q, _) = self
+            .resolves
+            .last()
+            .cloned()
+            .expect("a resolve was asked for");
+        self.input(Input::Resolved(q, Err(e)));
     }
 
     pub(crate) fn connect_ok(&mut self, reused: bool) {
         let (id, _, _) = *self.connects.last().expect("a connect was asked for");
         self.upstream = Some(id);
-        self.conn
-            .handle_connected(self.now, id, Ok(Connected { reused }));
-        self.drain(&[], &[]);
-        self.offer();
+        self.input(Input::Connected(id, Ok(Connected { reused })));
     }
 
     pub(crate) fn connect_err(&mut self, e: ConnectError) {
         let (id, _, _) = *self.connects.last().expect("a connect was asked for");
-        self.conn.handle_connected(self.now, id, Err(e));
-        self.drain(&[], &[]);
-        self.offer();
+        self.input(Input::Connected(id, Err(e)));
     }
 
-    pub(crate) fn upstream_sends(&mut self, bytes: &[u8]) {
-        self.upstream_buf.extend_from_slice(bytes);
-        self.offer();
+    /// The upstream sends `bytes`. With `forward`, body bytes the driver
+    /// lets go unread go straight to the client, as splice(2) would.
+    pub(crate) fn upstream_sends(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let forward = self.wait.and_then(|w| w.upstream).map_or(0, |u| u.forward);
+            if !self.forward || forward == 0 {
+                self.input(Input::Read(Side::Upstream, bytes.into()));
+                return;
+            }
+            let n = forward.min(bytes.len() as u64) as usize;
+            self.to_client.extend_from_slice(&bytes[..n]);
+            self.forwarded += n as u64;
+            bytes = &bytes[n..];
+            self.input(Input::Forwarded(n as u64));
+        }
     }
 
     pub(crate) fn upstream_eof(&mut self) {
-        let id = self.upstream.expect("an upstream");
-        self.conn.handle_upstream_eof(self.now, id);
-        self.drain(&[], &[]);
-        self.offer();
+        self.input(Input::Eof(Side::Upstream));
+    }
+
+    /// A runtime reports `n` bytes forwarded, whatever the driver allowed.
+    pub(crate) fn forwarded(&mut self, n: u64) {
+        self.input(Input::Forwarded(n));
+    }
+
+    pub(crate) fn shutdown(&mut self) {
+        self.input(Input::Shutdown);
+    }
+
+    pub(crate) fn force_shutdown(&mut self) {
+        self.input(Input::ForceShutdown);
     }
 
     pub(crate) fn tunnel_end(&mut self, to_upstream: u64, to_client: u64) {
-        self.conn.handle_tunnel_end(
-            self.now,
-            TunnelEnd {
-                to_upstream,
-                to_client,
-                reason: TunnelEndReason::Closed,
-            },
-        );
-        self.drain(&[], &[]);
+        self.input(Input::TunnelEnded(TunnelEnd {
+            to_upstream,
+            to_client,
+            reason: TunnelEndReason::Closed,
+        }));
     }
 
     pub(crate) fn sent_upstream(&self) -> String {
@@ -335,7 +313,7 @@ fn get_is_rewritten_forwarded_and_logged() {
     assert_eq!(log.duration, Duration::from_millis(12));
     assert!(sim.closed.is_none());
     assert!(
-        sim.conn.wants_client_data(),
+        sim.conn().wants_client_data(),
         "idle and ready for the next request"
     );
 }
@@ -508,9 +486,7 @@ fn ambiguous_response_framing_gets_502_and_nothing_of_it_passes() {
 fn unresolvable_and_refused_get_502_with_proxy_status() {
     let mut sim = Sim::default();
     sim.client_sends(GET);
-    sim.conn
-        .handle_resolved(sim.now, QueryId(0), Err(crate::io::ResolveError::NotFound));
-    sim.drain(&[], &[]);
+    sim.resolve_err(ResolveError::NotFound);
     assert!(sim.client_text().contains("error=dns_error"));
     assert!(sim.client_text().starts_with("HTTP/1.1 502 "));
 
@@ -557,7 +533,10 @@ fn timeouts_answer_408_504_and_close_idle_clients() {
     sim.resolve(&["192.0.2.1"]);
     sim.advance(t.connect);
     assert!(sim.client_text().contains("error=connection_timeout"));
-    assert_eq!(sim.releases, vec![(UpstreamId(0), false)]);
+    assert!(
+        sim.releases.is_empty(),
+        "a connect that never finished leaves the runtime nothing to release"
+    );
 
     let mut sim = Sim::default();
     sim.advance(t.client_idle);
@@ -577,7 +556,7 @@ fn connect_tunnel_answers_200_then_hands_over() {
         "HTTP/1.1 200 Connection established\r\n\r\n"
     );
     assert_eq!(sim.tunnels, vec![UpstreamId(0)]);
-    assert!(!sim.conn.wants_client_data());
+    assert!(!sim.conn().wants_client_data());
     sim.tunnel_end(100, 2000);
     let log = &sim.logs[0];
     assert_eq!(log.kind, ExchangeKind::Tunnel);
@@ -842,7 +821,7 @@ mod chunking {
                 upstream_chunks = split(&e.response, upstream_sizes);
                 continue;
             }
-            if sim.conn.wants_client_data() && !client.is_empty() {
+            if sim.conn().wants_client_data() && !client.is_empty() {
                 let c = client.pop_front().unwrap();
                 sim.client_sends(&c);
                 continue;
@@ -908,16 +887,16 @@ fn response_bodies_may_go_straight_to_the_client() {
     let mut sim = Sim::default();
     sim.forward = true;
     connected_get(&mut sim);
-    assert_eq!(sim.conn.forwardable_upstream(), 0, "no response head yet");
+    assert_eq!(sim.conn().forwardable_upstream(), 0, "no response head yet");
     let body = vec![b'x'; 100_000];
     sim.upstream_sends(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n");
-    assert_eq!(sim.conn.forwardable_upstream(), 100_000);
+    assert_eq!(sim.conn().forwardable_upstream(), 100_000);
     sim.upstream_sends(&body[..60_000]);
     assert_eq!(sim.forwarded, 60_000);
-    assert_eq!(sim.conn.forwardable_upstream(), 40_000);
+    assert_eq!(sim.conn().forwardable_upstream(), 40_000);
     assert!(sim.logs.is_empty());
     sim.upstream_sends(&body[60_000..]);
-    assert_eq!(sim.conn.forwardable_upstream(), 0);
+    assert_eq!(sim.conn().forwardable_upstream(), 0);
     assert_eq!(sim.releases, vec![(UpstreamId(0), true)], "kept for reuse");
     let log = &sim.logs[0];
     assert_eq!(log.bytes_to_client, sim.to_client.len() as u64);
@@ -928,10 +907,14 @@ fn response_bodies_may_go_straight_to_the_client() {
     sim.client_sends(b"GET http://192.0.2.1/c HTTP/1.1\r\nHost: a\r\n\r\n");
     sim.connect_ok(true);
     sim.upstream_sends(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123");
-    assert_eq!(sim.conn.forwardable_upstream(), 12, "the rest of the chunk");
+    assert_eq!(
+        sim.conn().forwardable_upstream(),
+        12,
+        "the rest of the chunk"
+    );
     sim.upstream_sends(b"456789abcdef");
     assert_eq!(
-        sim.conn.forwardable_upstream(),
+        sim.conn().forwardable_upstream(),
         0,
         "the chunk's CRLF comes next"
     );
@@ -942,7 +925,7 @@ fn response_bodies_may_go_straight_to_the_client() {
         sim.take_client_text(),
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nDate: Sat, 21 Nov 2026 14:10:03 GMT\r\nVia: 1.1 proxy-rs\r\n\r\n10\r\n0123456789abcdef\r\n3\r\nxyz\r\n0\r\n\r\n"
     );
-    assert!(sim.conn.wants_client_data());
+    assert!(sim.conn().wants_client_data());
 }
 
 #[test]
@@ -1056,10 +1039,7 @@ mod robustness {
                             if ok {
                                 sim.resolve(&["192.0.2.1", "2001:db8::1"]);
                             } else {
-                                let q = sim.resolves.last().unwrap().0;
-                                sim.conn.handle_resolved(sim.now, q, Err(crate::io::ResolveError::NotFound));
-                                sim.drain(&[], &[]);
-                                sim.offer();
+                                sim.resolve_err(ResolveError::NotFound);
                             }
                         }
                     }
@@ -1076,27 +1056,24 @@ mod robustness {
                     }
                     Op::Advance(s) => sim.advance(Duration::from_secs(u64::from(s))),
                     Op::Shutdown => {
-                        sim.conn.begin_shutdown(sim.now);
-                        sim.drain(&[], &[]);
+                        sim.shutdown();
                     }
                     Op::Forwarded(n) => {
-                        if let Some(id) = sim.upstream {
-                            sim.conn.handle_upstream_forwarded(sim.now, id, n);
-                            sim.drain(&[], &[]);
-                            sim.offer();
+                        if sim.upstream.is_some() {
+                            sim.forwarded(n);
                         }
                     }
                 }
             }
             // A closed connection has no timers left and wants nothing.
             if sim.closed.is_some() {
-                prop_assert!(sim.conn.is_closed());
-                prop_assert_eq!(sim.conn.poll_timeout(), None);
-                prop_assert!(!sim.conn.wants_client_data());
+                prop_assert!(sim.conn().is_closed());
+                prop_assert_eq!(sim.conn().poll_timeout(), None);
+                prop_assert!(!sim.conn().wants_client_data());
             } else {
                 // Anything still open has a timer that will end it, or is
                 // a tunnel the runtime owns.
-                prop_assert!(sim.conn.poll_timeout().is_some() || !sim.tunnels.is_empty());
+                prop_assert!(sim.conn().poll_timeout().is_some() || !sim.tunnels.is_empty());
             }
         }
     }
@@ -1354,8 +1331,7 @@ mod policy {
         };
         let (shared, _) = crate::Shared::new(cfg, Default::default()).unwrap();
         let first = Sim::with_shared(shared.clone());
-        let mut second = Sim::with_shared(shared.clone());
-        second.drain(&[], &[]);
+        let second = Sim::with_shared(shared.clone());
         assert!(second
             .client_text()
             .starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
@@ -1368,8 +1344,7 @@ mod policy {
         drop(first);
         drop(second);
         assert_eq!(shared.caps().active(), 0, "places are given back");
-        let mut third = Sim::with_shared(shared);
-        third.drain(&[], &[]);
+        let third = Sim::with_shared(shared);
         assert!(third.closed.is_none(), "a freed place can be taken again");
     }
 
@@ -1453,7 +1428,7 @@ mod admin {
         assert_eq!((log.status, log.decision.as_str()), (200, "allowed"));
         assert_eq!(log.bytes_to_client, text.len() as u64);
         assert_eq!(log.bytes_from_client, req.len() as u64);
-        assert!(sim.closed.is_none() && sim.conn.wants_client_data());
+        assert!(sim.closed.is_none() && sim.conn().wants_client_data());
 
         // HEAD: the same head, no body; and now the scrape is counted.
         sim.client_sends(b"HEAD /_metrics?x=1 HTTP/1.1\r\nHost: proxy\r\n\r\n");
@@ -1516,14 +1491,14 @@ mod admin {
         assert!(sim.client_text().starts_with("HTTP/1.1 403 "));
         assert!(!sim.client_text().contains("proxy_requests_total"));
         assert_eq!(sim.logs[0].decision.as_str(), "denied_client");
-        let refusals = sim.conn.shared.metrics().recent_refusals();
+        let refusals = sim.conn().shared.metrics().recent_refusals();
         assert_eq!(refusals[0].target, "/_metrics");
     }
 
     #[test]
     fn upstream_gauge_counts_connections_in_use() {
         let in_use = |sim: &Sim| {
-            sim.conn
+            sim.conn()
                 .shared
                 .render_metrics(sim.now)
                 .lines()
@@ -1542,13 +1517,13 @@ mod admin {
         assert_eq!(in_use(&sim), "1");
         sim.tunnel_end(10, 20);
         assert_eq!(in_use(&sim), "0");
-        let text = sim.conn.shared.render_metrics(sim.now);
+        let text = sim.conn().shared.render_metrics(sim.now);
         assert!(text.contains("proxy_tunnels_total{kind=\"connect\"} 1\n"));
 
         // A connection dropped mid-exchange gives its count back.
         let mut sim = Sim::default();
         connected_get(&mut sim);
-        let shared = Arc::clone(&sim.conn.shared);
+        let shared = Arc::clone(&sim.conn().shared);
         drop(sim);
         assert!(shared
             .render_metrics(Instant::ZERO)
@@ -1560,13 +1535,11 @@ mod admin {
 fn shutdown_lets_the_exchange_finish_then_force_cuts_it_off_with_a_record() {
     let mut sim = Sim::default();
     connected_get(&mut sim);
-    sim.conn.begin_shutdown(sim.now);
-    sim.drain(&[], &[]);
+    sim.shutdown();
     assert!(sim.closed.is_none(), "in flight: it may finish");
     sim.upstream_sends(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial");
     assert!(sim.client_text().contains("Connection: close\r\n"));
-    sim.conn.force_shutdown(sim.now);
-    sim.drain(&[], &[]);
+    sim.force_shutdown();
     assert_eq!(sim.closed, Some(CloseReason::Aborted));
     assert_eq!(
         sim.logs[0].error.map(crate::ErrorType::as_str),
@@ -1577,14 +1550,15 @@ fn shutdown_lets_the_exchange_finish_then_force_cuts_it_off_with_a_record() {
 
 #[test]
 fn the_admin_listener_serves_only_the_proxy_pages() {
-    let mut sim = Sim::default();
-    sim.conn = Connection::with_role(
-        ConnId(8),
-        "192.0.2.50:40000".parse().unwrap(),
+    let mut sim = Sim::accepted(
         crate::Shared::allow_all(Config::default()),
-        WallAnchor::default(),
-        Instant::ZERO,
-        crate::Role::Admin,
+        Accepted {
+            conn: ConnId(8),
+            client: "192.0.2.50:40000".parse().unwrap(),
+            role: Role::Admin,
+            anchor: WallAnchor::default(),
+            at: Instant::ZERO,
+        },
     );
     sim.client_sends(b"GET /_metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     let text = sim.take_client_text();

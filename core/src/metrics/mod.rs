@@ -784,7 +784,7 @@ impl fmt::Display for Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::ConnId;
+    use crate::id::ConnId;
     use std::collections::BTreeMap;
     use std::time::Duration;
 

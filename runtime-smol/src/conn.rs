@@ -1,0 +1,458 @@
+//! One client connection: a task that performs the ops of its
+//! `proxy_core::Driver` with async sockets, and reports what came of them.
+//! Every decision, and all the bookkeeping between the sockets and the
+//! protocol, is the driver's; this file is I/O.
+//!
+//! Each wait also listens for the next lifecycle stage
+//! (`proxy_host::lifecycle`), which the driver hears of as `Shutdown`
+//! (finish what is in flight) and `ForceShutdown` (the grace period is
+//! over); a tunnel's relay watches for the end of the grace period itself.
+
+use crate::net::{self, Stream};
+use crate::relay;
+use futures_lite::future::{self, poll_fn};
+use proxy_core::driver::{Accepted, Driver, Input, Op, Relay, Wait};
+use proxy_core::trace::Trace;
+use proxy_core::{
+    ConnId, Connected, Instant, QueryId, Role, Side, TunnelEnd, TunnelEndReason, UpstreamId,
+};
+use proxy_host::buf::Pooled;
+use proxy_host::io_error::connect_error;
+use proxy_host::lifecycle::{ConnGuard, EventListener, Lifecycle, Stage};
+use proxy_host::pool::Pool;
+use proxy_host::{Clock, Settings};
+use smol::Timer;
+use std::future::Future;
+use std::io::Read;
+use std::net::{Shutdown, SocketAddr};
+use std::pin::Pin;
+use std::sync::{mpsc, Arc};
+use std::task::Poll;
+use std::time::Duration;
+
+/// Waits in a row before yielding to other tasks.
+const WAITS_PER_YIELD: u32 = 64;
+
+/// What every connection shares.
+pub(crate) struct Shared {
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) clock: Clock,
+    pub(crate) pool: Pool<Stream>,
+    /// Finished traces go to the trace writer thread, when recording,
+    /// each with a live-count guard so shutdown waits until it is saved.
+    pub(crate) traces: Option<mpsc::Sender<(Trace, ConnGuard)>>,
+    /// Shutdown state.
+    pub(crate) life: Lifecycle,
+}
+
+/// Serves one accepted client until its driver is done.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    client: Stream,
+    peer: SocketAddr,
+    id: ConnId,
+    role: Role,
+    // Counts the connection as live until this future is dropped, done or
+    // not (a panic included).
+    _guard: ConnGuard,
+) {
+    let _ = client.get_ref().set_nodelay(true);
+    let accepted = Accepted {
+        conn: id,
+        client: peer,
+        role,
+        anchor: shared.clock.anchor(),
+        at: shared.clock.now(),
+    };
+    let settings = &shared.settings;
+    let mut conn = Conn {
+        driver: Driver::new(accepted, settings.shared.clone(), settings.record.is_some()),
+        write_stall: settings.config().timeouts.transfer_idle,
+        shared: shared.clone(),
+        client,
+        upstream: None,
+        timer: Timer::never(),
+        armed: None,
+        told: Stage::Running,
+        life_listener: None,
+        upstream_first: false,
+    };
+    let linger = conn.run().await;
+
+    let Conn {
+        driver,
+        client,
+        upstream,
+        ..
+    } = conn;
+    // Close the upstream (if any) before the slow parts below.
+    drop(upstream);
+    if let (Some(traces), Some(trace)) = (&shared.traces, driver.into_trace()) {
+        // Only fails if the writer thread is gone; nothing to do then.
+        let _ = traces.send((trace, shared.life.track()));
+    }
+    if linger {
+        // Not past the end of the grace period, though.
+        future::or(net::linger_close(&client), shared.life.stopping()).await;
+    }
+}
+
+/// The upstream connection held.
+struct Held {
+    id: UpstreamId,
+    addr: SocketAddr,
+    stream: Stream,
+    /// Nothing can have arrived yet (a new connection, or a pooled one
+    /// just checked): the first wait registers for readiness without
+    /// trying a read that would only come up empty.
+    skip_read: bool,
+}
+
+struct Conn {
+    shared: Arc<Shared>,
+    driver: Driver<Pooled>,
+    client: Stream,
+    upstream: Option<Held>,
+    /// A write that makes no progress for this long fails.
+    write_stall: Duration,
+    timer: Timer,
+    /// The deadline `timer` is set for (see `arm`); `None` once fired.
+    armed: Option<Instant>,
+    /// The lifecycle stage the driver was last told of.
+    told: Stage,
+    /// Notified at the next lifecycle stage; kept across waits.
+    life_listener: Option<EventListener>,
+    /// Which socket a wait tries first, alternating so a busy side
+    /// cannot starve the other.
+    upstream_first: bool,
+}
+
+/// What a wait ended with.
+enum Woke {
+    /// A read happened (and was reported), or the lifecycle moved on.
+    Handled,
+    /// The deadline passed.
+    Deadline,
+    /// Response body bytes were spliced from the upstream into this pipe,
+    /// still to go to the client.
+    #[cfg(target_os = "linux")]
+    Spliced(proxy_host::splice::Pipe),
+}
+
+impl Conn {
+    fn now(&self) -> Instant {
+        self.shared.clock.now()
+    }
+
+    /// Performs ops until the driver is done; says whether to linger.
+    async fn run(&mut self) -> bool {
+        let mut waits = 0u32;
+        loop {
+            for input in self.shared.life.news(&mut self.told) {
+                self.driver.handle(self.shared.clock.now(), input);
+            }
+            let life = &self.shared.life;
+            match self.driver.poll() {
+                Op::Write { to, head, body } => {
+                    let result = match (to, &self.upstream) {
+                        (Side::Client, _) => {
+                            net::write_all(&self.client, head, body, self.write_stall, life).await
+                        }
+                        (Side::Upstream, Some(up)) => {
+                            net::write_all(&up.stream, head, body, self.write_stall, life).await
+                        }
+                        (Side::Upstream, None) => Ok(()),
+                    };
+                    if result.is_err() {
+                        self.failed(to);
+                    }
+                }
+                Op::Resolve {
+                    query,
+                    host,
+                    deadline,
+                } => {
+                    // Boxed, as are connects and relays: only some ops
+                    // need this state, and inline it would make every
+                    // connection's task bigger, idle ones included.
+                    let input = Box::pin(self.resolve(query, host, deadline)).await;
+                    self.driver.handle(self.now(), input);
+                }
+                Op::Connect {
+                    upstream,
+                    addr,
+                    allow_pooled,
+                    deadline,
+                } => {
+                    let input =
+                        Box::pin(self.connect(upstream, addr, allow_pooled, deadline)).await;
+                    self.driver.handle(self.now(), input);
+                }
+                Op::Release { upstream, reuse } => {
+                    if let Some(up) = self.upstream.take() {
+                        if up.id != upstream {
+                            self.upstream = Some(up);
+                        } else if reuse {
+                            self.shared.pool.put(up.addr, up.stream);
+                        }
+                    }
+                }
+                Op::Relay(relay) => {
+                    let end = Box::pin(self.relay(relay)).await;
+                    self.driver.handle(self.now(), Input::TunnelEnded(end));
+                }
+                Op::Log(record) => self.shared.settings.access_log.write(&record),
+                // Everything before it was written: send the end of
+                // stream now, not after the trace is saved.
+                Op::Close(_) => {
+                    let _ = self.client.get_ref().shutdown(Shutdown::Write);
+                }
+                Op::Wait(wait) => {
+                    waits += 1;
+                    if waits % WAITS_PER_YIELD == 0 {
+                        future::yield_now().await;
+                    }
+                    self.wait(wait).await;
+                }
+                Op::Done { linger } => return linger,
+            }
+        }
+    }
+
+    /// A write to `side` failed: cut off at the end of the grace period,
+    /// or the peer is gone.
+    fn failed(&mut self, side: Side) {
+        let input = if self.shared.life.is_stopping() {
+            Input::ForceShutdown
+        } else {
+            Input::Failed(side)
+        };
+        self.driver.handle(self.now(), input);
+    }
+
+    async fn resolve(&self, query: QueryId, host: String, deadline: Option<Instant>) -> Input {
+        let answer = match self.shared.settings.resolver.lookup_static(&host) {
+            Some(answer) => Some(answer),
+            None => {
+                let lookup = smol::unblock(move || proxy_host::resolver::system_resolve(&host));
+                self.before(deadline, lookup).await
+            }
+        };
+        match answer {
+            Some(result) => Input::Resolved(query, result),
+            None => Input::Timeout,
+        }
+    }
+
+    async fn connect(
+        &mut self,
+        id: UpstreamId,
+        addr: SocketAddr,
+        allow_pooled: bool,
+        deadline: Option<Instant>,
+    ) -> Input {
+        // Whatever was held before is finished with.
+        self.upstream = None;
+        if allow_pooled {
+            while let Some(stream) = self.shared.pool.take(addr) {
+                if net::is_alive(&stream) {
+                    self.hold(id, addr, stream);
+                    return Input::Connected(id, Ok(Connected { reused: true }));
+                }
+            }
+        }
+        match self.before(deadline, net::connect(addr)).await {
+            Some(Ok(stream)) => {
+                self.hold(id, addr, stream);
+                Input::Connected(id, Ok(Connected { reused: false }))
+            }
+            Some(Err(e)) => Input::Connected(id, Err(connect_error(&e))),
+            // The core's timer answers (504).
+            None => Input::Timeout,
+        }
+    }
+
+    fn hold(&mut self, id: UpstreamId, addr: SocketAddr, stream: Stream) {
+        self.upstream = Some(Held {
+            id,
+            addr,
+            stream,
+            skip_read: true,
+        });
+    }
+
+    /// Runs `fut` until `deadline`; `None` if the deadline came first.
+    async fn before<T>(
+        &self,
+        deadline: Option<Instant>,
+        fut: impl Future<Output = T>,
+    ) -> Option<T> {
+        match deadline {
+            None => Some(fut.await),
+            Some(deadline) => {
+                let at = self.shared.clock.to_std(deadline);
+                future::or(async { Some(fut.await) }, async {
+                    Timer::at(at).await;
+                    None
+                })
+                .await
+            }
+        }
+    }
+
+    async fn relay(&mut self, r: Relay<Pooled>) -> TunnelEnd {
+        // The relay has its own timer and listener: these would only hold
+        // reactor and lifecycle entries meanwhile.
+        self.timer = Timer::never();
+        self.armed = None;
+        self.life_listener = None;
+        match &self.upstream {
+            Some(up) if up.id == r.upstream => {
+                let start = relay::Start {
+                    to_upstream: r.to_upstream,
+                    to_client: r.to_client,
+                    client_eof: r.client_eof,
+                    upstream_eof: r.upstream_eof,
+                };
+                let life = &self.shared.life;
+                relay::relay(&self.client, &up.stream, start, r.idle_timeout, life).await
+            }
+            _ => TunnelEnd {
+                to_upstream: 0,
+                to_client: 0,
+                reason: TunnelEndReason::Error,
+            },
+        }
+    }
+
+    /// Makes sure the timer fires no later than `deadline`.
+    ///
+    /// The timer is moved only when the deadline comes *earlier* than the
+    /// one it is set for: every move costs the reactor a wake-up, and the
+    /// deadline changes several times per request (head read, response,
+    /// transfer, client idle). A later deadline just lets the timer fire
+    /// early; `wait` then sets it again, at most once per timeout period.
+    fn arm(&mut self, deadline: Instant) -> std::time::Instant {
+        let at = self.shared.clock.to_std(deadline);
+        if self.armed.map_or(true, |armed| deadline < armed) {
+            self.timer.set_at(at);
+            self.armed = Some(deadline);
+        }
+        at
+    }
+
+    /// Waits for what `w` names, and reports it.
+    async fn wait(&mut self, w: Wait) {
+        let deadline = w.deadline.map(|d| (d, self.arm(d)));
+        if self.life_listener.is_none() {
+            // Listen first, then look, so a change in between is not lost.
+            self.life_listener = Some(self.shared.life.changed());
+            if self.shared.life.stage() > self.told {
+                self.life_listener = None;
+                return;
+            }
+        }
+        let Conn {
+            shared,
+            driver,
+            client,
+            upstream,
+            timer,
+            armed,
+            life_listener,
+            upstream_first,
+            ..
+        } = self;
+        let clock = &shared.clock;
+        let first = *upstream_first;
+        *upstream_first = !first;
+        let mut up = upstream
+            .as_mut()
+            .filter(|u| w.upstream.is_some_and(|wu| wu.id == u.id));
+        #[cfg(target_os = "linux")]
+        let forward = w
+            .upstream
+            .map_or(0, |u| usize::try_from(u.forward).unwrap_or(usize::MAX));
+        // A read that returns Pending has taken nothing, so trying one
+        // socket and then the other never loses bytes.
+        let woke = poll_fn(|cx| {
+            for turn in 0..2 {
+                if (turn == 0) == first {
+                    let Some(up) = up.as_mut() else { continue };
+                    #[cfg(target_os = "linux")]
+                    if forward > 0 {
+                        match net::poll_splice_in(cx, &up.stream, forward, &mut up.skip_read) {
+                            Poll::Ready(Ok(Some(pipe))) => return Poll::Ready(Woke::Spliced(pipe)),
+                            Poll::Ready(Err(_)) => {
+                                driver.handle(clock.now(), Input::Failed(Side::Upstream));
+                                return Poll::Ready(Woke::Handled);
+                            }
+                            Poll::Pending => continue,
+                            // No pipe to be had: read instead.
+                            Poll::Ready(Ok(None)) => {}
+                        }
+                    }
+                    let read = net::poll_read(cx, &up.stream, &mut up.skip_read, |s| {
+                        driver.read_from(clock.now(), Side::Upstream, |room| (&*s).read(room))
+                    });
+                    if read.is_ready() {
+                        return Poll::Ready(Woke::Handled);
+                    }
+                } else if w.client {
+                    let read = net::poll_read(cx, client, &mut false, |s| {
+                        driver.read_from(clock.now(), Side::Client, |room| (&*s).read(room))
+                    });
+                    if read.is_ready() {
+                        return Poll::Ready(Woke::Handled);
+                    }
+                }
+            }
+            if let Some((due, at)) = deadline {
+                while Pin::new(&mut *timer).poll(cx).is_ready() {
+                    if std::time::Instant::now() >= at {
+                        *armed = None;
+                        return Poll::Ready(Woke::Deadline);
+                    }
+                    // Set for an earlier deadline than the driver has now.
+                    timer.set_at(at);
+                    *armed = Some(due);
+                }
+            }
+            if let Some(listener) = life_listener.as_mut() {
+                if Pin::new(listener).poll(cx).is_ready() {
+                    *life_listener = None;
+                    return Poll::Ready(Woke::Handled);
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match woke {
+            Woke::Handled => {}
+            Woke::Deadline => self.driver.handle(self.now(), Input::Timeout),
+            #[cfg(target_os = "linux")]
+            Woke::Spliced(pipe) => self.forward(pipe).await,
+        }
+    }
+
+    /// Splices response body bytes from `pipe` (just filled from the
+    /// upstream) into the client, and reports them.
+    #[cfg(target_os = "linux")]
+    async fn forward(&mut self, mut pipe: proxy_host::splice::Pipe) {
+        let n = pipe.len() as u64;
+        if n == 0 {
+            // The upstream's end of stream.
+            proxy_host::splice::PIPES.put(pipe);
+            self.driver.handle(self.now(), Input::Eof(Side::Upstream));
+            return;
+        }
+        let life = &self.shared.life;
+        let sent = net::splice_out(&self.client, &mut pipe, self.write_stall, life).await;
+        // Closed rather than pooled if the client did not take it all.
+        proxy_host::splice::PIPES.put(pipe);
+        self.driver.handle(self.now(), Input::Forwarded(n));
+        if sent.is_err() {
+            self.failed(Side::Client);
+        }
+    }
+}

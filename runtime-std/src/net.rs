@@ -1,0 +1,144 @@
+//! Socket helpers for the connections: whole writes with a stall limit,
+//! splicing a pipe out, and closing a client gracefully. Every socket is
+//! non-blocking; waiting is poll(2), always together with the
+//! lifecycle's stop beacon, so the end of the shutdown grace period cuts
+//! any wait short.
+
+use crate::sys::{self, POLLIN};
+use proxy_host::lifecycle::Lifecycle;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
+
+/// How long, at most, to read and discard what a client still sends after
+/// we closed our side, so that unread bytes do not make the kernel reset
+/// the connection before the client has read our last response.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Nagle off, and non-blocking for good: every read follows a poll(2)
+/// that said readable, every write waits with poll(2) and its own stall
+/// limit (see `write_all`), so no call ever blocks the worker.
+pub(crate) fn prepare_socket(s: &TcpStream) -> io::Result<()> {
+    let _ = s.set_nodelay(true);
+    s.set_nonblocking(true)
+}
+
+/// Writes all of `a` then all of `b` (one vectored write when both are
+/// there), waiting while the socket is full, but giving up when `stop`
+/// (the lifecycle's stop beacon) becomes readable or the peer takes
+/// nothing for `stall` (zero: no limit).
+pub(crate) fn write_all<'a>(
+    mut stream: &TcpStream,
+    mut a: &'a [u8],
+    mut b: &'a [u8],
+    stop: RawFd,
+    stall: Duration,
+) -> io::Result<()> {
+    loop {
+        if a.is_empty() {
+            a = std::mem::take(&mut b);
+            if a.is_empty() {
+                return Ok(());
+            }
+        }
+        let written = if b.is_empty() {
+            stream.write(a)
+        } else {
+            stream.write_vectored(&[IoSlice::new(a), IoSlice::new(b)])
+        };
+        match written {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(mut n) => {
+                let from_a = n.min(a.len());
+                a = &a[from_a..];
+                n -= from_a;
+                b = &b[n.min(b.len())..];
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                wait_writable(stream.as_raw_fd(), stop, stall)?
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Splices everything in `pipe` into `client`, waiting (as `write_all`
+/// does) while the client's socket is full.
+#[cfg(target_os = "linux")]
+pub(crate) fn drain_pipe(
+    pipe: &mut proxy_host::splice::Pipe,
+    client: &TcpStream,
+    life: &Lifecycle,
+    stall: Duration,
+) -> io::Result<()> {
+    while !pipe.is_empty() {
+        match pipe.drain_to(client) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                wait_writable(client.as_raw_fd(), life.stop_fd(), stall)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Waits until `fd` is writable; fails when `stop` (the lifecycle's stop
+/// beacon) becomes readable first or nothing changes for `stall` (zero:
+/// no limit).
+pub(crate) fn wait_writable(fd: RawFd, stop: RawFd, stall: Duration) -> io::Result<()> {
+    let mut fds = [
+        sys::pollfd(Some(fd), sys::POLLOUT),
+        sys::pollfd(Some(stop), POLLIN),
+    ];
+    let timeout = (!stall.is_zero()).then_some(stall);
+    match sys::poll(&mut fds, sys::duration_ms(timeout)) {
+        Ok(0) => Err(io::ErrorKind::TimedOut.into()),
+        Ok(_) if fds[1].revents != 0 => Err(io::Error::other("shutdown grace period over")),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads and discards until the client closes, for at most [`LINGER`],
+/// or until `stop` (the lifecycle's stop beacon) is readable.
+pub(crate) fn linger(client: &TcpStream, stop: RawFd) {
+    let started = std::time::Instant::now();
+    let mut scratch = [0u8; 4096];
+    while let Some(left) = LINGER
+        .checked_sub(started.elapsed())
+        .filter(|d| !d.is_zero())
+    {
+        let mut fds = [
+            sys::pollfd(Some(client.as_raw_fd()), POLLIN),
+            sys::pollfd(Some(stop), POLLIN),
+        ];
+        match sys::poll(&mut fds, sys::duration_ms(Some(left))) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        }
+        if fds[1].revents != 0 || fds[0].revents == 0 {
+            if fds[1].revents != 0 {
+                return;
+            }
+            continue;
+        }
+        // Readable: data or end of stream is there; the socket is
+        // non-blocking, so this cannot block.
+        match (&*client).read(&mut scratch) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                ) => {}
+            Err(_) => return,
+        }
+    }
+}
