@@ -271,6 +271,11 @@ fn all_key_paths() -> Vec<KeyPath> {
         htpasswd: "users".into(),
         realm: "proxy".into(),
         allow_plaintext: false,
+        failures: Some(RateConfig {
+            requests: 1,
+            per: Duration::from_secs(1),
+            burst: Some(1),
+        }),
     });
     c.policy.rate = Some(RateConfig {
         requests: 1,

@@ -242,11 +242,7 @@ pub fn apply_flags(args: &Args, config: &mut Config) {
         match &mut config.policy.auth {
             Some(auth) => auth.htpasswd = path,
             None => {
-                config.policy.auth = Some(AuthConfig {
-                    htpasswd: path,
-                    realm: "proxy".to_owned(),
-                    allow_plaintext: false,
-                })
+                config.policy.auth = Some(AuthConfig::new(path));
             }
         }
     }

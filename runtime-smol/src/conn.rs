@@ -201,6 +201,10 @@ impl Conn {
                     let end = Box::pin(self.relay(relay)).await;
                     self.driver.handle(self.now(), Input::TunnelEnded(end));
                 }
+                Op::Verify(job) => {
+                    let ok = proxy_host::hashing::verify(job).get().await;
+                    self.driver.handle(self.now(), Input::Verified(ok));
+                }
                 Op::Log(record) => self.shared.settings.access_log.write(&record),
                 // Everything before it was written: send the end of
                 // stream now, not after the trace is saved.

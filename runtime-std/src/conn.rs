@@ -215,6 +215,10 @@ impl Conn {
                         ),
                     }
                 }
+                Op::Verify(job) => {
+                    let ok = proxy_host::hashing::verify(job).wait();
+                    self.driver.handle(self.now(), Input::Verified(ok));
+                }
                 Op::Log(record) => self.shared.settings.access_log.write(&record),
                 Op::Close(_) => {
                     let _ = self.client.shutdown(Shutdown::Write);

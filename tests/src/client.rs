@@ -400,6 +400,16 @@ impl Client {
         self.buf.drain(..n).collect()
     }
 
+    /// Reads exactly `n` raw bytes, or `None` if the connection ends first.
+    pub fn try_read_exact(&mut self, n: usize) -> Option<Vec<u8>> {
+        while self.buf.len() < n {
+            if !self.fill() {
+                return None;
+            }
+        }
+        Some(self.buf.drain(..n).collect())
+    }
+
     /// Reads everything until the peer closes.
     pub fn read_to_end(&mut self) -> Vec<u8> {
         while self.fill() {}

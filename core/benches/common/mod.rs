@@ -161,6 +161,7 @@ impl World {
                 Op::Wait(w) => return w.client && w.upstream.is_none(),
                 Op::Close(reason) => panic!("connection closed: {reason:?}"),
                 Op::Relay(_) => panic!("unexpected tunnel"),
+                Op::Verify(_) => panic!("no authentication in the benchmarks"),
                 Op::Done { .. } => panic!("connection done"),
             };
             self.driver.handle(self.now, input);

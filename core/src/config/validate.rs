@@ -328,8 +328,13 @@ fn validate_policy(c: &Config) -> Result<(), Invalid> {
             ));
         }
     }
-    if let Some(rate) = &p.rate {
-        let path = policy.key("rate");
+    let auth_failures = p.auth.as_ref().and_then(|a| a.failures.as_ref());
+    let rates = [
+        (p.rate.as_ref(), policy.key("rate")),
+        (auth_failures, policy.key("auth").key("failures")),
+    ];
+    for (rate, path) in rates {
+        let Some(rate) = rate else { continue };
         if let Err(e) = rate.validate() {
             let key = if rate.requests == 0 {
                 "requests"

@@ -3,6 +3,7 @@
 use crate::id::{QueryId, UpstreamId};
 use crate::io::{CloseReason, Side};
 use crate::log::AccessRecord;
+use crate::policy::auth::VerifyJob;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -72,6 +73,9 @@ pub(crate) enum Action {
         /// Why.
         reason: CloseReason,
     },
+    /// Run this password check (bcrypt) away from other connections;
+    /// answer with `handle_verified`.
+    Verify(VerifyJob),
     /// Emit this access-log record (boxed: it is much larger than the
     /// other actions).
     Log(Box<AccessRecord>),

@@ -7,6 +7,7 @@ use crate::http::target::Authority;
 use crate::id::{QueryId, UpstreamId};
 use crate::io::ConnectError;
 use crate::log::ExchangeKind;
+use crate::policy::auth::VerifyJob;
 use crate::time::Instant;
 use crate::tls::client_hello::{ClientHelloInfo, HelloPeeker};
 use std::net::{IpAddr, SocketAddr};
@@ -59,10 +60,27 @@ pub(super) struct Exchange {
     pub(super) peeker: Option<HelloPeeker>,
     /// What the ClientHello said, for the record.
     pub(super) hello: Option<ClientHelloInfo>,
+    /// Set while `Stage::Verifying`.
+    pub(super) pending_auth: Option<Box<PendingAuth>>,
+}
+
+/// A request waiting for its credential's bcrypt run: what to take it up
+/// again with.
+#[derive(Debug)]
+pub(super) struct PendingAuth {
+    /// The request head, to go through policy again once verified.
+    pub(super) raw: Vec<u8>,
+    /// What was asked, to take the answer.
+    pub(super) job: VerifyJob,
+    /// The snapshot it was asked under: a reload meanwhile means asking
+    /// again under the new one.
+    pub(super) generation: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Stage {
+    /// The credential is being verified (a bcrypt run, by the runtime).
+    Verifying,
     /// A CONNECT tunnel's `200` is sent and its first bytes are being
     /// read; `connected` once the upstream is already there (policy
     /// `delay_connect` off).

@@ -1,7 +1,7 @@
 //! Every transition of a [`Connection`]: the `handle_*` inputs and what
 //! each does to the phase, the timers and the action queue.
 
-use super::exchange::{Exchange, Resp, Stage};
+use super::exchange::{Exchange, PendingAuth, Resp, Stage};
 use super::Action;
 use super::{Connection, HeadBuf, Phase};
 use crate::error::{ProxyError, RequestError, UpstreamError};
@@ -14,8 +14,9 @@ use crate::http::target::{split_scheme, AbsoluteUri, Authority, Host};
 use crate::id::{QueryId, UpstreamId};
 use crate::io::{CloseReason, ConnectError, Connected, ResolveError, Role, Side, TunnelEnd};
 use crate::log::{AccessRecord, ExchangeKind};
+use crate::policy::auth::VerifyJob;
 use crate::policy::caps::CapExceeded;
-use crate::policy::{Denial, DenyKind};
+use crate::policy::{Authn, Denial, DenyKind};
 use crate::reason::{Decision, ErrorType};
 use crate::time::{Instant, Timer};
 use crate::tls::client_hello::{HelloPeeker, Peek};
@@ -142,6 +143,20 @@ impl Connection {
         let started = self.head.started.unwrap_or(now);
         self.head = HeadBuf::default();
         self.timers.stop(Timer::HeadRead);
+        self.begin_exchange(now, started, raw, None);
+    }
+
+    /// Starts the exchange for the request head `raw`, which began to
+    /// arrive at `started`. `verified`: its credential was verified under
+    /// the snapshot of this generation (it is being taken up again after
+    /// its bcrypt run).
+    fn begin_exchange(
+        &mut self,
+        now: Instant,
+        started: Instant,
+        raw: &[u8],
+        verified: Option<u64>,
+    ) {
         // A reload applies from the next request on.
         let generation = self.shared.generation();
         if generation != self.generation {
@@ -150,6 +165,7 @@ impl Connection {
             self.policy = snapshot.policy.clone();
             self.generation = generation;
         }
+        let verified = verified == Some(generation);
         let head = match parse_request(
             raw,
             self.config.limits.max_headers,
@@ -192,9 +208,21 @@ impl Connection {
             body_bytes: 0,
             peeker: None,
             hello: None,
+            pending_auth: None,
         };
-        match self.prepare(now, &head, &mut ex) {
+        match self.prepare(now, &head, &mut ex, verified) {
             Ok(Prepared::Forward) => {}
+            Ok(Prepared::Verify(job)) => {
+                ex.stage = Stage::Verifying;
+                ex.pending_auth = Some(Box::new(PendingAuth {
+                    raw: raw.to_vec(),
+                    job: job.clone(),
+                    generation,
+                }));
+                self.phase = Phase::Exchange(Box::new(ex));
+                self.outbox.push(Action::Verify(job));
+                return;
+            }
             Ok(Prepared::Local(reply)) => {
                 self.phase = Phase::Exchange(Box::new(ex));
                 return self.answer_locally(now, &head, raw, reply);
@@ -245,6 +273,7 @@ impl Connection {
         now: Instant,
         head: &RequestHead,
         ex: &mut Exchange,
+        verified: bool,
     ) -> Result<Prepared, ProxyError> {
         let framing = request_framing(head).map_err(RequestError::from)?;
         let hosts = head.fields.get_all("host").count();
@@ -322,7 +351,11 @@ impl Connection {
         let policy = &self.policy;
         let client_ip = self.client.ip();
         policy.check_client(client_ip)?;
-        ex.user = policy.authenticate(fields.get("proxy-authorization"), now)?;
+        let credential = fields.get("proxy-authorization");
+        ex.user = match policy.authenticate(credential, client_ip, now, verified)? {
+            Authn::Done(user) => user,
+            Authn::Verify(job) => return Ok(Prepared::Verify(job)),
+        };
         let user = ex.user.as_deref();
         policy.check_method_and_port(head.method, ex.authority.port, connect, user)?;
         policy.check_host(&ex.authority.host)?;
@@ -502,6 +535,33 @@ impl Connection {
                 self.fail(now, RequestError::BadChunk(e.0).into(), true);
                 data.len()
             }
+        }
+    }
+
+    /// The answer to an [`Action::Verify`]: the request goes on as if its
+    /// credential had been known good (or is refused with 407). Late
+    /// answers are ignored.
+    pub(crate) fn handle_verified(&mut self, now: Instant, ok: bool) {
+        self.debug_assert_drained();
+        let Phase::Exchange(ex) = &mut self.phase else {
+            return;
+        };
+        if ex.stage != Stage::Verifying {
+            return;
+        }
+        let Some(pending) = ex.pending_auth.take() else {
+            return;
+        };
+        let started = ex.started;
+        match self
+            .policy
+            .verified(&pending.job, ok, self.client.ip(), now)
+        {
+            Ok(_) => {
+                self.phase = Phase::Head;
+                self.begin_exchange(now, started, &pending.raw, Some(pending.generation));
+            }
+            Err(denial) => self.fail(now, denial.into(), false),
         }
     }
 
@@ -1507,6 +1567,8 @@ fn exchange_in(phase: &mut Phase) -> &mut Exchange {
 enum Prepared {
     Forward,
     Local(LocalReply),
+    /// The credential needs a bcrypt run first.
+    Verify(VerifyJob),
 }
 
 /// What the proxy answers itself.

@@ -38,6 +38,8 @@ pub(crate) struct Sim {
     pub(crate) forwarded: u64,
     /// What the driver last said to wait for.
     wait: Option<Wait>,
+    /// Password checks (bcrypt runs) the driver asked for.
+    pub(crate) verifies: usize,
 }
 
 impl Sim {
@@ -85,6 +87,7 @@ impl Sim {
             forward: false,
             forwarded: 0,
             wait: None,
+            verifies: 0,
         };
         sim.pump();
         sim
@@ -126,6 +129,13 @@ impl Sim {
                     return;
                 }
                 Op::Log(r) => self.logs.push(*r),
+                // A runtime runs it on another thread; the answer comes
+                // back as an input.
+                Op::Verify(job) => {
+                    self.verifies += 1;
+                    let ok = job.run();
+                    self.driver.handle(self.now, Input::Verified(ok));
+                }
                 Op::Close(reason) => {
                     assert!(self.closed.is_none(), "closed twice");
                     self.closed = Some(reason);
@@ -1215,6 +1225,7 @@ mod policy {
                 htpasswd: "users".into(),
                 realm: "r".into(),
                 allow_plaintext: true,
+                failures: None,
             }),
             ..Default::default()
         });
@@ -1256,6 +1267,7 @@ mod policy {
                 htpasswd: "users".into(),
                 realm: "corp".into(),
                 allow_plaintext: true,
+                failures: None,
             }),
             ..Default::default()
         });
@@ -1289,6 +1301,123 @@ mod policy {
         sim.upstream_sends(OK_HELLO);
         assert_eq!(sim.logs[0].user.as_deref(), Some("alice"));
         assert_eq!(sim.logs[0].decision.as_str(), "allowed");
+    }
+
+    /// An auth world: `alice` with a bcrypt hash (cost 4, to be quick),
+    /// `failures` as given.
+    fn bcrypt_world(failures: Option<crate::policy::rate::RateConfig>) -> Sim {
+        use crate::policy::AuthConfig;
+        let cfg = config(PolicyConfig {
+            auth: Some(AuthConfig {
+                htpasswd: "users".into(),
+                realm: "corp".into(),
+                allow_plaintext: false,
+                failures,
+            }),
+            ..Default::default()
+        });
+        let hash = bcrypt::hash("secret", 4).unwrap();
+        Sim::with_policy(cfg, &[("users", &format!("alice:{hash}\n"))])
+    }
+
+    fn get_as(sim: &mut Sim, user: &str, password: &str) {
+        sim.client_sends(
+            format!(
+                "GET http://example.com/ HTTP/1.1\r\nHost: a\r\nProxy-Authorization: Basic {}\r\n\r\n",
+                base64_encode(&format!("{user}:{password}"))
+            )
+            .as_bytes(),
+        );
+    }
+
+    #[test]
+    fn a_bcrypt_check_is_asked_of_the_runtime_once_then_remembered() {
+        let mut sim = bcrypt_world(None);
+        get_as(&mut sim, "alice", "secret");
+        assert_eq!(sim.verifies, 1, "the runtime runs the bcrypt job");
+        assert_eq!(sim.resolves.len(), 1, "then the request goes on");
+        sim.resolve(&["93.184.216.34"]);
+        sim.connect_ok(false);
+        assert!(!sim.sent_upstream().contains("Proxy-Authorization"));
+        sim.upstream_sends(OK_HELLO);
+        assert_eq!(sim.logs[0].user.as_deref(), Some("alice"));
+        // Kept alive: the same credential again costs no bcrypt run.
+        get_as(&mut sim, "alice", "secret");
+        assert_eq!(sim.verifies, 1, "remembered");
+        assert_eq!(sim.resolves.len(), 2, "and forwarded");
+
+        // A wrong password and an unknown user both cost a run (so timing
+        // tells nothing) and get 407.
+        for (user, password) in [("alice", "wrong"), ("mallory", "secret")] {
+            let mut sim = bcrypt_world(None);
+            get_as(&mut sim, user, password);
+            assert_eq!(sim.verifies, 1);
+            assert_refused(&sim, 407, "http_request_denied", "auth_required");
+            assert!(sim.resolves.is_empty());
+        }
+    }
+
+    #[test]
+    fn failed_logins_beyond_the_limit_get_429_without_a_check() {
+        use crate::policy::rate::RateConfig;
+        let mut sim = bcrypt_world(Some(RateConfig {
+            requests: 1,
+            per: Duration::from_secs(60),
+            burst: Some(3),
+        }));
+        for _ in 0..3 {
+            sim.take_client_text();
+            get_as(&mut sim, "alice", "wrong");
+            assert!(sim.client_text().starts_with("HTTP/1.1 407 "));
+        }
+        assert_eq!(sim.verifies, 3);
+        // Out of failed logins: refused before any work, a wrong password
+        // and the right one alike (it was never verified).
+        for password in ["wrong", "secret"] {
+            sim.take_client_text();
+            get_as(&mut sim, "alice", password);
+            let text = sim.client_text();
+            assert!(text.starts_with("HTTP/1.1 429 "), "{text}");
+            assert!(text.contains("Retry-After: "), "{text}");
+        }
+        assert_eq!(sim.verifies, 3, "no bcrypt run past the limit");
+        let log = sim.logs.last().unwrap();
+        assert_eq!(log.decision.as_str(), "rate_limited");
+        assert!(log
+            .rule
+            .as_deref()
+            .unwrap()
+            .contains("policy.auth.failures"));
+        // A minute later one more try is allowed, and the right password
+        // passes.
+        sim.advance(Duration::from_secs(61));
+        let mut sim2 = bcrypt_world(None);
+        get_as(&mut sim2, "alice", "secret");
+        assert_eq!(sim2.resolves.len(), 1);
+    }
+
+    #[test]
+    fn a_credential_verified_before_the_lockout_still_passes() {
+        use crate::policy::rate::RateConfig;
+        let cfg = Some(RateConfig {
+            requests: 1,
+            per: Duration::from_secs(60),
+            burst: Some(2),
+        });
+        let mut sim = bcrypt_world(cfg);
+        get_as(&mut sim, "alice", "secret");
+        sim.resolve(&["93.184.216.34"]);
+        sim.connect_ok(false);
+        sim.upstream_sends(OK_HELLO);
+        // Someone at the same address guesses until locked out...
+        for _ in 0..3 {
+            get_as(&mut sim, "alice", "guess");
+        }
+        assert!(sim.client_text().contains("HTTP/1.1 429 "));
+        // ...and the verified credential still goes through.
+        get_as(&mut sim, "alice", "secret");
+        assert_eq!(sim.logs.last().unwrap().decision.as_str(), "rate_limited");
+        assert_eq!(sim.resolves.len(), 2, "forwarded, not refused");
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub enum Input {
     Connected(UpstreamId, Result<Connected, ConnectError>),
     /// A [`Relay`](super::Relay) ended.
     TunnelEnded(TunnelEnd),
+    /// The answer of an [`Op::Verify`](super::Op::Verify)'s job.
+    Verified(bool),
     /// The deadline of a [`Wait`](super::Wait) (or of a resolve or
     /// connect) passed.
     Timeout,

@@ -19,6 +19,7 @@
 //!         Op::Resolve { .. } / Op::Connect { .. } => do it; handle(Resolved / Connected / Timeout),
 //!         Op::Release { .. } => pool or drop the upstream socket,
 //!         Op::Relay(r) => relay both ways; handle(TunnelEnded(end)),
+//!         Op::Verify(job) => job.run() on a thread of its own; handle(Verified(ok)),
 //!         Op::Log(record) => write it,
 //!         Op::Close(_) => shut down the client's write side,
 //!         Op::Wait(w) => wait for w.client / w.upstream / w.deadline; then
@@ -75,6 +76,7 @@ use crate::id::{ConnId, QueryId, UpstreamId};
 use crate::io::TunnelEndReason;
 use crate::io::{CloseReason, ConnectError, Connected, ResolveError, Role, Side, TunnelEnd};
 use crate::log::AccessRecord;
+use crate::policy::auth::VerifyJob;
 use crate::shared::Shared;
 use crate::time::{Instant, WallAnchor};
 use record::{Output, Step, Trace};
@@ -212,6 +214,7 @@ enum Pending {
     Resolved(QueryId, Result<Vec<IpAddr>, ResolveError>),
     Connected(UpstreamId, Result<Connected, ConnectError>),
     TunnelEnded(TunnelEnd),
+    Verified(bool),
     Timeout,
     Shutdown,
     ForceShutdown,
@@ -229,6 +232,7 @@ enum Planned<S: Storage> {
     Connect(UpstreamId, SocketAddr, bool),
     Release(UpstreamId, bool),
     Relay(Relay<S>),
+    Verify(VerifyJob),
     Log(Box<AccessRecord>),
     Close(CloseReason),
     Wait(Wait),
@@ -390,6 +394,7 @@ impl<S: Storage> Driver<S> {
                 }
                 self.pending.push_back(Pending::TunnelEnded(end));
             }
+            Input::Verified(ok) => self.pending.push_back(Pending::Verified(ok)),
             Input::Timeout => self.pending.push_back(Pending::Timeout),
             Input::Shutdown => {
                 if self.shutdown == Shutdown::No {
@@ -530,6 +535,7 @@ impl<S: Storage> Driver<S> {
             },
             Planned::Release(upstream, reuse) => Op::Release { upstream, reuse },
             Planned::Relay(relay) => Op::Relay(relay),
+            Planned::Verify(job) => Op::Verify(job),
             Planned::Log(record) => Op::Log(record),
             Planned::Close(reason) => Op::Close(reason),
             Planned::Wait(wait) => Op::Wait(wait),
@@ -625,6 +631,7 @@ impl<S: Storage> Driver<S> {
                     self.pending.clear();
                     Some(Planned::Close(reason))
                 }
+                Action::Verify(job) => Some(Planned::Verify(job)),
                 Action::Log(record) => Some(Planned::Log(record)),
             };
             if planned.is_some() {
@@ -759,6 +766,7 @@ impl<S: Storage> Driver<S> {
             }
             Pending::Connected(id, result) => c.handle_connected(now, id, result),
             Pending::TunnelEnded(end) => c.handle_tunnel_end(now, end),
+            Pending::Verified(ok) => c.handle_verified(now, ok),
             // Spurious or early wake-ups do nothing (the connection acts
             // only on timers that are due).
             Pending::Timeout => self.fire_timer(),
@@ -881,6 +889,7 @@ impl<S: Storage> Driver<S> {
                 to_upstream: Bytes::from(r.to_upstream.bytes()),
                 to_client: Bytes::from(r.to_client.bytes()),
             },
+            Planned::Verify(job) => Output::Verify(job.user().to_owned()),
             Planned::Log(record) => Output::Log(record.clone()),
             Planned::Close(reason) => Output::Close(*reason),
             Planned::Wait(w) => Output::Wait {

@@ -5,6 +5,7 @@ use crate::buf::{Heap, InBuf, Storage};
 use crate::id::{QueryId, UpstreamId};
 use crate::io::{CloseReason, Side};
 use crate::log::AccessRecord;
+use crate::policy::auth::VerifyJob;
 use crate::time::Instant;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -66,6 +67,10 @@ pub enum Op<'a, S: Storage = Heap> {
     /// Relay both ways between the client and the upstream until both
     /// directions end; report [`Input::TunnelEnded`](super::Input::TunnelEnded).
     Relay(Relay<S>),
+    /// Check a password (bcrypt, slow on purpose) where it holds up no
+    /// other connection: run [`VerifyJob::run`] on another thread and
+    /// report [`Input::Verified`](super::Input::Verified) with its answer.
+    Verify(VerifyJob),
     /// Write this access-log record.
     Log(Box<AccessRecord>),
     /// The core is finished with the client: everything it had to say

@@ -43,6 +43,8 @@ pub enum Output {
         /// Upstream bytes held, to go to the client first.
         to_client: Bytes,
     },
+    /// A password check, for this user.
+    Verify(String),
     /// An access-log record.
     Log(Box<AccessRecord>),
     /// The client's side closed.

@@ -2,7 +2,12 @@
 //!
 //! The runtime reads the file and hands its text to [`Htpasswd::parse`]; the
 //! runtime decodes nothing itself: [`parse_basic`] takes the raw
-//! `Proxy-Authorization` value and [`Htpasswd::verify`] answers yes or no.
+//! `Proxy-Authorization` value and [`Htpasswd::check`] answers yes or no at
+//! once, or hands back a [`VerifyJob`] when the answer takes a bcrypt run.
+//! bcrypt is slow on purpose (tens to hundreds of milliseconds), so the job
+//! runs where it cannot hold up other connections: the connection asks its
+//! runtime for it as an operation, and [`Htpasswd::verified`] takes the
+//! answer.
 //!
 //! Supported hashes are the ones worth trusting that `htpasswd` writes:
 //! bcrypt (`htpasswd -B`) and `{SHA}` (`htpasswd -s`, unsalted but at least
@@ -76,6 +81,53 @@ pub struct Htpasswd {
     cache: Mutex<HashMap<String, CacheEntry>>,
     #[cfg(test)]
     bcrypt_runs: std::sync::atomic::AtomicUsize,
+}
+
+/// What [`Htpasswd::check`] could tell at once.
+#[derive(Debug)]
+pub enum Check {
+    /// The answer.
+    Known(bool),
+    /// The answer needs this bcrypt run.
+    Slow(VerifyJob),
+}
+
+/// One bcrypt verification, to run where its cost (deliberately tens to
+/// hundreds of milliseconds of CPU) holds up no other connection: its
+/// [`run`](VerifyJob::run) is pure computation and may go to any thread.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VerifyJob {
+    user: String,
+    password: String,
+    hash: String,
+    /// SHA-1 of `user\0password`, remembered on success.
+    digest: Digest20,
+    /// False for an unknown user, checked against a dummy hash so that it
+    /// costs the same: never a success.
+    known_user: bool,
+}
+
+impl VerifyJob {
+    /// Runs bcrypt: whether the password matches the hash.
+    pub fn run(&self) -> bool {
+        // The hash was validated when the file was parsed, so an error here
+        // cannot come from the file; refusing is the safe answer regardless.
+        bcrypt::verify(&self.password, &self.hash).unwrap_or(false)
+    }
+
+    /// The user name the credential gave.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+}
+
+impl fmt::Debug for VerifyJob {
+    // Neither the password nor the hash belongs in a log or a panic.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyJob")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A bad line, reported with its 1-based number; the good lines still load.
@@ -181,7 +233,10 @@ impl Htpasswd {
             .count()
     }
 
-    /// Whether `password` is right for `user`.
+    /// Whether `password` is right for `user`, if that can be told at
+    /// once: a digest comparison, or a bcrypt verification remembered from
+    /// earlier. Otherwise the [`VerifyJob`] that tells; give its answer to
+    /// [`verified`](Htpasswd::verified).
     ///
     /// Digests are compared in constant time, and an unknown user costs about
     /// as much as a known one (a bcrypt run against a dummy hash of the
@@ -189,45 +244,64 @@ impl Htpasswd {
     /// by timing. Successful bcrypt verifications are remembered until
     /// `now + CACHE_TTL`, because bcrypt is deliberately slow and clients send
     /// the same credential with every request; failures are never remembered.
-    pub fn verify(&self, user: &str, password: &str, now: Instant) -> bool {
+    pub fn check(&self, user: &str, password: &str, now: Instant) -> Check {
         match self.users.get(user) {
             Some(Credential::Sha1(expected) | Credential::Plain(expected)) => {
-                ct_eq(&sha1(&[password.as_bytes()]), expected)
+                Check::Known(ct_eq(&sha1(&[password.as_bytes()]), expected))
             }
             Some(Credential::Bcrypt(hash)) => {
                 let digest = sha1(&[user.as_bytes(), b"\0", password.as_bytes()]);
                 if self.cached(user, &digest, now) {
-                    return true;
+                    return Check::Known(true);
                 }
-                let ok = self.run_bcrypt(password, hash);
-                if ok {
-                    self.remember(user, digest, now);
-                }
-                ok
+                Check::Slow(VerifyJob {
+                    user: user.to_owned(),
+                    password: password.to_owned(),
+                    hash: hash.clone(),
+                    digest,
+                    known_user: true,
+                })
             }
-            None => {
-                // Same work as a known user with a wrong password; the result
-                // is thrown away.
-                match &self.dummy_bcrypt {
-                    Some(hash) => {
-                        let _ = self.run_bcrypt(password, hash);
-                    }
-                    None => {
-                        let _ = ct_eq(&sha1(&[password.as_bytes()]), &[0; 20]);
-                    }
+            // Same work as a known user with a wrong password; the result
+            // is thrown away.
+            None => match &self.dummy_bcrypt {
+                Some(hash) => Check::Slow(VerifyJob {
+                    user: user.to_owned(),
+                    password: password.to_owned(),
+                    hash: hash.clone(),
+                    digest: [0; 20],
+                    known_user: false,
+                }),
+                None => {
+                    let _ = ct_eq(&sha1(&[password.as_bytes()]), &[0; 20]);
+                    Check::Known(false)
                 }
-                false
-            }
+            },
         }
     }
 
-    fn run_bcrypt(&self, password: &str, hash: &str) -> bool {
-        #[cfg(test)]
-        self.bcrypt_runs
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // The hash was validated when the file was parsed, so an error here
-        // cannot come from the file; refusing is the safe answer regardless.
-        bcrypt::verify(password, hash).unwrap_or(false)
+    /// Takes the answer of a [`VerifyJob`] this file gave out: remembers a
+    /// success (see [`check`](Htpasswd::check)). Returns the answer.
+    pub fn verified(&self, job: &VerifyJob, ok: bool, now: Instant) -> bool {
+        let ok = ok && job.known_user;
+        if ok {
+            self.remember(&job.user, job.digest, now);
+        }
+        ok
+    }
+
+    /// [`check`](Htpasswd::check), running any job here: for tests.
+    #[cfg(test)]
+    pub(crate) fn verify(&self, user: &str, password: &str, now: Instant) -> bool {
+        match self.check(user, password, now) {
+            Check::Known(ok) => ok,
+            Check::Slow(job) => {
+                self.bcrypt_runs
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let ok = job.run();
+                self.verified(&job, ok, now)
+            }
+        }
     }
 
     fn lock_cache(&self) -> MutexGuard<'_, HashMap<String, CacheEntry>> {

@@ -248,10 +248,39 @@ pub struct AuthConfig {
     /// Accept `user:password` lines in plain text (insecure; warned about).
     #[serde(default)]
     pub allow_plaintext: bool,
+    /// Failed logins allowed per client address (a token bucket, as
+    /// `rate`); beyond them the client gets 429 without its password being
+    /// checked at all, so guessing is slow and a flood of wrong passwords
+    /// costs no bcrypt runs. Credentials already verified still pass.
+    /// `None`: no limit.
+    #[serde(default = "default_failures")]
+    pub failures: Option<RateConfig>,
+}
+
+impl AuthConfig {
+    /// Authentication against the htpasswd file `htpasswd`, everything
+    /// else as by default.
+    pub fn new(htpasswd: String) -> Self {
+        AuthConfig {
+            htpasswd,
+            realm: default_realm(),
+            allow_plaintext: false,
+            failures: default_failures(),
+        }
+    }
 }
 
 fn default_realm() -> String {
     "proxy".to_owned()
+}
+
+/// 10 failed logins per client address, then one more a minute.
+fn default_failures() -> Option<RateConfig> {
+    Some(RateConfig {
+        requests: 1,
+        per: Duration::from_secs(60),
+        burst: Some(10),
+    })
 }
 
 /// The text of every file the configuration names, by the name it uses.
@@ -306,13 +335,73 @@ pub struct Policy {
     connect_ports: Vec<u16>,
     http_ports: Vec<u16>,
     users: BTreeMap<String, UserRules>,
-    auth: Option<(Htpasswd, String)>,
+    auth: Option<Auth>,
     rate: Option<rate::RateLimiter>,
     tls: TlsPolicy,
 }
 
 /// Most distinct keys a rate limiter tracks.
 const RATE_MAX_KEYS: usize = 100_000;
+
+/// Authentication as compiled: the users, the realm, and the failed
+/// logins per client.
+#[derive(Debug)]
+struct Auth {
+    users: Htpasswd,
+    realm: String,
+    failures: Option<rate::RateLimiter>,
+}
+
+impl Auth {
+    fn deny(&self, rule: &str) -> Denial {
+        Denial {
+            kind: DenyKind::Auth {
+                realm: self.realm.clone(),
+            },
+            rule: rule.to_owned(),
+        }
+    }
+
+    /// Takes one of `client`'s failed logins for an attempt about to be
+    /// checked (so that checks in flight count too); `Err` (429) when none
+    /// is left. A success gives it back ([`succeeded`](Auth::succeeded)).
+    fn attempt(&self, client: IpAddr, now: crate::Instant) -> Result<(), Denial> {
+        match &self.failures {
+            Some(f) => f
+                .check(&rate::RateKey::Ip(client), now)
+                .map_err(|after| self.too_many(client, after)),
+            None => Ok(()),
+        }
+    }
+
+    /// The attempt was a good login: it does not count as a failure.
+    fn succeeded(&self, client: IpAddr, now: crate::Instant) {
+        if let Some(f) = &self.failures {
+            f.refund(&rate::RateKey::Ip(client), now);
+        }
+    }
+
+    fn too_many(&self, client: IpAddr, after: Duration) -> Denial {
+        Denial {
+            kind: DenyKind::Rate(after),
+            rule: format!(
+                "too many failed logins from {} (policy.auth.failures)",
+                cidr::canonical(client)
+            ),
+        }
+    }
+}
+
+/// What [`Policy::authenticate`] concluded.
+#[derive(Debug)]
+pub enum Authn {
+    /// The request may go on, as this user (`None`: no authentication is
+    /// configured).
+    Done(Option<String>),
+    /// The credential takes a bcrypt run to check: run the job away from
+    /// other connections, then give its answer to [`Policy::verified`].
+    Verify(auth::VerifyJob),
+}
 
 impl Policy {
     /// A policy that allows everything from anywhere to anywhere, and so
@@ -429,7 +518,14 @@ impl Policy {
                 }));
                 report.users = users.len();
                 report.plaintext_users = users.plaintext_users();
-                Some((users, a.realm.clone()))
+                Some(Auth {
+                    users,
+                    realm: a.realm.clone(),
+                    failures: a
+                        .failures
+                        .clone()
+                        .map(|r| rate::RateLimiter::new(r, RATE_MAX_KEYS)),
+                })
             }
         };
         let rate = config
@@ -469,30 +565,63 @@ impl Policy {
         }
     }
 
-    /// Step 2: the authenticated user, `None` when no authentication is
-    /// configured.
+    /// Step 2: who the client is. `None` when no authentication is
+    /// configured; a [`VerifyJob`](auth::VerifyJob) when telling takes a
+    /// bcrypt run. `verified`: this very credential was verified moments
+    /// ago (the request is being taken up again after its job).
+    ///
+    /// A client over its failed-login limit gets 429 before its credential
+    /// is looked at, unless that credential is one already verified.
     pub fn authenticate(
         &self,
         proxy_authorization: Option<&[u8]>,
+        client: IpAddr,
         now: crate::Instant,
-    ) -> Result<Option<String>, Denial> {
-        let Some((users, realm)) = &self.auth else {
-            return Ok(None);
+        verified: bool,
+    ) -> Result<Authn, Denial> {
+        let Some(auth) = &self.auth else {
+            return Ok(Authn::Done(None));
         };
-        let deny = |rule: &str| Denial {
-            kind: DenyKind::Auth {
-                realm: realm.clone(),
-            },
-            rule: rule.to_owned(),
+        let value = proxy_authorization.ok_or_else(|| auth.deny("no credentials"))?;
+        let Some((user, password)) = auth::parse_basic(value) else {
+            auth.attempt(client, now)?;
+            return Err(auth.deny("unreadable credentials"));
         };
-        let value = proxy_authorization.ok_or_else(|| deny("no credentials"))?;
-        let (user, password) =
-            auth::parse_basic(value).ok_or_else(|| deny("unreadable credentials"))?;
-        if users.verify(&user, &password, now) {
-            Ok(Some(user))
-        } else {
-            Err(deny("wrong user name or password"))
+        if verified {
+            return Ok(Authn::Done(Some(user)));
         }
+        match auth.users.check(&user, &password, now) {
+            auth::Check::Known(true) => Ok(Authn::Done(Some(user))),
+            check => {
+                // Not one already verified: the failed-login limit applies
+                // before any work is spent on it.
+                auth.attempt(client, now)?;
+                match check {
+                    auth::Check::Slow(job) => Ok(Authn::Verify(job)),
+                    _ => Err(auth.deny("wrong user name or password")),
+                }
+            }
+        }
+    }
+
+    /// The answer of a [`VerifyJob`](auth::VerifyJob) from
+    /// [`authenticate`](Policy::authenticate): the user, or a refusal
+    /// (which counts against the client's failed logins).
+    pub fn verified(
+        &self,
+        job: &auth::VerifyJob,
+        ok: bool,
+        client: IpAddr,
+        now: crate::Instant,
+    ) -> Result<String, Denial> {
+        let Some(auth) = &self.auth else {
+            return Ok(job.user().to_owned());
+        };
+        if auth.users.verified(job, ok, now) {
+            auth.succeeded(client, now);
+            return Ok(job.user().to_owned());
+        }
+        Err(auth.deny("wrong user name or password"))
     }
 
     /// Step 3: method and port, with the user's own rules if any.

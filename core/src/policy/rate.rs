@@ -165,6 +165,21 @@ impl RateLimiter {
         Ok(())
     }
 
+    /// Gives back one token [`check`](Self::check) took for `key` (the
+    /// attempt it was taken for turned out not to count), never filling
+    /// the bucket beyond full.
+    pub fn refund(&self, key: &RateKey, now: Instant) {
+        let key = key.canonical();
+        let now = self.scaled(now);
+        let mut shard = self.shard(&key);
+        if let Some(tat) = shard.get_mut(key.as_ref()) {
+            *tat = tat.saturating_sub(self.interval);
+            if *tat <= now {
+                shard.remove(key.as_ref());
+            }
+        }
+    }
+
     /// Keys currently tracked, including idle ones not yet swept.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| lock(s).len()).sum()
@@ -261,6 +276,26 @@ mod tests {
 
     fn ip(a: u8, b: u8, c: u8, d: u8) -> RateKey {
         RateKey::Ip(IpAddr::V4(Ipv4Addr::new(a, b, c, d)))
+    }
+
+    #[test]
+    fn a_refund_gives_one_token_back_and_never_more_than_a_full_bucket() {
+        let limiter = RateLimiter::new(config(1, Duration::from_secs(60), Some(2)), 100);
+        let key = ip(10, 0, 0, 9);
+        assert_eq!(limiter.check(&key, at(0)), Ok(()));
+        assert_eq!(limiter.check(&key, at(0)), Ok(()));
+        assert!(limiter.check(&key, at(0)).is_err());
+        limiter.refund(&key, at(0));
+        assert_eq!(limiter.check(&key, at(0)), Ok(()), "the refunded token");
+        assert!(limiter.check(&key, at(0)).is_err());
+        // Refunds beyond a full bucket are lost, not banked.
+        for _ in 0..5 {
+            limiter.refund(&key, at(0));
+        }
+        assert!(limiter.is_empty(), "a full bucket is no entry");
+        assert_eq!(limiter.check(&key, at(0)), Ok(()));
+        assert_eq!(limiter.check(&key, at(0)), Ok(()));
+        assert!(limiter.check(&key, at(0)).is_err());
     }
 
     #[test]

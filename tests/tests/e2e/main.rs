@@ -5,6 +5,7 @@
 //! Nothing here touches the network beyond 127.0.0.1 and ::1; names are
 //! pinned with `--resolve`.
 
+mod auth_flood;
 mod errors;
 mod forwarding;
 mod keepalive;
