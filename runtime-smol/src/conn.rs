@@ -21,7 +21,6 @@ use proxy_host::io_error::connect_error;
 use proxy_host::lifecycle::{ConnGuard, EventListener, Lifecycle, Stage};
 use proxy_host::pool::Pool;
 use proxy_host::{Clock, Settings};
-use smol::Timer;
 use std::future::Future;
 use std::io::Read;
 use std::net::{Shutdown, SocketAddr};
@@ -71,8 +70,7 @@ pub(crate) async fn serve(
         shared: shared.clone(),
         client,
         upstream: None,
-        timer: Timer::never(),
-        armed: None,
+        alarm: net::Alarm::default(),
         told: Stage::Running,
         life_listener: None,
         upstream_first: false,
@@ -102,9 +100,8 @@ struct Held {
     id: UpstreamId,
     addr: SocketAddr,
     stream: Stream,
-    /// Nothing can have arrived yet (a new connection, or a pooled one
-    /// just checked): the first wait registers for readiness without
-    /// trying a read that would only come up empty.
+    /// The next wait registers for readiness without trying a read
+    /// first: nothing can have arrived yet.
     skip_read: bool,
 }
 
@@ -115,9 +112,8 @@ struct Conn {
     upstream: Option<Held>,
     /// A write that makes no progress for this long fails.
     write_stall: Duration,
-    timer: Timer,
-    /// The deadline `timer` is set for (see `arm`); `None` once fired.
-    armed: Option<Instant>,
+    /// Fires for the driver's deadline.
+    alarm: net::Alarm,
     /// The lifecycle stage the driver was last told of.
     told: Stage,
     /// Notified at the next lifecycle stage; kept across waits.
@@ -235,14 +231,8 @@ impl Conn {
     }
 
     async fn resolve(&self, query: QueryId, host: String, deadline: Option<Instant>) -> Input {
-        let answer = match self.shared.settings.resolver.lookup_static(&host) {
-            Some(answer) => Some(answer),
-            None => {
-                let lookup = smol::unblock(move || proxy_host::resolver::system_resolve(&host));
-                self.before(deadline, lookup).await
-            }
-        };
-        match answer {
+        let at = deadline.map(|d| self.shared.clock.to_std(d));
+        match net::resolve(&self.shared.settings.resolver, host, at).await {
             Some(result) => Input::Resolved(query, result),
             None => Input::Timeout,
         }
@@ -257,18 +247,21 @@ impl Conn {
     ) -> Input {
         // Whatever was held before is finished with.
         self.upstream = None;
-        if allow_pooled {
-            while let Some(stream) = self.shared.pool.take(addr) {
-                if net::is_alive(&stream) {
-                    self.hold(id, addr, stream);
-                    return Input::Connected(id, Ok(Connected { reused: true }));
-                }
-            }
-        }
-        match self.before(deadline, net::connect(addr)).await {
-            Some(Ok(stream)) => {
-                self.hold(id, addr, stream);
-                Input::Connected(id, Ok(Connected { reused: false }))
+        let pool = allow_pooled.then_some(&self.shared.pool);
+        let at = deadline.map(|d| self.shared.clock.to_std(d));
+        match net::connect_or_reuse(pool, addr, at).await {
+            Some(Ok((stream, reused))) => {
+                // Nothing can have arrived yet (a new connection, or a
+                // pooled one just checked): the first wait registers for
+                // readiness without trying a read first.
+                let skip_read = true;
+                self.upstream = Some(Held {
+                    id,
+                    addr,
+                    stream,
+                    skip_read,
+                });
+                Input::Connected(id, Ok(Connected { reused }))
             }
             Some(Err(e)) => Input::Connected(id, Err(connect_error(&e))),
             // The core's timer answers (504).
@@ -276,39 +269,10 @@ impl Conn {
         }
     }
 
-    fn hold(&mut self, id: UpstreamId, addr: SocketAddr, stream: Stream) {
-        self.upstream = Some(Held {
-            id,
-            addr,
-            stream,
-            skip_read: true,
-        });
-    }
-
-    /// Runs `fut` until `deadline`; `None` if the deadline came first.
-    async fn before<T>(
-        &self,
-        deadline: Option<Instant>,
-        fut: impl Future<Output = T>,
-    ) -> Option<T> {
-        match deadline {
-            None => Some(fut.await),
-            Some(deadline) => {
-                let at = self.shared.clock.to_std(deadline);
-                future::or(async { Some(fut.await) }, async {
-                    Timer::at(at).await;
-                    None
-                })
-                .await
-            }
-        }
-    }
-
     async fn relay(&mut self, r: Relay<Pooled>) -> TunnelEnd {
         // The relay has its own timer and listener: these would only hold
         // reactor and lifecycle entries meanwhile.
-        self.timer = Timer::never();
-        self.armed = None;
+        self.alarm = net::Alarm::default();
         self.life_listener = None;
         match &self.upstream {
             Some(up) if up.id == r.upstream => {
@@ -329,25 +293,10 @@ impl Conn {
         }
     }
 
-    /// Makes sure the timer fires no later than `deadline`.
-    ///
-    /// The timer is moved only when the deadline comes *earlier* than the
-    /// one it is set for: every move costs the reactor a wake-up, and the
-    /// deadline changes several times per request (head read, response,
-    /// transfer, client idle). A later deadline just lets the timer fire
-    /// early; `wait` then sets it again, at most once per timeout period.
-    fn arm(&mut self, deadline: Instant) -> std::time::Instant {
-        let at = self.shared.clock.to_std(deadline);
-        if self.armed.map_or(true, |armed| deadline < armed) {
-            self.timer.set_at(at);
-            self.armed = Some(deadline);
-        }
-        at
-    }
-
     /// Waits for what `w` names, and reports it.
     async fn wait(&mut self, w: Wait) {
-        let deadline = w.deadline.map(|d| (d, self.arm(d)));
+        let clock = &self.shared.clock;
+        let deadline = w.deadline.map(|d| (d, self.alarm.arm(d, clock.to_std(d))));
         if self.life_listener.is_none() {
             // Listen first, then look, so a change in between is not lost.
             self.life_listener = Some(self.shared.life.changed());
@@ -361,8 +310,7 @@ impl Conn {
             driver,
             client,
             upstream,
-            timer,
-            armed,
+            alarm,
             life_listener,
             upstream_first,
             ..
@@ -412,14 +360,8 @@ impl Conn {
                 }
             }
             if let Some((due, at)) = deadline {
-                while Pin::new(&mut *timer).poll(cx).is_ready() {
-                    if std::time::Instant::now() >= at {
-                        *armed = None;
-                        return Poll::Ready(Woke::Deadline);
-                    }
-                    // Set for an earlier deadline than the driver has now.
-                    timer.set_at(at);
-                    *armed = Some(due);
+                if alarm.poll(cx, due, at) {
+                    return Poll::Ready(Woke::Deadline);
                 }
             }
             if let Some(listener) = life_listener.as_mut() {

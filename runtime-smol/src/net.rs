@@ -3,17 +3,20 @@
 //! whole writes with a stall limit, connecting, telling a stale pooled
 //! connection from a live one, and closing a client gracefully.
 
-use futures_lite::future::poll_fn;
+use futures_lite::future::{self, poll_fn};
 use futures_lite::ready;
 use futures_lite::{AsyncRead, AsyncWrite};
+use proxy_core::ResolveError;
 use proxy_host::buf::InBuf;
 use proxy_host::lifecycle::{EventListener, Lifecycle};
+use proxy_host::pool::Pool;
+use proxy_host::resolver::{system_resolve, Resolver};
 #[cfg(target_os = "linux")]
 use proxy_host::splice::{Pipe, PIPES, SPLICE_MAX};
 use smol::{Async, Timer};
 use std::future::Future;
 use std::io::{self, IoSlice, Read as _};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -27,6 +30,105 @@ pub(crate) async fn connect(addr: SocketAddr) -> io::Result<Stream> {
     let stream = Async::<TcpStream>::connect(addr).await?;
     let _ = stream.get_ref().set_nodelay(true);
     Ok(Arc::new(stream))
+}
+
+/// A live idle connection to `addr` from `pool` (if given), or a new one;
+/// says which. `None` if `at` passes first.
+pub(crate) async fn connect_or_reuse(
+    pool: Option<&Pool<Stream>>,
+    addr: SocketAddr,
+    at: Option<Instant>,
+) -> Option<io::Result<(Stream, bool)>> {
+    if let Some(pool) = pool {
+        while let Some(stream) = pool.take(addr) {
+            if is_alive(&stream) {
+                return Some(Ok((stream, true)));
+            }
+        }
+    }
+    let connected = before(at, connect(addr)).await?;
+    Some(connected.map(|stream| (stream, false)))
+}
+
+/// The addresses of `host`: from the `--resolve` overrides, or the system
+/// resolver on the blocking pool. `None` if `at` passes first.
+pub(crate) async fn resolve(
+    resolver: &Resolver,
+    host: String,
+    at: Option<Instant>,
+) -> Option<Result<Vec<IpAddr>, ResolveError>> {
+    match resolver.lookup_static(&host) {
+        Some(answer) => Some(answer),
+        None => before(at, smol::unblock(move || system_resolve(&host))).await,
+    }
+}
+
+/// Runs `fut` until `at`; `None` if `at` came first.
+async fn before<T>(at: Option<Instant>, fut: impl Future<Output = T>) -> Option<T> {
+    match at {
+        None => Some(fut.await),
+        Some(at) => {
+            future::or(async { Some(fut.await) }, async {
+                Timer::at(at).await;
+                None
+            })
+            .await
+        }
+    }
+}
+
+/// A connection's timer, for the deadline of its waits.
+///
+/// The timer is moved only when a deadline comes *earlier* than the one
+/// it is set for: every move costs the reactor a wake-up, and the deadline
+/// changes several times per request (head read, response, transfer,
+/// client idle). A later deadline just lets the timer fire early; the
+/// next poll then sets it again, at most once per timeout period.
+#[derive(Debug)]
+pub(crate) struct Alarm {
+    timer: Timer,
+    /// The deadline the timer is set for; `None` once it fired.
+    armed: Option<proxy_core::Instant>,
+}
+
+impl Default for Alarm {
+    fn default() -> Self {
+        Alarm {
+            timer: Timer::never(),
+            armed: None,
+        }
+    }
+}
+
+impl Alarm {
+    /// Makes sure the timer fires no later than `due` (at `at`); returns
+    /// `at`.
+    pub(crate) fn arm(&mut self, due: proxy_core::Instant, at: Instant) -> Instant {
+        if self.armed.map_or(true, |armed| due < armed) {
+            self.timer.set_at(at);
+            self.armed = Some(due);
+        }
+        at
+    }
+
+    /// Whether `due` (at `at`) has passed; registers for a wake-up if not.
+    pub(crate) fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        due: proxy_core::Instant,
+        at: Instant,
+    ) -> bool {
+        while Pin::new(&mut self.timer).poll(cx).is_ready() {
+            if Instant::now() >= at {
+                self.armed = None;
+                return true;
+            }
+            // Set for an earlier deadline than the one now asked for.
+            self.timer.set_at(at);
+            self.armed = Some(due);
+        }
+        false
+    }
 }
 
 /// Whether an idle pooled connection still looks usable: nothing to read

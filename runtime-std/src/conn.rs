@@ -15,7 +15,7 @@
 //! driver hears of them as `Shutdown` and `ForceShutdown`; a tunnel's
 //! relay watches the stop beacon itself.
 
-use crate::net::{drain_pipe, linger, prepare_socket, write_all};
+use crate::net::{self, linger, prepare_socket, write_all, Forward};
 use crate::parking::Wait;
 use crate::relay::{Relay, RelayStep, Start};
 use crate::sys::{self, POLLIN};
@@ -256,26 +256,15 @@ impl Conn {
     ) -> Input {
         // Whatever was held before is finished with.
         self.upstream = None;
-        if allow_pooled {
-            while let Some(stream) = self.shared.pool.take(addr) {
-                if sys::nothing_to_read(stream.as_raw_fd()) {
-                    self.upstream = Some(Held { id, addr, stream });
-                    return Input::Connected(id, Ok(Connected { reused: true }));
-                }
-            }
-        }
         let limit = match deadline {
             Some(d) => d.saturating_since(self.now()),
             None => self.shared.settings.config().timeouts.connect,
         };
-        if limit.is_zero() {
-            return Input::Timeout;
-        }
-        match TcpStream::connect_timeout(&addr, limit) {
-            Ok(stream) => {
-                let _ = prepare_socket(&stream);
+        let pool = allow_pooled.then_some(&self.shared.pool);
+        match net::connect_or_reuse(pool, addr, limit) {
+            Ok((stream, reused)) => {
                 self.upstream = Some(Held { id, addr, stream });
-                Input::Connected(id, Ok(Connected { reused: false }))
+                Input::Connected(id, Ok(Connected { reused }))
             }
             // The core's timer answers (504).
             Err(e) if e.kind() == io::ErrorKind::TimedOut => Input::Timeout,
@@ -354,52 +343,30 @@ impl Conn {
     }
 
     /// Moves up to `max` response body bytes from the upstream to the
-    /// client with splice(2), without reading them into memory, and
-    /// reports them. Reads them instead when no pipe can be had.
-    #[cfg(target_os = "linux")]
+    /// client without reading them (splice), and reports them; reads them
+    /// instead when that cannot be done.
     fn forward(&mut self, max: u64) {
-        use proxy_host::splice::{PIPES, SPLICE_MAX};
         let Some(up) = self.upstream.as_ref() else {
             return;
         };
         let now = self.now();
-        let Ok(mut pipe) = PIPES.take() else {
-            let stream = &up.stream;
-            let _ = self
-                .driver
-                .read_from(now, Side::Upstream, |room| (&*stream).read(room));
-            return;
-        };
-        let want = usize::try_from(max).unwrap_or(usize::MAX).min(SPLICE_MAX);
-        match pipe.fill_from(&up.stream, want) {
-            Ok(0) => self.driver.handle(now, Input::Eof(Side::Upstream)),
-            Ok(n) => {
-                let delivered =
-                    drain_pipe(&mut pipe, &self.client, &self.shared.life, self.write_stall);
-                self.driver.handle(self.now(), Input::Forwarded(n as u64));
+        let life = &self.shared.life;
+        match net::forward(&up.stream, &self.client, max, life, self.write_stall) {
+            Forward::Unavailable => {
+                let stream = &up.stream;
+                let _ = self
+                    .driver
+                    .read_from(now, Side::Upstream, |room| (&*stream).read(room));
+            }
+            Forward::Nothing => {}
+            Forward::Eof => self.driver.handle(now, Input::Eof(Side::Upstream)),
+            Forward::Failed => self.driver.handle(now, Input::Failed(Side::Upstream)),
+            Forward::Moved(n, delivered) => {
+                self.driver.handle(self.now(), Input::Forwarded(n));
                 if delivered.is_err() {
                     self.failed(Side::Client);
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) => {}
-            Err(_) => self.driver.handle(now, Input::Failed(Side::Upstream)),
-        }
-        // A pipe the client did not empty is closed, not pooled.
-        PIPES.put(pipe);
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn forward(&mut self, _max: u64) {
-        if let Some(up) = self.upstream.as_ref() {
-            let stream = &up.stream;
-            let now = self.now();
-            let _ = self
-                .driver
-                .read_from(now, Side::Upstream, |room| (&*stream).read(room));
         }
     }
 

@@ -6,8 +6,9 @@
 
 use crate::sys::{self, POLLIN};
 use proxy_host::lifecycle::Lifecycle;
+use proxy_host::pool::Pool;
 use std::io::{self, IoSlice, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
@@ -64,10 +65,87 @@ pub(crate) fn write_all<'a>(
     }
 }
 
+/// A live idle connection to `addr` from `pool` (if given), or a new one
+/// made within `limit` (`TimedOut` past it); says which.
+pub(crate) fn connect_or_reuse(
+    pool: Option<&Pool<TcpStream>>,
+    addr: SocketAddr,
+    limit: Duration,
+) -> io::Result<(TcpStream, bool)> {
+    if let Some(pool) = pool {
+        while let Some(stream) = pool.take(addr) {
+            if sys::nothing_to_read(stream.as_raw_fd()) {
+                return Ok((stream, true));
+            }
+        }
+    }
+    if limit.is_zero() {
+        return Err(io::ErrorKind::TimedOut.into());
+    }
+    let stream = TcpStream::connect_timeout(&addr, limit)?;
+    let _ = prepare_socket(&stream);
+    Ok((stream, false))
+}
+
+/// What [`forward`] did.
+pub(crate) enum Forward {
+    /// Splicing is not possible (another system, no pipe to be had): read
+    /// the bytes instead.
+    Unavailable,
+    /// The upstream had nothing after all.
+    Nothing,
+    /// The upstream's end of stream.
+    Eof,
+    /// Reading the upstream failed.
+    Failed,
+    /// This many bytes went from the upstream; how writing them to the
+    /// client went.
+    Moved(u64, io::Result<()>),
+}
+
+/// Moves up to `max` bytes from `upstream` to `client` through a pipe
+/// (splice(2)), without reading them into memory; waits, as
+/// [`write_all`] does, while the client's socket is full.
+#[cfg(target_os = "linux")]
+pub(crate) fn forward(
+    upstream: &TcpStream,
+    client: &TcpStream,
+    max: u64,
+    life: &Lifecycle,
+    stall: Duration,
+) -> Forward {
+    use proxy_host::splice::{PIPES, SPLICE_MAX};
+    let Ok(mut pipe) = PIPES.take() else {
+        return Forward::Unavailable;
+    };
+    let want = usize::try_from(max).unwrap_or(usize::MAX).min(SPLICE_MAX);
+    let outcome = match pipe.fill_from(upstream, want) {
+        Ok(0) => Forward::Eof,
+        Ok(n) => Forward::Moved(n as u64, drain_pipe(&mut pipe, client, life, stall)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            Forward::Nothing
+        }
+        Err(_) => Forward::Failed,
+    };
+    // A pipe the client did not empty is closed, not pooled.
+    PIPES.put(pipe);
+    outcome
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn forward(_: &TcpStream, _: &TcpStream, _: u64, _: &Lifecycle, _: Duration) -> Forward {
+    Forward::Unavailable
+}
+
 /// Splices everything in `pipe` into `client`, waiting (as `write_all`
 /// does) while the client's socket is full.
 #[cfg(target_os = "linux")]
-pub(crate) fn drain_pipe(
+fn drain_pipe(
     pipe: &mut proxy_host::splice::Pipe,
     client: &TcpStream,
     life: &Lifecycle,
