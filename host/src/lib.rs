@@ -13,6 +13,7 @@ pub mod diag;
 pub mod hashing;
 pub mod io_error;
 pub mod lifecycle;
+pub mod offload;
 pub mod pool;
 pub mod resolver;
 pub mod settings;

@@ -1,5 +1,6 @@
 //! Name resolution: static overrides first, then the system resolver.
 
+use crate::offload::{Pool, Ticket};
 use proxy_core::ResolveError;
 use std::collections::HashMap;
 use std::net::{IpAddr, ToSocketAddrs};
@@ -36,6 +37,16 @@ impl Resolver {
         }
         system_resolve(host)
     }
+}
+
+/// Threads for system lookups: getaddrinfo blocks for as long as DNS
+/// takes, so a few dozen slow names at once must not hold as many
+/// connection threads.
+static LOOKUPS: Pool = Pool::new("resolver", || 16);
+
+/// Asks the system resolver on a lookup thread.
+pub fn system_lookup(host: String) -> Ticket<Result<Vec<IpAddr>, ResolveError>> {
+    LOOKUPS.run(move || system_resolve(&host))
 }
 
 /// Asks the system resolver (getaddrinfo); blocks.

@@ -15,7 +15,7 @@
 //! driver hears of them as `Shutdown` and `ForceShutdown`; a tunnel's
 //! relay watches the stop beacon itself.
 
-use crate::net::{self, linger, prepare_socket, write_all, Forward};
+use crate::net::{self, linger, prepare_socket, write_all, Forward, Lookup};
 use crate::parking::Wait;
 use crate::relay::{Relay, RelayStep, Start};
 use crate::sys::{self, POLLIN};
@@ -73,6 +73,8 @@ pub(crate) struct Conn {
     upstream: Option<Held>,
     /// The tunnel being relayed, once the driver asked for one.
     relay: Option<Relay>,
+    /// A system lookup under way.
+    lookup: Option<Lookup>,
     /// The lifecycle stage the driver was last told of.
     told: Stage,
     /// Read and discard before closing (the driver's last word).
@@ -113,6 +115,7 @@ impl Conn {
             client,
             upstream: None,
             relay: None,
+            lookup: None,
             told: Stage::Running,
             linger: false,
             write_stall: settings.config().timeouts.transfer_idle,
@@ -161,12 +164,18 @@ impl Conn {
                     }
                 }
                 Op::Resolve { query, host, .. } => {
-                    // A lookup that outlasts the deadline is answered by
-                    // the core's timer: the driver handles a deadline
-                    // that passed before the answer came first.
-                    let result = self.shared.settings.resolver.resolve_blocking(&host);
-                    self.driver
-                        .handle(self.now(), Input::Resolved(query, result));
+                    let now = self.now();
+                    match self.shared.settings.resolver.lookup_static(&host) {
+                        Some(result) => self.driver.handle(now, Input::Resolved(query, result)),
+                        // On a lookup thread: the answer is waited for
+                        // like a socket, parked or not.
+                        None => match Lookup::start(query, host) {
+                            Ok(lookup) => self.lookup = Some(lookup),
+                            Err((query, result)) => {
+                                self.driver.handle(now, Input::Resolved(query, result))
+                            }
+                        },
+                    }
                 }
                 Op::Connect {
                     upstream,
@@ -289,10 +298,12 @@ impl Conn {
             .as_ref()
             .filter(|u| w.upstream.is_some_and(|wu| wu.id == u.id));
         let up_fd = up.map(|u| u.stream.as_raw_fd());
+        let lookup_fd = self.lookup.as_ref().map(|l| l.signal.as_raw_fd());
         let mut fds = [
             sys::pollfd(client_fd, POLLIN),
             sys::pollfd(up_fd, POLLIN),
             sys::pollfd(Some(beacon), POLLIN),
+            sys::pollfd(lookup_fd, POLLIN),
         ];
         let parks = self.parking
             && self.told == Stage::Running
@@ -306,7 +317,7 @@ impl Conn {
         match sys::poll(&mut fds, timeout) {
             Ok(0) if parks => {
                 return Some(Wait {
-                    fds: [client_fd, up_fd],
+                    fds: [client_fd, up_fd, lookup_fd],
                     deadline: w.deadline.map(|d| self.shared.clock.to_std(d)),
                 })
             }
@@ -321,6 +332,16 @@ impl Conn {
         let now = self.now();
         if w.deadline.is_some_and(|d| d <= now) {
             self.driver.handle(now, Input::Timeout);
+        }
+        if fds[3].revents != 0 {
+            if let Some(lookup) = self.lookup.take() {
+                match lookup.ticket.try_take() {
+                    Some(result) => self
+                        .driver
+                        .handle(now, Input::Resolved(lookup.query, result)),
+                    None => self.lookup = Some(lookup),
+                }
+            }
         }
         if fds[0].revents != 0 {
             let client = &self.client;
@@ -391,7 +412,11 @@ impl Conn {
             park_after,
         ) {
             RelayStep::Idle => Some(Wait {
-                fds: [Some(self.client.as_raw_fd()), Some(up.stream.as_raw_fd())],
+                fds: [
+                    Some(self.client.as_raw_fd()),
+                    Some(up.stream.as_raw_fd()),
+                    None,
+                ],
                 deadline: relay.deadline(),
             }),
             RelayStep::Ended(end) => {

@@ -5,11 +5,14 @@
 //! any wait short.
 
 use crate::sys::{self, POLLIN};
+use proxy_core::{QueryId, ResolveError};
 use proxy_host::lifecycle::Lifecycle;
+use proxy_host::offload::Ticket;
 use proxy_host::pool::Pool;
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 /// How long, at most, to read and discard what a client still sends after
@@ -85,6 +88,33 @@ pub(crate) fn connect_or_reuse(
     let stream = TcpStream::connect_timeout(&addr, limit)?;
     let _ = prepare_socket(&stream);
     Ok((stream, false))
+}
+
+/// A system lookup under way on a lookup thread.
+pub(crate) struct Lookup {
+    pub(crate) query: QueryId,
+    pub(crate) ticket: Ticket<Result<Vec<IpAddr>, ResolveError>>,
+    /// Readable once the answer is there.
+    pub(crate) signal: UnixStream,
+}
+
+impl Lookup {
+    /// Starts looking `host` up; if it cannot be waited for like a socket
+    /// (no descriptor left), waits for the answer here instead.
+    pub(crate) fn start(
+        query: QueryId,
+        host: String,
+    ) -> Result<Lookup, (QueryId, Result<Vec<IpAddr>, ResolveError>)> {
+        let ticket = proxy_host::resolver::system_lookup(host);
+        match ticket.signal() {
+            Ok(signal) => Ok(Lookup {
+                query,
+                ticket,
+                signal,
+            }),
+            Err(_) => Err((query, ticket.wait())),
+        }
+    }
 }
 
 /// What [`forward`] did.

@@ -33,7 +33,7 @@ const FIRST_CONN: u64 = 2;
 /// What a connection waits for while parked.
 pub(crate) struct Wait {
     /// Descriptors to watch for readability (or end of stream, or error).
-    pub(crate) fds: [Option<RawFd>; 2],
+    pub(crate) fds: [Option<RawFd>; 3],
     /// When to hand it back regardless.
     pub(crate) deadline: Option<Instant>,
 }
@@ -66,7 +66,7 @@ struct Lot<T> {
 
 struct Parked<T> {
     conn: T,
-    fds: [Option<RawFd>; 2],
+    fds: [Option<RawFd>; 3],
 }
 
 impl<T> ParkingLot<T> {
@@ -106,7 +106,7 @@ impl<T> ParkingLot<T> {
         }
         let token = lot.next_token;
         lot.next_token += 1;
-        let mut added = Vec::with_capacity(2);
+        let mut added = Vec::with_capacity(3);
         for fd in wait.fds.iter().flatten() {
             if self.epoll.add(*fd, EPOLLIN, token).is_err() {
                 for fd in added {

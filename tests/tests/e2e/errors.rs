@@ -226,6 +226,20 @@ cases! {
 
     /// An unresolvable name: 502 dns_error, no upstream in the log, and
     /// the connection stays usable.
+    /// A name no `--resolve` pins goes to the system resolver (on a
+    /// lookup thread, not the connection's): `localhost` comes back as
+    /// loopback, and the request is served.
+    fn names_go_to_the_system_resolver(bin) {
+        let origin = Origin::echo_target();
+        let proxy = Proxy::start(bin, &[]);
+        let mut c = proxy.connect();
+        let url = format!("http://localhost:{}/system", origin.addr().port());
+        let resp = c.get(&url);
+        assert_eq!(resp.status(), 200, "{resp:#?}");
+        assert_eq!(resp.text(), "/system");
+        assert_eq!(c.get(&origin.url("/after")).status(), 200);
+    }
+
     fn unresolvable_host_is_502(bin) {
         let origin = Origin::echo_target();
         let proxy = Proxy::start(bin, &["--resolve", "gone.test="]);
