@@ -23,6 +23,8 @@ pub mod config;
 mod conn;
 pub mod driver;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod http;
 pub mod id;
 pub mod io;

@@ -35,3 +35,19 @@ fn client_hello_corpus() {
     }
     assert!(seen > 10, "only {seen} inputs: is the corpus there?");
 }
+
+#[test]
+fn connection_corpus() {
+    use arbitrary::{Arbitrary, Unstructured};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut seen = 0;
+    for (name, data) in inputs(&root.join("corpus/connection")) {
+        eprintln!("{name}");
+        let events =
+            Vec::<proxy_core::fuzzing::Event>::arbitrary_take_rest(Unstructured::new(&data))
+                .unwrap_or_default();
+        proxy_core::fuzzing::connection(&events);
+        seen += 1;
+    }
+    assert!(seen > 0, "no connection corpus");
+}

@@ -123,6 +123,16 @@ struct Conn {
     upstream_first: bool,
 }
 
+/// What [`Conn::turn`] came to.
+enum Turn {
+    /// Wait for this.
+    Wait(Wait),
+    /// The driver is done; whether to linger.
+    Done(bool),
+    /// An op was performed: poll again.
+    Again,
+}
+
 /// What a wait ended with.
 enum Woke {
     /// A read happened (and was reported), or the lifecycle moved on.
@@ -144,78 +154,94 @@ impl Conn {
     async fn run(&mut self) -> bool {
         let mut waits = 0u32;
         loop {
-            for input in self.shared.life.news(&mut self.told) {
-                self.driver.handle(self.shared.clock.now(), input);
+            self.tell_lifecycle();
+            // One op at a time in a future of its own: the wait that ends
+            // most turns, where an idle connection's task spends its life,
+            // does not keep any other op's state beside its own.
+            let wait = match self.turn().await {
+                Turn::Wait(wait) => wait,
+                Turn::Done(linger) => return linger,
+                Turn::Again => continue,
+            };
+            self.wait(wait).await;
+            waits += 1;
+            if waits % WAITS_PER_YIELD == 0 {
+                future::yield_now().await;
             }
-            let life = &self.shared.life;
-            match self.driver.poll() {
-                Op::Write { to, head, body } => {
-                    let result = match (to, &self.upstream) {
-                        (Side::Client, _) => {
-                            net::write_all(&self.client, head, body, self.write_stall, life).await
-                        }
-                        (Side::Upstream, Some(up)) => {
-                            net::write_all(&up.stream, head, body, self.write_stall, life).await
-                        }
-                        (Side::Upstream, None) => Ok(()),
-                    };
-                    if result.is_err() {
-                        self.failed(to);
+        }
+    }
+
+    /// Performs the driver's next op, unless it is a wait or the end.
+    async fn turn(&mut self) -> Turn {
+        match self.driver.poll() {
+            Op::Wait(wait) => return Turn::Wait(wait),
+            Op::Done { linger } => return Turn::Done(linger),
+            Op::Write { to, head, body } => {
+                let life = &self.shared.life;
+                let result = match (to, &self.upstream) {
+                    (Side::Client, _) => {
+                        net::write_all(&self.client, head, body, self.write_stall, life).await
                     }
-                }
-                Op::Resolve {
-                    query,
-                    host,
-                    deadline,
-                } => {
-                    // Boxed, as are connects and relays: only some ops
-                    // need this state, and inline it would make every
-                    // connection's task bigger, idle ones included.
-                    let input = Box::pin(self.resolve(query, host, deadline)).await;
-                    self.driver.handle(self.now(), input);
-                }
-                Op::Connect {
-                    upstream,
-                    addr,
-                    allow_pooled,
-                    deadline,
-                } => {
-                    let input =
-                        Box::pin(self.connect(upstream, addr, allow_pooled, deadline)).await;
-                    self.driver.handle(self.now(), input);
-                }
-                Op::Release { upstream, reuse } => {
-                    if let Some(up) = self.upstream.take() {
-                        if up.id != upstream {
-                            self.upstream = Some(up);
-                        } else if reuse {
-                            self.shared.pool.put(up.addr, up.stream);
-                        }
+                    (Side::Upstream, Some(up)) => {
+                        net::write_all(&up.stream, head, body, self.write_stall, life).await
                     }
+                    (Side::Upstream, None) => Ok(()),
+                };
+                if result.is_err() {
+                    self.failed(to);
                 }
-                Op::Relay(relay) => {
-                    let end = Box::pin(self.relay(relay)).await;
-                    self.driver.handle(self.now(), Input::TunnelEnded(end));
-                }
-                Op::Verify(job) => {
-                    let ok = proxy_host::hashing::verify(job).get().await;
-                    self.driver.handle(self.now(), Input::Verified(ok));
-                }
-                Op::Log(record) => self.shared.settings.access_log.write(&record),
-                // Everything before it was written: send the end of
-                // stream now, not after the trace is saved.
-                Op::Close(_) => {
-                    let _ = self.client.get_ref().shutdown(Shutdown::Write);
-                }
-                Op::Wait(wait) => {
-                    waits += 1;
-                    if waits % WAITS_PER_YIELD == 0 {
-                        future::yield_now().await;
-                    }
-                    self.wait(wait).await;
-                }
-                Op::Done { linger } => return linger,
             }
+            Op::Resolve {
+                query,
+                host,
+                deadline,
+            } => {
+                // Boxed, as are connects and relays: only some ops
+                // need this state, and inline it would make every
+                // connection's task bigger, idle ones included.
+                let input = Box::pin(self.resolve(query, host, deadline)).await;
+                self.driver.handle(self.now(), input);
+            }
+            Op::Connect {
+                upstream,
+                addr,
+                allow_pooled,
+                deadline,
+            } => {
+                let input = Box::pin(self.connect(upstream, addr, allow_pooled, deadline)).await;
+                self.driver.handle(self.now(), input);
+            }
+            Op::Release { upstream, reuse } => {
+                if let Some(up) = self.upstream.take() {
+                    if up.id != upstream {
+                        self.upstream = Some(up);
+                    } else if reuse {
+                        self.shared.pool.put(up.addr, up.stream);
+                    }
+                }
+            }
+            Op::Relay(relay) => {
+                let end = Box::pin(self.relay(relay)).await;
+                self.driver.handle(self.now(), Input::TunnelEnded(end));
+            }
+            Op::Verify(job) => {
+                let ok = proxy_host::hashing::verify(job).get().await;
+                self.driver.handle(self.now(), Input::Verified(ok));
+            }
+            Op::Log(record) => self.shared.settings.access_log.write(&record),
+            // Everything before it was written: send the end of
+            // stream now, not after the trace is saved.
+            Op::Close(_) => {
+                let _ = self.client.get_ref().shutdown(Shutdown::Write);
+            }
+        }
+        Turn::Again
+    }
+
+    /// Tells the driver of lifecycle stages reached since it was last told.
+    fn tell_lifecycle(&mut self) {
+        for input in self.shared.life.news(&mut self.told) {
+            self.driver.handle(self.shared.clock.now(), input);
         }
     }
 
@@ -269,21 +295,14 @@ impl Conn {
         }
     }
 
-    async fn relay(&mut self, r: Relay<Pooled>) -> TunnelEnd {
+    async fn relay(&mut self, r: Box<Relay<Pooled>>) -> TunnelEnd {
         // The relay has its own timer and listener: these would only hold
         // reactor and lifecycle entries meanwhile.
         self.alarm = net::Alarm::default();
         self.life_listener = None;
         match &self.upstream {
             Some(up) if up.id == r.upstream => {
-                let start = relay::Start {
-                    to_upstream: r.to_upstream,
-                    to_client: r.to_client,
-                    client_eof: r.client_eof,
-                    upstream_eof: r.upstream_eof,
-                };
-                let life = &self.shared.life;
-                relay::relay(&self.client, &up.stream, start, r.idle_timeout, life).await
+                relay::relay(&self.client, &up.stream, *r, &self.shared.life).await
             }
             _ => TunnelEnd {
                 to_upstream: 0,
@@ -327,7 +346,7 @@ impl Conn {
             .map_or(0, |u| usize::try_from(u.forward).unwrap_or(usize::MAX));
         // A read that returns Pending has taken nothing, so trying one
         // socket and then the other never loses bytes.
-        let woke = poll_fn(|cx| {
+        let woke = poll_fn(move |cx| {
             for turn in 0..2 {
                 if (turn == 0) == first {
                     let Some(up) = up.as_mut() else { continue };
@@ -377,7 +396,9 @@ impl Conn {
             Woke::Handled => {}
             Woke::Deadline => self.driver.handle(self.now(), Input::Timeout),
             #[cfg(target_os = "linux")]
-            Woke::Spliced(pipe) => self.forward(pipe).await,
+            // Boxed: only spliced bodies need this state, and inline it
+            // would make every waiting connection bigger.
+            Woke::Spliced(pipe) => Box::pin(self.forward(pipe)).await,
         }
     }
 

@@ -17,7 +17,7 @@ use crate::net::wait_ready;
 use futures_lite::future::poll_fn;
 use futures_lite::AsyncWrite;
 use proxy_core::{TunnelEnd, TunnelEndReason};
-use proxy_host::buf::InBuf;
+use proxy_host::buf::{InBuf, Pooled};
 use proxy_host::lifecycle::Lifecycle;
 #[cfg(target_os = "linux")]
 use proxy_host::splice::PIPES;
@@ -33,22 +33,15 @@ use std::time::{Duration, Instant};
 /// busy tunnel cannot hog an executor thread.
 const BUDGET: usize = 32;
 
-/// Where a relay starts: what each side already sent that the runtime
-/// holds, and whether a side has already reached end of stream.
-pub(crate) struct Start {
-    /// Client bytes not yet forwarded (they go upstream first).
-    pub(crate) to_upstream: InBuf,
-    /// Upstream bytes not yet forwarded (they go to the client first).
-    pub(crate) to_client: InBuf,
-    /// The client already closed its sending side.
-    pub(crate) client_eof: bool,
-    /// The upstream already closed its sending side.
-    pub(crate) upstream_eof: bool,
-}
+/// Where a relay starts (the driver's `Op::Relay`): what each side already
+/// sent, whether a side has already reached end of stream, the idle
+/// timeout.
+pub(crate) type Start = proxy_core::driver::Relay<Pooled>;
 
 /// Relays until the tunnel is over, or the shutdown grace period is
 /// (`TunnelEndReason::Shutdown`), and says how it went. Byte counts
-/// include the leftover bytes in `start`.
+/// include the leftover bytes in `start`. `start` is taken apart before
+/// the future is made, so the future holds only the relay's own state.
 ///
 /// A plain function returning one hand-written future, not an `async fn`:
 /// this future lives as long as the tunnel, and async wrappers would store
@@ -57,10 +50,9 @@ pub(crate) fn relay<'a>(
     client: &'a Async<TcpStream>,
     upstream: &'a Async<TcpStream>,
     start: Start,
-    idle: Duration,
     life: &'a Lifecycle,
 ) -> impl Future<Output = TunnelEnd> + 'a {
-    relay_with(client, upstream, start, idle, life, true)
+    relay_with(client, upstream, start, life, true)
 }
 
 /// [`relay`], splicing only if `splice` (and on Linux): tests turn it off
@@ -69,10 +61,10 @@ fn relay_with<'a>(
     client: &'a Async<TcpStream>,
     upstream: &'a Async<TcpStream>,
     start: Start,
-    idle: Duration,
     life: &'a Lifecycle,
     splice: bool,
 ) -> impl Future<Output = TunnelEnd> + 'a {
+    let idle = start.idle_timeout;
     let now = Instant::now();
     let mut relay = Relay {
         up: Direction::new(start.to_upstream, start.client_eof, splice),
@@ -433,13 +425,14 @@ mod tests {
         let u = peer(upstream_peer, 2);
         let life = Lifecycle::new().unwrap();
         let start = Start {
+            upstream: proxy_core::UpstreamId(0),
+            idle_timeout: Duration::from_secs(10),
             to_upstream: leftover(b"early"),
             to_client: leftover(b"hello"),
             client_eof: false,
             upstream_eof: false,
         };
-        let idle = Duration::from_secs(10);
-        let end = smol::block_on(relay_with(&client, &upstream, start, idle, &life, splice));
+        let end = smol::block_on(relay_with(&client, &upstream, start, &life, splice));
         // The relay shut down both ways; now the peers' reads end.
         drop((client, upstream));
         (end, c.join().unwrap(), u.join().unwrap())

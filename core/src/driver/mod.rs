@@ -534,7 +534,7 @@ impl<S: Storage> Driver<S> {
                 deadline: self.conn.poll_timeout(),
             },
             Planned::Release(upstream, reuse) => Op::Release { upstream, reuse },
-            Planned::Relay(relay) => Op::Relay(relay),
+            Planned::Relay(relay) => Op::Relay(Box::new(relay)),
             Planned::Verify(job) => Op::Verify(job),
             Planned::Log(record) => Op::Log(record),
             Planned::Close(reason) => Op::Close(reason),
@@ -722,6 +722,11 @@ impl<S: Storage> Driver<S> {
             inlet.eof = true;
             inlet.eof_reported = true;
         }
+        // A tunnel may idle for hours: what only exchanges needed goes.
+        if self.pending.is_empty() {
+            self.pending = VecDeque::new();
+        }
+        self.out = Vec::new();
         self.state = State::Relaying;
         Some(Planned::Relay(relay))
     }

@@ -66,7 +66,9 @@ pub enum Op<'a, S: Storage = Heap> {
     },
     /// Relay both ways between the client and the upstream until both
     /// directions end; report [`Input::TunnelEnded`](super::Input::TunnelEnded).
-    Relay(Relay<S>),
+    /// (Boxed: the rare large op would make every op, and so every async
+    /// task that holds one across an await, bigger.)
+    Relay(Box<Relay<S>>),
     /// Check a password (bcrypt, slow on purpose) where it holds up no
     /// other connection: run [`VerifyJob::run`] on another thread and
     /// report [`Input::Verified`](super::Input::Verified) with its answer.
