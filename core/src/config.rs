@@ -36,6 +36,8 @@ pub struct Config {
     pub logging: Logging,
     /// The proxy's own pages: metrics and status.
     pub admin: Admin,
+    /// The shared HTTP cache (RFC 9111); off unless enabled.
+    pub cache: crate::cache::CacheConfig,
 }
 
 impl Default for Config {
@@ -48,6 +50,7 @@ impl Default for Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 8888))],
             logging: Logging::default(),
             admin: Admin::default(),
+            cache: crate::cache::CacheConfig::default(),
         }
     }
 }

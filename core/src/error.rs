@@ -71,6 +71,10 @@ pub enum RequestError {
     /// Not one of the pages the admin listener serves.
     #[error("only /_metrics and /_status are served here")]
     NotAdminPage,
+    /// `Cache-Control: only-if-cached` and nothing usable is stored
+    /// (RFC 9111 §5.2.1.7).
+    #[error("only-if-cached and no stored response can be used")]
+    NotCached,
 }
 
 impl RequestError {
@@ -85,6 +89,7 @@ impl RequestError {
             RequestError::HeadTimeout => 408,
             RequestError::BodyTooLarge(_) => 413,
             RequestError::NotAdminPage => 404,
+            RequestError::NotCached => 504,
             _ => 400,
         }
     }

@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod buf;
+pub mod cache;
 pub mod config;
 mod conn;
 pub mod driver;

@@ -68,6 +68,9 @@ pub struct AccessRecord {
     /// What a tunnel's TLS ClientHello said (SNI, ALPN, versions, ECH).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<crate::tls::client_hello::ClientHelloInfo>,
+    /// What the cache did, when caching is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<crate::reason::CacheResult>,
 }
 
 impl AccessRecord {
@@ -118,6 +121,9 @@ impl AccessRecord {
                 }
             }
         }
+        if let Some(c) = self.cache {
+            let _ = write!(s, " cache={c}");
+        }
         if let Some(e) = &self.error {
             let _ = write!(s, " error={e}");
         }
@@ -145,10 +151,12 @@ impl AccessRecord {
     /// One JSON object, fields always present and in this order (`null`
     /// when absent):
     ///
-    /// `{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"GET","target":"http://example.com/","upstream":"93.184.216.34:80","status":200,"bytes_to_client":1256,"bytes_from_client":80,"duration_ms":12.4,"kind":"http","decision":"allowed","rule":null,"error":null,"sni":null,"sni_malformed":false,"conn":1}`
+    /// `{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"GET","target":"http://example.com/","upstream":"93.184.216.34:80","status":200,"bytes_to_client":1256,"bytes_from_client":80,"duration_ms":12.4,"kind":"http","decision":"allowed","rule":null,"error":null,"sni":null,"sni_malformed":false,"cache":null,"conn":1}`
     ///
     /// `duration_ms` has microsecond precision; `kind` is `http`,
-    /// `tunnel`, `upgrade` or `local`.
+    /// `tunnel`, `upgrade` or `local`; `cache` is what the cache did
+    /// (`hit`, `miss`, ...: [`CacheResult`](crate::reason::CacheResult)),
+    /// `null` when it is off or had no part.
     pub fn json(&self, at: UnixTime) -> String {
         let mut s = String::with_capacity(320);
         s.push_str("{\"time\":\"");
@@ -192,11 +200,9 @@ impl AccessRecord {
         s.push_str(",\"sni\":");
         json_opt(&mut s, self.tls.as_ref().and_then(|t| t.sni.as_deref()));
         let malformed = self.tls.as_ref().is_some_and(|t| t.sni_malformed);
-        let _ = write!(
-            s,
-            ",\"sni_malformed\":{malformed},\"conn\":{}}}",
-            self.conn.0
-        );
+        let _ = write!(s, ",\"sni_malformed\":{malformed},\"cache\":");
+        json_opt(&mut s, self.cache.map(crate::reason::CacheResult::as_str));
+        let _ = write!(s, ",\"conn\":{}}}", self.conn.0);
         s
     }
 
@@ -208,8 +214,9 @@ impl AccessRecord {
     /// The time is when the exchange ended, the elapsed time in
     /// milliseconds. The result code is `TCP_DENIED` for a policy refusal,
     /// `TCP_TUNNEL` for CONNECT (whose URL is `host:port`), `NONE_NONE`
-    /// for a request that could not be read, and `TCP_MISS` otherwise
-    /// (there is no cache), with `_ABORTED` when the client went away; the
+    /// for a request that could not be read, the cache's own code
+    /// (`TCP_MEM_HIT`, `TCP_REFRESH_UNMODIFIED`, ...) when it took part,
+    /// and `TCP_MISS` otherwise, with `_ABORTED` when the client went away; the
     /// status is `000` when none was sent. The peer is `HIER_DIRECT/ip`
     /// once connected, `HIER_NONE/-` before; the content type is not
     /// recorded (`-`).
@@ -220,6 +227,8 @@ impl AccessRecord {
             "NONE_NONE"
         } else if self.kind == ExchangeKind::Tunnel {
             "TCP_TUNNEL"
+        } else if let Some(c) = self.cache {
+            c.squid()
         } else {
             "TCP_MISS"
         };
@@ -396,6 +405,7 @@ mod tests {
             decision: Decision::Allowed,
             rule: None,
             tls: None,
+            cache: None,
         };
         assert_eq!(
             r.human(UnixTime(1_795_270_203_000_000)),
@@ -438,6 +448,9 @@ mod tests {
         assert!(failed
             .human(UnixTime(0))
             .ends_with("-> - 502 1256B 12ms error=dns_error"));
+        assert!(hit()
+            .human(UnixTime(0))
+            .ends_with("-> - 200 1256B 0ms cache=hit"));
     }
 
     /// 2026-11-21T14:10:03.123456Z
@@ -460,6 +473,17 @@ mod tests {
             decision: Decision::Allowed,
             rule: None,
             tls: None,
+            cache: None,
+        }
+    }
+
+    /// A request answered from the cache.
+    fn hit() -> AccessRecord {
+        AccessRecord {
+            upstream: None,
+            duration: Duration::from_micros(200),
+            cache: Some(crate::reason::CacheResult::Hit),
+            ..get()
         }
     }
 
@@ -519,16 +543,19 @@ mod tests {
     fn json_lines() {
         assert_eq!(
             get().json(AT),
-            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"GET","target":"http://example.com/","upstream":"93.184.216.34:80","status":200,"bytes_to_client":1256,"bytes_from_client":80,"duration_ms":12.4,"kind":"http","decision":"allowed","rule":null,"error":null,"sni":null,"sni_malformed":false,"conn":1}"#
+            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"GET","target":"http://example.com/","upstream":"93.184.216.34:80","status":200,"bytes_to_client":1256,"bytes_from_client":80,"duration_ms":12.4,"kind":"http","decision":"allowed","rule":null,"error":null,"sni":null,"sni_malformed":false,"cache":null,"conn":1}"#
         );
         assert_eq!(
             denied().json(AT),
-            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":"alice","method":"GET","target":"http://example.com/","upstream":null,"status":403,"bytes_to_client":475,"bytes_from_client":80,"duration_ms":0.3,"kind":"http","decision":"denied_domain","rule":"deny example.com (blocklist.txt:3)","error":"http_request_denied","sni":null,"sni_malformed":false,"conn":1}"#
+            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":"alice","method":"GET","target":"http://example.com/","upstream":null,"status":403,"bytes_to_client":475,"bytes_from_client":80,"duration_ms":0.3,"kind":"http","decision":"denied_domain","rule":"deny example.com (blocklist.txt:3)","error":"http_request_denied","sni":null,"sni_malformed":false,"cache":null,"conn":1}"#
         );
         assert_eq!(
             tunnel().json(AT),
-            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"CONNECT","target":"example.com:443","upstream":"93.184.216.34:443","status":200,"bytes_to_client":5000,"bytes_from_client":700,"duration_ms":1500,"kind":"tunnel","decision":"allowed","rule":null,"error":null,"sni":null,"sni_malformed":false,"conn":7}"#
+            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"CONNECT","target":"example.com:443","upstream":"93.184.216.34:443","status":200,"bytes_to_client":5000,"bytes_from_client":700,"duration_ms":1500,"kind":"tunnel","decision":"allowed","rule":null,"error":null,"sni":null,"sni_malformed":false,"cache":null,"conn":7}"#
         );
+        assert!(hit()
+            .json(AT)
+            .ends_with(r#""sni_malformed":false,"cache":"hit","conn":1}"#));
         // Escaping: quotes, backslashes, control characters.
         let odd = AccessRecord {
             client: "[::1]:5000".parse().unwrap(),
@@ -569,6 +596,17 @@ mod tests {
             aborted().squid(AT),
             "1795270203.123     12 127.0.0.1 TCP_MISS_ABORTED/000 0 GET http://example.com/big - HIER_DIRECT/93.184.216.34 -"
         );
+        assert_eq!(
+            hit().squid(AT),
+            "1795270203.123      0 127.0.0.1 TCP_MEM_HIT/200 1256 GET http://example.com/ - HIER_NONE/- -"
+        );
+        let revalidated = AccessRecord {
+            cache: Some(crate::reason::CacheResult::RefreshUnmodified),
+            ..get()
+        };
+        assert!(revalidated
+            .squid(AT)
+            .contains(" TCP_REFRESH_UNMODIFIED/200 "));
         let odd = AccessRecord {
             client: "[::1]:5000".parse().unwrap(),
             user: Some("j doe".into()),

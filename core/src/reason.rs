@@ -228,6 +228,96 @@ impl fmt::Display for ErrorType {
     }
 }
 
+/// What the cache did for a request (`cache` in the access record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheResult {
+    /// Answered from a fresh stored response.
+    Hit,
+    /// Answered from a stale stored response the request or the response
+    /// allowed (`max-stale`, `stale-if-error`, `stale-while-revalidate`).
+    StaleHit,
+    /// The client's conditional request answered 304 from a stored
+    /// response.
+    NotModifiedHit,
+    /// A stored response was revalidated and the origin said it is
+    /// unchanged (304): answered from it.
+    RefreshUnmodified,
+    /// A stored response was revalidated and the origin sent a new one.
+    RefreshModified,
+    /// Nothing usable stored: forwarded (and stored if it may be).
+    Miss,
+    /// The client asked not to be answered from storage (`no-cache`).
+    ClientRefresh,
+    /// Not a request the cache answers (a method other than GET/HEAD, a
+    /// range, an upgrade): forwarded untouched.
+    Bypass,
+}
+
+impl CacheResult {
+    /// Every result, in declaration order.
+    pub const ALL: [CacheResult; 8] = [
+        CacheResult::Hit,
+        CacheResult::StaleHit,
+        CacheResult::NotModifiedHit,
+        CacheResult::RefreshUnmodified,
+        CacheResult::RefreshModified,
+        CacheResult::Miss,
+        CacheResult::ClientRefresh,
+        CacheResult::Bypass,
+    ];
+
+    /// How logs, JSON and metric labels spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheResult::Hit => "hit",
+            CacheResult::StaleHit => "stale_hit",
+            CacheResult::NotModifiedHit => "not_modified_hit",
+            CacheResult::RefreshUnmodified => "refresh_unmodified",
+            CacheResult::RefreshModified => "refresh_modified",
+            CacheResult::Miss => "miss",
+            CacheResult::ClientRefresh => "client_refresh",
+            CacheResult::Bypass => "bypass",
+        }
+    }
+
+    /// Squid's result code for it (`%Ss`): a memory cache's hits are
+    /// `TCP_MEM_HIT`.
+    pub fn squid(self) -> &'static str {
+        match self {
+            CacheResult::Hit => "TCP_MEM_HIT",
+            CacheResult::StaleHit => "TCP_STALE_HIT",
+            CacheResult::NotModifiedHit => "TCP_INM_HIT",
+            CacheResult::RefreshUnmodified => "TCP_REFRESH_UNMODIFIED",
+            CacheResult::RefreshModified => "TCP_REFRESH_MODIFIED",
+            CacheResult::Miss | CacheResult::Bypass => "TCP_MISS",
+            CacheResult::ClientRefresh => "TCP_CLIENT_REFRESH_MISS",
+        }
+    }
+
+    /// Its place in [`CacheResult::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The response came from storage.
+    pub fn is_hit(self) -> bool {
+        matches!(
+            self,
+            CacheResult::Hit
+                | CacheResult::StaleHit
+                | CacheResult::NotModifiedHit
+                | CacheResult::RefreshUnmodified
+        )
+    }
+}
+
+impl fmt::Display for CacheResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

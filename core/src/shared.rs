@@ -3,6 +3,7 @@
 //! caps, and the metrics. Plain data behind `Arc`; usable from many
 //! threads (proxy-std) or one (proxy-smol, WASI).
 
+use crate::cache::Cache;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::policy::caps::ConnectionCaps;
@@ -22,6 +23,20 @@ pub struct Snapshot {
     /// The text of the files the policy was compiled from (lists,
     /// htpasswd), so a recorded trace can compile it again.
     pub sources: Arc<Sources>,
+    /// The HTTP cache, when `cache.enabled`. A reload keeps it (and what
+    /// it holds) unless the cache settings changed.
+    pub cache: Option<Arc<Cache>>,
+}
+
+/// The cache for `config`: `previous` if its settings are the same.
+fn cache_for(config: &Config, previous: Option<&Snapshot>) -> Option<Arc<Cache>> {
+    if !config.cache.enabled {
+        return None;
+    }
+    match previous.and_then(|p| p.cache.as_ref()) {
+        Some(c) if *c.config() == config.cache => Some(c.clone()),
+        _ => Some(Arc::new(Cache::new(&config.cache))),
+    }
 }
 
 /// Shared by every connection.
@@ -48,6 +63,7 @@ impl Shared {
             config.limits.max_connections_per_ip,
         );
         let snapshot = Snapshot {
+            cache: cache_for(&config, None),
             config: Arc::new(config),
             policy: Arc::new(policy),
             sources: Arc::new(sources),
@@ -71,6 +87,7 @@ impl Shared {
             config.limits.max_connections_per_ip,
         );
         let snapshot = Snapshot {
+            cache: cache_for(&config, None),
             config: Arc::new(config),
             policy: Arc::new(Policy::allow_all()),
             sources: Arc::new(Sources::new()),
@@ -104,7 +121,9 @@ impl Shared {
     /// running one stays, and the error says why.
     pub fn reload(&self, config: Config, sources: Sources) -> Result<Report, PolicyError> {
         let (policy, report) = Policy::compile(&config.policy, &sources)?;
+        let cache = cache_for(&config, Some(&self.snapshot()));
         let next = Arc::new(Snapshot {
+            cache,
             config: Arc::new(config),
             policy: Arc::new(policy),
             sources: Arc::new(sources),
@@ -135,13 +154,20 @@ impl Shared {
 
     /// The Prometheus text exposition at `now`.
     pub fn render_metrics(&self, now: Instant) -> String {
-        self.metrics.render_prometheus(now, self.caps.active())
+        let snapshot = self.snapshot();
+        self.metrics
+            .render_prometheus(now, self.caps.active(), snapshot.cache.as_deref())
     }
 
     /// The status page at `now`; `wall` is the calendar time at `now`.
     pub fn render_status(&self, now: Instant, wall: UnixTime) -> String {
-        let config = self.snapshot().config.clone();
-        self.metrics
-            .render_status(now, wall, &config.proxy_name, self.caps.active())
+        let snapshot = self.snapshot();
+        self.metrics.render_status(
+            now,
+            wall,
+            &snapshot.config.proxy_name,
+            self.caps.active(),
+            snapshot.cache.as_deref(),
+        )
     }
 }

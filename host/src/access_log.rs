@@ -594,6 +594,7 @@ mod tests {
             decision: proxy_core::Decision::Allowed,
             rule: None,
             tls: None,
+            cache: None,
         }
     }
 

@@ -112,6 +112,13 @@ pub struct Args {
     )]
     pub auth_file: Option<PathBuf>,
 
+    /// Cache responses in memory (RFC 9111) [default: off]
+    ///
+    /// A shared cache of `cache.memory` bytes (256 MiB unless the
+    /// configuration says otherwise); see the README's Cache section.
+    #[arg(long = "cache", help_heading = "Caching", action = ArgAction::SetTrue)]
+    pub cache: bool,
+
     /// Write the access log to DIR/access.log, not the console
     ///
     /// Rotated by size (`logging.max_size`, `logging.backups`); DIR is
@@ -246,7 +253,7 @@ mod tests {
         assert!(a.record.is_none());
         assert!(a.log_format.is_none() && a.log_level.is_none() && a.log_dir.is_none());
         assert!(a.max_connections.is_none());
-        assert!(!a.print_config && !a.check_config && !a.quiet);
+        assert!(!a.print_config && !a.check_config && !a.quiet && !a.cache);
     }
 
     #[test]
@@ -269,6 +276,7 @@ mod tests {
             "config/blocked_domains.txt",
             "--auth-file",
             "config/users.txt",
+            "--cache",
             "--log-dir",
             "logs",
             "--max-connections",
@@ -286,6 +294,7 @@ mod tests {
             vec![PathBuf::from("config/blocked_domains.txt")]
         );
         assert_eq!(a.auth_file, Some(PathBuf::from("config/users.txt")));
+        assert!(a.cache);
         assert_eq!(a.log_dir, Some(PathBuf::from("logs")));
         assert_eq!(a.max_connections, Some(5000));
         assert_eq!(a.log_level, Some(LogLevel::Debug));

@@ -246,6 +246,9 @@ pub fn apply_flags(args: &Args, config: &mut Config) {
             }
         }
     }
+    if args.cache {
+        config.cache.enabled = true;
+    }
     if let Some(dir) = &args.log_dir {
         config.logging.file = Some(dir.join("access.log").display().to_string());
     }
@@ -439,6 +442,18 @@ mod tests {
         assert_eq!(c.logging.file.as_deref(), Some("/tmp/logs/access.log"));
         assert_eq!(c.policy.deny_lists, vec!["b.txt"]);
         assert_eq!(c.policy.auth.unwrap().htpasswd, "users");
+    }
+
+    #[test]
+    fn the_cache_flag_turns_on_the_configured_cache() {
+        let dir = Dir::new("cache-flag");
+        let conf = dir.file("a.ron", "(cache: (memory: \"1MiB\"))");
+        let c = effective_config(&args(&["--config", &conf])).unwrap();
+        assert!(!c.cache.enabled);
+        let c = effective_config(&args(&["--config", &conf, "--cache"])).unwrap();
+        assert!(c.cache.enabled);
+        assert_eq!(c.cache.memory, 1 << 20);
+        assert!(c.to_ron().contains("enabled: true"), "{}", c.to_ron());
     }
 
     #[test]

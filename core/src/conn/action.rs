@@ -5,6 +5,7 @@ use crate::io::{CloseReason, Side};
 use crate::log::AccessRecord;
 use crate::policy::auth::VerifyJob;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What a [`Connection`](super::Connection) asks its driver to do, drained
@@ -48,6 +49,12 @@ pub(crate) enum Action {
         offset: usize,
         /// How many bytes.
         len: usize,
+    },
+    /// Write a stored response body to the client, after the `Write`s
+    /// before it (the cache shares it; nothing is copied).
+    Stored {
+        /// The bytes.
+        body: Arc<[u8]>,
     },
     /// Relay both directions between the client and `upstream` until both
     /// are done, then report `handle_tunnel_end`. First forward whatever the

@@ -62,6 +62,8 @@ pub(super) struct Exchange {
     pub(super) hello: Option<ClientHelloInfo>,
     /// Set while `Stage::Verifying`.
     pub(super) pending_auth: Option<Box<PendingAuth>>,
+    /// What the cache knows of this exchange, when caching is on.
+    pub(super) cache: Option<Box<super::caching::CacheExchange>>,
 }
 
 /// A request waiting for its credential's bcrypt run: what to take it up
@@ -130,7 +132,11 @@ impl Exchange {
     }
 
     /// See [`Connection::forwardable_upstream`](super::Connection::forwardable_upstream).
+    /// Nothing while the body is being stored: the cache must see it.
     pub(super) fn forwardable_response(&self) -> u64 {
+        if super::Connection::storing(self) {
+            return 0;
+        }
         match (&self.stage, &self.resp) {
             (Stage::Forwarding, Resp::Body { reader, .. }) => reader.verbatim_run(),
             _ => 0,

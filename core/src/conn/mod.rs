@@ -51,6 +51,7 @@
 //! All transitions live in `state.rs`.
 
 mod action;
+mod caching;
 mod exchange;
 mod state;
 #[cfg(test)]
@@ -81,6 +82,8 @@ pub(crate) struct Connection {
     /// refreshed from `shared` at a request head after a reload.
     config: Arc<Config>,
     policy: Arc<Policy>,
+    /// The HTTP cache, when it is on.
+    cache: Option<Arc<crate::cache::Cache>>,
     /// The [`Shared::generation`] they came from.
     generation: u64,
     /// This connection's place under the connection caps.
@@ -148,6 +151,8 @@ pub(crate) enum Next {
     Write(Side),
     /// A `Pass` of this side's bytes.
     Pass(Side),
+    /// A stored body for the client.
+    Stored,
     /// Anything else.
     Other,
 }
@@ -179,6 +184,7 @@ impl Connection {
             client,
             config: snapshot.config.clone(),
             policy: snapshot.policy.clone(),
+            cache: snapshot.cache.clone(),
             generation,
             shared,
             _permit: None,
@@ -267,6 +273,7 @@ impl Connection {
         Some(match self.outbox.queue.front()? {
             Queued::Write { to, .. } => Next::Write(*to),
             Queued::Action(Action::Pass { from, .. }) => Next::Pass(*from),
+            Queued::Action(Action::Stored { .. }) => Next::Stored,
             Queued::Action(_) => Next::Other,
         })
     }

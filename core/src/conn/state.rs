@@ -1,15 +1,17 @@
 //! Every transition of a [`Connection`]: the `handle_*` inputs and what
 //! each does to the phase, the timers and the action queue.
 
+use super::caching::CachePlan;
 use super::exchange::{Exchange, PendingAuth, Resp, Stage};
 use super::Action;
 use super::{Connection, HeadBuf, Phase};
+use crate::cache;
 use crate::error::{ProxyError, RequestError, UpstreamError};
 use crate::http::date::http_date;
 use crate::http::framing::{request_framing, response_framing, BodyReader, Framing, Segment};
 use crate::http::head::{find_head_end, parse_request, parse_response, RequestHead, Version};
 use crate::http::page::{self, ErrorPage};
-use crate::http::rewrite::{ClientConnection, RequestRewrite, ResponseRewrite};
+use crate::http::rewrite::{ClientConnection, Conditionals, RequestRewrite, ResponseRewrite};
 use crate::http::target::{split_scheme, AbsoluteUri, Authority, Host};
 use crate::id::{QueryId, UpstreamId};
 use crate::io::{CloseReason, ConnectError, Connected, ResolveError, Role, Side, TunnelEnd};
@@ -21,6 +23,7 @@ use crate::reason::{Decision, ErrorType};
 use crate::time::{Instant, Timer};
 use crate::tls::client_hello::{HelloPeeker, Peek};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 /// A fatal TLS `access_denied` alert (RFC 8446 §6.2) in a TLS 1.2-framed
 /// record, which every TLS client understands.
@@ -163,6 +166,7 @@ impl Connection {
             let snapshot = self.shared.snapshot();
             self.config = snapshot.config.clone();
             self.policy = snapshot.policy.clone();
+            self.cache = snapshot.cache.clone();
             self.generation = generation;
         }
         let verified = verified == Some(generation);
@@ -209,9 +213,14 @@ impl Connection {
             peeker: None,
             hello: None,
             pending_auth: None,
+            cache: None,
         };
         match self.prepare(now, &head, &mut ex, verified) {
             Ok(Prepared::Forward) => {}
+            Ok(Prepared::Cached(entry, result)) => {
+                self.phase = Phase::Exchange(Box::new(ex));
+                return self.answer_from_cache(now, entry, result);
+            }
             Ok(Prepared::Verify(job)) => {
                 ex.stage = Stage::Verifying;
                 ex.pending_auth = Some(Box::new(PendingAuth {
@@ -392,15 +401,58 @@ impl Connection {
                 .map_or("", |(_, r)| r)
                 .contains(['/', '?']);
         let target = if server_wide { "*" } else { &path_and_query };
+        let key = cache::key::primary(
+            &ex.authority.host.to_string(),
+            ex.authority.port,
+            &path_and_query,
+        );
+        if head.method == "PURGE" {
+            if let Some(reply) = self.purge(&key)? {
+                return Ok(Prepared::Local(reply));
+            }
+        }
+        let validators = match self.plan_cache(now, head, ex, key) {
+            Some(CachePlan::Serve(entry, result)) => return Ok(Prepared::Cached(entry, result)),
+            Some(CachePlan::OnlyIfCached) => return Err(RequestError::NotCached.into()),
+            Some(CachePlan::Forward(validators)) => validators,
+            None => None,
+        };
         RequestRewrite {
             target,
             host: &ex.authority.host_field(80),
             proxy_name: &self.config.proxy_name,
             max_forwards,
             upgrade: ex.upgrade,
+            validators: validators.as_ref().map(|v| Conditionals {
+                etag: v.etag.as_deref(),
+                last_modified: v.last_modified.as_deref(),
+            }),
         }
         .write(head, &mut ex.forward_head);
         Ok(Prepared::Forward)
+    }
+
+    /// A `PURGE` of `key` (Squid's method): obeyed when the cache is on and
+    /// the client may purge, refused (403) when it may not; `None` when
+    /// the cache is off (the request is forwarded like any other).
+    fn purge(&self, key: &str) -> Result<Option<LocalReply>, ProxyError> {
+        let Some(cache) = &self.cache else {
+            return Ok(None);
+        };
+        let ip = crate::policy::cidr::canonical(self.client.ip());
+        let allowed = cache
+            .config()
+            .purge_from
+            .iter()
+            .any(|c| crate::policy::cidr::parse_net(c).is_ok_and(|net| net.contains(&ip)));
+        if !allowed {
+            return Err(Denial {
+                kind: DenyKind::Method,
+                rule: "PURGE not allowed from this address (cache.purge_from)".to_owned(),
+            }
+            .into());
+        }
+        Ok(Some(LocalReply::Purged(cache.store.remove(key))))
     }
 
     /// Whether a `Via` element's received-by is our pseudonym.
@@ -454,7 +506,20 @@ impl Connection {
                 "text/html; charset=utf-8",
                 self.shared.render_status(now, wall),
             )),
+            LocalReply::Purged(found) => Some((
+                "text/plain; charset=utf-8",
+                if found {
+                    "purged\n"
+                } else {
+                    "not in the cache\n"
+                }
+                .to_owned(),
+            )),
             LocalReply::Trace | LocalReply::Options => None,
+        };
+        let status = match reply {
+            LocalReply::Purged(false) => 404,
+            _ => 200,
         };
         let len = self
             .outbox
@@ -463,6 +528,7 @@ impl Connection {
                     page::write_trace_reply(head, raw, &date, &proxy_name, out)
                 }
                 (_, Some((content_type, body))) => page::write_local_page(
+                    status,
                     &date,
                     content_type,
                     body.as_bytes(),
@@ -474,7 +540,7 @@ impl Connection {
             });
         let ex = self.exchange_mut();
         ex.kind = ExchangeKind::Local;
-        ex.status = 200;
+        ex.status = status;
         ex.bytes_to_client += len as u64;
         // A body we did not read would be taken for the next request.
         ex.close_after = !ex.req_done() || !ex.client_keep_alive;
@@ -854,6 +920,7 @@ impl Connection {
                     date: self.dates.get(wall),
                     connection: ClientConnection::KeepAlive11,
                     dechunk: false,
+                    cache_status: None,
                 };
                 let len = self
                     .outbox
@@ -874,6 +941,19 @@ impl Connection {
                 return HeadProgress::Stop(consumed);
             }
         };
+        if let Some((entry, result)) = self.cache_response_head(now, &head, framing) {
+            // The client is answered from storage; what is left of this
+            // response is not read, so the connection is reused only when
+            // nothing is left.
+            let ex = self.exchange_mut();
+            ex.upstream_reusable = head.version == Version::Http11
+                && !head.fields.has_token("connection", "close")
+                && BodyReader::new(framing, max_chunk_line, max_trailer).is_none();
+            self.answer_from_cache(now, entry, result);
+            return HeadProgress::Stop(consumed);
+        }
+        let cache_status = self.forwarded_cache_status();
+        let ex = exchange_in(&mut self.phase);
         let dechunk = client_version == Version::Http10 && framing == Framing::Chunked;
         let close_delimited = framing == Framing::UntilClose || dechunk;
         let keep = ex.client_keep_alive && !close_delimited && ex.req_done() && !shutting_down;
@@ -897,11 +977,15 @@ impl Connection {
             date: self.dates.get(wall),
             connection,
             dechunk,
+            cache_status: cache_status.as_deref(),
         };
         let len = self
             .outbox
             .write_with(Side::Client, |out| rewrite.write(&head, out));
         ex.bytes_to_client += len as u64;
+        if !has_body {
+            Self::cache_store(ex);
+        }
         self.timers.stop(Timer::Response);
         if has_body {
             self.timers
@@ -923,6 +1007,7 @@ impl Connection {
             date: self.dates.get(self.anchor.wall(now)),
             connection: ClientConnection::Upgrade,
             dechunk: false,
+            cache_status: None,
         };
         let len = self
             .outbox
@@ -975,6 +1060,7 @@ impl Connection {
         ex.bytes_to_client += passed;
         if done {
             ex.resp = Resp::Done;
+            Self::cache_store(ex);
             if ex.req_done() {
                 self.timers.stop(Timer::Transfer);
             }
@@ -997,6 +1083,7 @@ impl Connection {
         segments.clear();
         let result = reader.read(&data[pos..], |s| segments.push(s));
         let done = reader.is_done();
+        let storing = Self::storing(ex);
         match result {
             Ok(n) => {
                 let mut offset = pos;
@@ -1004,6 +1091,9 @@ impl Connection {
                 for s in &segments {
                     match *s {
                         Segment::Data(len) => {
+                            if storing {
+                                Self::tee(ex, &data[offset..offset + len]);
+                            }
                             self.outbox.pass(Side::Upstream, offset, len);
                             passed += len as u64;
                             offset += len;
@@ -1278,7 +1368,7 @@ impl Connection {
     // ----- endings ---------------------------------------------------------
 
     /// The exchange completed normally: log, release, and go idle or close.
-    fn finish(&mut self, now: Instant) {
+    pub(super) fn finish(&mut self, now: Instant) {
         let Some(ex) = self.take_exchange() else {
             return;
         };
@@ -1485,6 +1575,7 @@ impl Connection {
             decision: Decision::Allowed,
             rule: None,
             tls: None,
+            cache: None,
         }
     }
 
@@ -1513,6 +1604,7 @@ impl Connection {
             decision,
             rule: ex.denial.map(|d| d.rule),
             tls: ex.hello,
+            cache: ex.cache.as_ref().map(|c| c.result),
         }
     }
 
@@ -1551,7 +1643,7 @@ impl Connection {
         }
     }
 
-    fn exchange_mut(&mut self) -> &mut Exchange {
+    pub(super) fn exchange_mut(&mut self) -> &mut Exchange {
         exchange_in(&mut self.phase)
     }
 }
@@ -1566,6 +1658,8 @@ fn exchange_in(phase: &mut Phase) -> &mut Exchange {
 
 enum Prepared {
     Forward,
+    /// Answered from this stored response.
+    Cached(Arc<crate::cache::Entry>, crate::reason::CacheResult),
     Local(LocalReply),
     /// The credential needs a bcrypt run first.
     Verify(VerifyJob),
@@ -1582,6 +1676,8 @@ enum LocalReply {
     Metrics,
     /// `GET /_status`: the status page.
     Status,
+    /// `PURGE`: whether anything was stored for the URI.
+    Purged(bool),
 }
 
 enum HeadProgress {

@@ -134,6 +134,8 @@ pub struct Driver<S: Storage = Heap> {
     connecting: Option<UpstreamId>,
     /// The bytes of the `Write` op last given out (its `head`).
     out: Vec<u8>,
+    /// The stored body of the `Write` op last given out, if it had one.
+    stored: Option<Arc<[u8]>>,
     /// Inputs waiting for the current drain to end.
     pending: VecDeque<Pending>,
     state: State,
@@ -220,14 +222,30 @@ enum Pending {
     ForceShutdown,
 }
 
+/// The bytes a write carries after the head the connection made.
+#[derive(Debug)]
+enum Body {
+    None,
+    /// Passed bytes: whose, and where in that side's buffer.
+    Passed(Side, Range<usize>),
+    /// A stored response body.
+    Stored(Arc<[u8]>),
+}
+
+impl Body {
+    fn is_empty(&self) -> bool {
+        match self {
+            Body::None => true,
+            Body::Passed(_, r) => r.is_empty(),
+            Body::Stored(b) => b.is_empty(),
+        }
+    }
+}
+
 /// An op decided but not yet handed out (it borrows nothing, so deciding
 /// can loop freely).
 enum Planned<S: Storage> {
-    Write {
-        to: Side,
-        /// Passed bytes: whose, and where in that side's buffer.
-        body: Option<(Side, Range<usize>)>,
-    },
+    Write { to: Side, body: Body },
     Resolve(QueryId, String),
     Connect(UpstreamId, SocketAddr, bool),
     Release(UpstreamId, bool),
@@ -302,6 +320,7 @@ impl<S: Storage> Driver<S> {
             upstream: None,
             connecting: None,
             out: Vec::new(),
+            stored: None,
             pending: VecDeque::new(),
             state: State::Running,
             fired_at: None,
@@ -513,8 +532,9 @@ impl<S: Storage> Driver<S> {
         match planned {
             Planned::Write { to, body } => {
                 let body = match body {
-                    Some((from, range)) => self.bytes_of(from, range),
-                    None => &[],
+                    Body::Passed(from, range) => self.bytes_of(from, range),
+                    Body::Stored(bytes) => &**self.stored.insert(bytes),
+                    Body::None => &[],
                 };
                 Op::Write {
                     to,
@@ -563,6 +583,7 @@ impl<S: Storage> Driver<S> {
 
     fn plan(&mut self) -> Planned<S> {
         self.out.clear();
+        self.stored = None;
         loop {
             match self.state {
                 State::Done => return Planned::Done,
@@ -606,10 +627,11 @@ impl<S: Storage> Driver<S> {
         loop {
             let action = self.conn.poll_action(&mut self.out)?;
             let planned = match action {
-                Action::Write { to, .. } => self.gather(to, None),
+                Action::Write { to, .. } => self.gather(to, Body::None),
                 Action::Pass { from, offset, len } => {
-                    self.gather(other(from), Some((from, offset..offset + len)))
+                    self.gather(other(from), Body::Passed(from, offset..offset + len))
                 }
+                Action::Stored { body } => self.gather(Side::Client, Body::Stored(body)),
                 Action::Resolve { query, host } => Some(Planned::Resolve(query, host)),
                 Action::Connect {
                     upstream,
@@ -643,8 +665,8 @@ impl<S: Storage> Driver<S> {
     /// A write to `to`: the bytes the connection just made (in `out`),
     /// then those of further writes to the same side, then the passed
     /// bytes that follow them, as one op. `None` if `to` is gone.
-    fn gather(&mut self, to: Side, mut body: Option<(Side, Range<usize>)>) -> Option<Planned<S>> {
-        while body.is_none() {
+    fn gather(&mut self, to: Side, mut body: Body) -> Option<Planned<S>> {
+        while let Body::None = body {
             match self.conn.peek_action() {
                 Some(Next::Write(side)) if side == to => {
                     let _ = self.conn.poll_action(&mut self.out);
@@ -653,7 +675,14 @@ impl<S: Storage> Driver<S> {
                     if let Some(Action::Pass { from, offset, len }) =
                         self.conn.poll_action(&mut self.out)
                     {
-                        body = Some((from, offset..offset + len));
+                        body = Body::Passed(from, offset..offset + len);
+                    }
+                }
+                Some(Next::Stored) if to == Side::Client => {
+                    if let Some(Action::Stored { body: bytes }) =
+                        self.conn.poll_action(&mut self.out)
+                    {
+                        body = Body::Stored(bytes);
                     }
                 }
                 _ => break,
@@ -666,8 +695,7 @@ impl<S: Storage> Driver<S> {
                 .as_ref()
                 .map_or(true, |u| u.inlet.dead || u.released),
         };
-        let empty = self.out.is_empty() && body.as_ref().map_or(true, |(_, r)| r.is_empty());
-        if gone || empty {
+        if gone || (self.out.is_empty() && body.is_empty()) {
             self.out.clear();
             return None;
         }
@@ -876,8 +904,12 @@ impl<S: Storage> Driver<S> {
         let output = match planned {
             Planned::Write { to, body } => {
                 let mut bytes = self.out.clone();
-                if let Some((from, range)) = body {
-                    bytes.extend_from_slice(self.bytes_of(*from, range.clone()));
+                match body {
+                    Body::Passed(from, range) => {
+                        bytes.extend_from_slice(self.bytes_of(*from, range.clone()))
+                    }
+                    Body::Stored(stored) => bytes.extend_from_slice(stored),
+                    Body::None => {}
                 }
                 Output::Write(*to, Bytes(bytes))
             }

@@ -173,10 +173,11 @@ pub fn write_options_reply(date: &str, out: &mut Vec<u8>) {
     );
 }
 
-/// A 200 answer with a body the proxy made itself (`/_metrics`,
-/// `/_status`): never cached, since it changes with every request. With
-/// `head_only` (HEAD) the body is left out but its length is kept.
+/// A page the proxy answers itself (`/_metrics`, `/_status`, a `PURGE`):
+/// `status` with `body`, never stored by a cache.
+#[allow(clippy::too_many_arguments)]
 pub fn write_local_page(
+    status: u16,
     date: &str,
     content_type: &str,
     body: &[u8],
@@ -186,7 +187,8 @@ pub fn write_local_page(
 ) {
     let _ = write!(
         WriteVec(out),
-        "HTTP/1.1 200 OK\r\nDate: {date}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{}\r\n",
+        "HTTP/1.1 {status} {}\r\nDate: {date}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{}\r\n",
+        reason_phrase(status),
         body.len(),
         if close { "Connection: close\r\n" } else { "" },
     );
@@ -238,13 +240,13 @@ mod tests {
     #[test]
     fn local_page_is_a_complete_response() {
         let mut out = Vec::new();
-        write_local_page("D", "text/plain", b"hello", false, false, &mut out);
+        write_local_page(200, "D", "text/plain", b"hello", false, false, &mut out);
         assert_eq!(
             out,
             b"HTTP/1.1 200 OK\r\nDate: D\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nCache-Control: no-store\r\n\r\nhello"
         );
         let mut out = Vec::new();
-        write_local_page("D", "text/html", b"hello", true, true, &mut out);
+        write_local_page(200, "D", "text/html", b"hello", true, true, &mut out);
         let text = String::from_utf8(out).unwrap();
         assert!(text.ends_with(
             "Content-Length: 5\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"

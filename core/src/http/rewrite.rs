@@ -53,7 +53,7 @@ fn write_via(out: &mut Vec<u8>, version: Version, proxy_name: &str) {
 
 /// Appends `n` in decimal. Heads are written by hand rather than with
 /// `write!`, whose machinery costs more than the rest of a head.
-fn write_decimal(out: &mut Vec<u8>, mut n: u64) {
+pub(crate) fn write_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut start = digits.len();
     loop {
@@ -80,7 +80,29 @@ pub struct RequestRewrite<'a> {
     pub max_forwards: Option<u64>,
     /// Keep `Upgrade` and ask the origin to switch protocols.
     pub upgrade: bool,
+    /// A stored response's validators: the request becomes the cache's
+    /// own conditional request, in place of any the client sent (RFC 9111
+    /// §4.3.1). The client's are answered from the refreshed entry.
+    pub validators: Option<Conditionals<'a>>,
 }
+
+/// The validators of a stored response being revalidated.
+#[derive(Debug, Clone, Copy)]
+pub struct Conditionals<'a> {
+    /// Sent as `If-None-Match`.
+    pub etag: Option<&'a [u8]>,
+    /// Sent as `If-Modified-Since`.
+    pub last_modified: Option<&'a [u8]>,
+}
+
+/// The request fields a cache's own conditional request replaces.
+const CONDITIONALS: &[&str] = &[
+    "if-none-match",
+    "if-modified-since",
+    "if-match",
+    "if-unmodified-since",
+    "if-range",
+];
 
 impl RequestRewrite<'_> {
     /// Appends the forwarded request head to `out`.
@@ -114,7 +136,20 @@ impl RequestRewrite<'_> {
             if is_hop_by_hop(name, connection) {
                 continue;
             }
+            if self.validators.is_some()
+                && CONDITIONALS.iter().any(|c| name.eq_ignore_ascii_case(c))
+            {
+                continue;
+            }
             write_field(out, name, f.value);
+        }
+        if let Some(v) = self.validators {
+            if let Some(etag) = v.etag {
+                write_field(out, "If-None-Match", etag);
+            }
+            if let Some(date) = v.last_modified {
+                write_field(out, "If-Modified-Since", date);
+            }
         }
         if let Some(n) = self.max_forwards {
             out.extend_from_slice(b"Max-Forwards: ");
@@ -154,6 +189,8 @@ pub struct ResponseRewrite<'a> {
     /// The body is being de-chunked (HTTP/1.0 client): drop
     /// `Transfer-Encoding`, the close delimits it.
     pub dechunk: bool,
+    /// `Cache-Status` for our hop, when the cache is on (RFC 9211).
+    pub cache_status: Option<&'a str>,
 }
 
 impl ResponseRewrite<'_> {
@@ -184,6 +221,9 @@ impl ResponseRewrite<'_> {
         }
         if !has_date && head.status >= 200 {
             write_field(out, "Date", self.date.as_bytes());
+        }
+        if let Some(status) = self.cache_status {
+            write_field(out, "Cache-Status", status.as_bytes());
         }
         write_via(out, head.version, self.proxy_name);
         match self.connection {
@@ -216,11 +256,39 @@ mod tests {
             proxy_name: "me",
             max_forwards: None,
             upgrade: false,
+            validators: None,
         }
         .write(&head, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "GET /x HTTP/1.1\r\nHost: a.test\r\nAccept: */*\r\nVia: 1.1 other\r\nVia: 1.1 me\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn revalidation_replaces_the_clients_conditionals() {
+        let head = parse_request(
+            b"GET http://a/ HTTP/1.1\r\nHost: a\r\nIf-None-Match: \"client\"\r\nIf-Modified-Since: x\r\nAccept: */*\r\n\r\n",
+            50,
+            1000,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        RequestRewrite {
+            target: "/",
+            host: "a",
+            proxy_name: "me",
+            max_forwards: None,
+            upgrade: false,
+            validators: Some(Conditionals {
+                etag: Some(b"\"stored\""),
+                last_modified: None,
+            }),
+        }
+        .write(&head, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nIf-None-Match: \"stored\"\r\nVia: 1.1 me\r\n\r\n"
         );
     }
 
@@ -243,6 +311,7 @@ mod tests {
             proxy_name: "me",
             max_forwards: Some(3),
             upgrade: true,
+            validators: None,
         }
         .write(&head, &mut out);
         let text = String::from_utf8(out).unwrap();
@@ -260,6 +329,7 @@ mod tests {
             date: "D",
             connection: ClientConnection::Close,
             dechunk: true,
+            cache_status: None,
         }
         .write(&head, &mut out);
         assert_eq!(

@@ -16,10 +16,11 @@
 
 mod board;
 
+use crate::cache::Cache;
 use crate::http::date::rfc3339;
 use crate::http::target::split_scheme;
 use crate::log::{AccessRecord, ExchangeKind};
-use crate::reason::{Decision, ErrorType};
+use crate::reason::{CacheResult, Decision, ErrorType};
 use crate::time::{Instant, UnixTime};
 use board::{RecentRing, TopCounter};
 use std::fmt::{self, Write};
@@ -103,6 +104,8 @@ pub struct Metrics {
     upstreams_in_use: AtomicU64,
     /// ClientHellos read on tunnels: [version][alpn][ech].
     tls_hellos: [[[AtomicU64; 2]; ALPNS.len()]; TLS_VERSIONS.len()],
+    /// Requests the cache took part in, by what it did.
+    cache: [AtomicU64; CacheResult::ALL.len()],
     destinations: TopCounter,
     refusals: RecentRing<Refusal, RECENT_REFUSALS>,
 }
@@ -246,6 +249,7 @@ impl Metrics {
             duration_sum_micros: Default::default(),
             upstreams_in_use: AtomicU64::new(0),
             tls_hellos: Default::default(),
+            cache: Default::default(),
             destinations: TopCounter::new(DESTINATIONS_KEPT),
             refusals: RecentRing::new(),
         }
@@ -282,6 +286,9 @@ impl Metrics {
         }
         if record.decision == Decision::RateLimited {
             add(&self.rate_limited, 1);
+        }
+        if let Some(result) = record.cache {
+            add(&self.cache[result.index()], 1);
         }
         if let Some(hello) = &record.tls {
             let version = if hello.versions.iter().any(|v| v == "TLS1.3") {
@@ -348,6 +355,28 @@ impl Metrics {
         load(&self.requests[index_of(&METHODS, method)][decision.index()])
     }
 
+    /// Requests the cache answered or forwarded with this result.
+    pub fn cache_results(&self, result: CacheResult) -> u64 {
+        load(&self.cache[result.index()])
+    }
+
+    /// The share of the requests the cache could answer (GET and HEAD)
+    /// that it answered from storage; `None` before there were any.
+    fn hit_ratio(&self) -> Option<f64> {
+        let (mut hits, mut total) = (0, 0);
+        for result in CacheResult::ALL {
+            if result == CacheResult::Bypass {
+                continue;
+            }
+            let n = self.cache_results(result);
+            total += n;
+            if result.is_hit() {
+                hits += n;
+            }
+        }
+        (total > 0).then(|| hits as f64 / total as f64)
+    }
+
     /// Every request counted.
     pub fn requests_total(&self) -> u64 {
         self.requests.iter().flatten().map(load).sum()
@@ -368,8 +397,14 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition (format 0.0.4) at `now`, with the
-    /// number of open client connections (which the connection caps keep).
-    pub fn render_prometheus(&self, now: Instant, active_connections: usize) -> String {
+    /// number of open client connections (which the connection caps keep)
+    /// and the cache's store, when caching is on.
+    pub fn render_prometheus(
+        &self,
+        now: Instant,
+        active_connections: usize,
+        cache: Option<&Cache>,
+    ) -> String {
         let mut out = String::with_capacity(8 * 1024);
         let w = &mut out;
 
@@ -517,6 +552,64 @@ impl Metrics {
             );
         }
 
+        if let Some(cache) = cache {
+            family(
+                w,
+                "proxy_cache_requests_total",
+                "counter",
+                "Requests the cache took part in, by result (hit: answered from storage; miss: forwarded; refresh_*: revalidated; bypass: not cacheable by method).",
+            );
+            for result in CacheResult::ALL {
+                let _ = writeln!(
+                    w,
+                    "proxy_cache_requests_total{{result=\"{result}\"}} {}",
+                    self.cache_results(result)
+                );
+            }
+            let stats = &cache.store.stats;
+            for (name, kind, help, value) in [
+                (
+                    "proxy_cache_stores_total",
+                    "counter",
+                    "Responses stored.",
+                    load(&stats.stores),
+                ),
+                (
+                    "proxy_cache_evictions_total",
+                    "counter",
+                    "Stored responses evicted to make room.",
+                    load(&stats.evictions),
+                ),
+                (
+                    "proxy_cache_invalidations_total",
+                    "counter",
+                    "Stored responses removed by an unsafe request or a PURGE.",
+                    load(&stats.invalidations),
+                ),
+                (
+                    "proxy_cache_entries",
+                    "gauge",
+                    "Stored responses held.",
+                    load(&stats.entries),
+                ),
+                (
+                    "proxy_cache_bytes",
+                    "gauge",
+                    "Bytes held by the cache, bodies, fields and keys.",
+                    load(&stats.bytes),
+                ),
+                (
+                    "proxy_cache_capacity_bytes",
+                    "gauge",
+                    "The cache's budget (cache.memory).",
+                    cache.config().memory as u64,
+                ),
+            ] {
+                family(w, name, kind, help);
+                let _ = writeln!(w, "{name} {value}");
+            }
+        }
+
         family(
             w,
             "proxy_active_connections",
@@ -571,6 +664,7 @@ impl Metrics {
         wall: UnixTime,
         proxy_name: &str,
         active_connections: usize,
+        cache: Option<&Cache>,
     ) -> String {
         let uptime = self.uptime(now);
         let wall_at = |at: Instant| {
@@ -653,6 +747,23 @@ impl Metrics {
                     &n,
                 );
             }
+        }
+        if let Some(cache) = cache {
+            let ratio = match self.hit_ratio() {
+                Some(r) => format!("{:.1}%", r * 100.0),
+                None => "-".to_owned(),
+            };
+            row("cache-hit-ratio", "Cache hit ratio", &ratio);
+            row(
+                "cache-entries",
+                "Cached responses",
+                &load(&cache.store.stats.entries),
+            );
+            row(
+                "cache-bytes",
+                "Cache size",
+                &Bytes(load(&cache.store.stats.bytes)),
+            );
         }
         h.push_str("</table></section>\n");
 
@@ -809,6 +920,7 @@ mod tests {
             decision: Decision::Allowed,
             rule: None,
             tls: None,
+            cache: None,
         }
     }
 
@@ -960,7 +1072,7 @@ mod tests {
             },
         );
 
-        let s = parse(&m.render_prometheus(Instant::from_micros(9_500_000), 4));
+        let s = parse(&m.render_prometheus(Instant::from_micros(9_500_000), 4, None));
         let v = |k: &str| s.get(k).copied().unwrap_or_else(|| panic!("no {k}"));
         assert_eq!(
             v("proxy_requests_total{method=\"GET\",decision=\"allowed\"}"),
@@ -1067,7 +1179,7 @@ mod tests {
     fn an_empty_exposition_is_well_formed() {
         let m = Metrics::new();
         m.set_start(Instant::from_micros(1_000_000));
-        let text = m.render_prometheus(Instant::from_micros(1_250_000), 0);
+        let text = m.render_prometheus(Instant::from_micros(1_250_000), 0, None);
         let s = parse(&text);
         assert_eq!(s["proxy_uptime_seconds"], 0.25);
         assert!(text.contains("# TYPE proxy_request_duration_seconds histogram\n"));
@@ -1080,10 +1192,10 @@ mod tests {
         let m = Arc::new(Metrics::new());
         let a = m.upstream_in_use();
         let b = m.upstream_in_use();
-        let s = parse(&m.render_prometheus(Instant::ZERO, 0));
+        let s = parse(&m.render_prometheus(Instant::ZERO, 0, None));
         assert_eq!(s["proxy_active_upstream_connections"], 2.0);
         drop((a, b));
-        let s = parse(&m.render_prometheus(Instant::ZERO, 0));
+        let s = parse(&m.render_prometheus(Instant::ZERO, 0, None));
         assert_eq!(s["proxy_active_upstream_connections"], 0.0);
     }
 
@@ -1167,7 +1279,7 @@ mod tests {
         );
         let now = Instant::from_micros(3_723_000_000);
         let wall = UnixTime(1_795_270_203_000_000);
-        let html = m.render_status(now, wall, "proxy-rs", 2);
+        let html = m.render_status(now, wall, "proxy-rs", 2, None);
         assert!(html.starts_with("<!DOCTYPE html>"));
         assert!(html.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
         assert!(html.contains("<span id=\"uptime\">1h 2m 3s</span>"));
@@ -1230,7 +1342,7 @@ mod tests {
         let counted: u64 = m.top_destinations(100).iter().map(|(_, n)| n).sum();
         assert_eq!(counted, 2000);
         assert_eq!(m.recent_refusals().len(), RECENT_REFUSALS);
-        let s = parse(&m.render_prometheus(Instant::ZERO, 0));
+        let s = parse(&m.render_prometheus(Instant::ZERO, 0, None));
         assert_eq!(
             s["proxy_client_bytes_total{direction=\"to_client\"}"],
             400_000.0
@@ -1273,7 +1385,7 @@ mod tests {
         );
         m.record(Instant::ZERO, &hello(&["TLS1.2"], &[], false));
         m.record(Instant::ZERO, &rec("CONNECT", "b.test:443", 200, 5));
-        let text = m.render_prometheus(Instant::ZERO, 0);
+        let text = m.render_prometheus(Instant::ZERO, 0, None);
         assert!(
             text.contains(
                 "proxy_tls_client_hellos_total{version=\"TLS1.3\",alpn=\"h2\",ech=\"true\"} 2\n"
