@@ -102,11 +102,14 @@ pub enum Timer {
     Transfer,
     /// Waiting for a tunnel's TLS ClientHello.
     ClientHello,
+    /// Looking again whether another connection's fetch of a resource
+    /// was stored (request collapsing).
+    Collapse,
 }
 
 impl Timer {
     /// Every timer, in slot order.
-    pub const ALL: [Timer; 7] = [
+    pub const ALL: [Timer; 8] = [
         Timer::ClientIdle,
         Timer::HeadRead,
         Timer::Resolve,
@@ -114,6 +117,7 @@ impl Timer {
         Timer::Response,
         Timer::Transfer,
         Timer::ClientHello,
+        Timer::Collapse,
     ];
 
     fn slot(self) -> usize {

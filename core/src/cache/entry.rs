@@ -116,6 +116,25 @@ impl Entry {
     }
 }
 
+/// The response's `Age` in seconds (RFC 9111 §5.1): the first member of
+/// its first line, when that is a number; 0 otherwise (an `Age` that is
+/// not a number is ignored, as the RFC asks). Too large a number is
+/// taken as the largest.
+pub fn age_value(fields: &Fields<'_>) -> u64 {
+    let Some(first) = fields.get("age") else {
+        return 0;
+    };
+    let member = first.split(|&b| b == b',').next().unwrap_or_default();
+    let digits = member.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return 0;
+    }
+    std::str::from_utf8(digits)
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
 /// The fields of a response worth storing, in order.
 pub fn stored_fields(fields: &Fields<'_>) -> Vec<(Box<str>, Box<[u8]>)> {
     let named: Vec<&[u8]> = fields.list("connection").collect();
@@ -150,4 +169,28 @@ pub fn cost(key: &str, fields: &[(Box<str>, Box<[u8]>)], body: usize) -> usize {
             .iter()
             .map(|(n, v)| n.len() + v.len() + 32)
             .sum::<usize>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::head::parse_response;
+
+    fn age_of(lines: &str) -> u64 {
+        let raw = format!("HTTP/1.1 200 OK\r\n{lines}\r\n");
+        age_value(&parse_response(raw.as_bytes(), 50).unwrap().fields)
+    }
+
+    #[test]
+    fn age_is_the_first_member_of_the_first_line() {
+        assert_eq!(age_of(""), 0);
+        assert_eq!(age_of("Age: 30\r\n"), 30);
+        assert_eq!(age_of("Age: 7200, 0\r\n"), 7200);
+        assert_eq!(age_of("Age: 0, 7200\r\n"), 0);
+        assert_eq!(age_of("Age: 7200\r\nAge: 0\r\n"), 7200);
+        for junk in ["abc", "-1", "1.5", "", "0x10", "1 2"] {
+            assert_eq!(age_of(&format!("Age: {junk}\r\n")), 0, "{junk:?}");
+        }
+        assert_eq!(age_of("Age: 99999999999999999999999\r\n"), u64::MAX);
+    }
 }

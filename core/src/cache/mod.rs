@@ -22,6 +22,7 @@
 pub mod directives;
 pub mod entry;
 pub mod key;
+pub mod range;
 pub mod store;
 
 use crate::http::head::Fields;
@@ -159,8 +160,7 @@ impl Cache {
 }
 
 /// Statuses a response may be stored with on heuristic freshness (RFC
-/// 9110 §15.1), and the only ones whose meaning a `must-understand` cache
-/// knows.
+/// 9110 §15.1).
 const HEURISTIC: &[u16] = &[200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501];
 
 /// Statuses this cache understands: may store with explicit freshness.
@@ -257,11 +257,6 @@ pub enum NotStored {
     NoFreshness,
     /// It sets a cookie (see [`SetCookie`]).
     SetCookie,
-    /// Its end is only the connection's close, so a cut-off copy could not
-    /// be told from a whole one.
-    CloseDelimited,
-    /// Larger than the largest object stored.
-    TooLarge,
 }
 
 /// What a response's storing depends on from its request.
@@ -281,14 +276,16 @@ pub fn may_store(
     fields: &Fields<'_>,
     d: &Directives,
 ) -> Result<(), NotStored> {
-    if request.no_store || d.no_store {
+    if d.must_understand && !understood(status) {
+        return Err(NotStored::Status);
+    }
+    // `must-understand` with a status we know overrides the response's
+    // `no-store` (RFC 9111 §5.2.2.3); the request's still holds.
+    if request.no_store || (d.no_store && !d.must_understand) {
         return Err(NotStored::NoStore);
     }
     if d.private {
         return Err(NotStored::Private);
-    }
-    if d.must_understand && !understood(status) {
-        return Err(NotStored::Status);
     }
     // Final, and whole: partial content is passed through, not stored.
     if status < 200 || status == 206 || status == 304 {
@@ -405,6 +402,287 @@ pub fn not_modified(entry: &Entry, fields: &Fields<'_>) -> bool {
 
 /// Weak comparison of two entity tags (RFC 9110 §8.8.3.2).
 pub fn weak_eq(a: &[u8], b: &[u8]) -> bool {
-    let opaque = |t: &[u8]| -> Vec<u8> { t.strip_prefix(b"W/").unwrap_or(t).to_vec() };
-    opaque(crate::http::head::trim(a)) == opaque(crate::http::head::trim(b))
+    fn opaque(tag: &[u8]) -> &[u8] {
+        let tag = crate::http::head::trim(tag);
+        tag.strip_prefix(b"W/").unwrap_or(tag)
+    }
+    opaque(a) == opaque(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::head::{parse_request, parse_response, ResponseHead};
+
+    const NOW: Instant = Instant::from_micros(1_000_000_000);
+    /// The calendar time at `NOW`: Sun, 06 Nov 1994 08:49:37 GMT.
+    const WALL: UnixTime = UnixTime(784_111_777_000_000);
+    const DATE: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
+
+    fn response(lines: &str) -> ResponseHead<'_> {
+        let raw = Box::leak(format!("HTTP/1.1 200 OK\r\n{lines}\r\n").into_boxed_str());
+        parse_response(raw.as_bytes(), 50).unwrap()
+    }
+
+    fn request_fields(lines: &str) -> Fields<'static> {
+        let raw =
+            Box::leak(format!("GET http://a/ HTTP/1.1\r\nHost: a\r\n{lines}\r\n").into_boxed_str());
+        parse_request(raw.as_bytes(), 50, 1000).unwrap().fields
+    }
+
+    /// A response with `lines`, stored at `NOW`.
+    fn stored(lines: &str) -> Entry {
+        let head = response(lines);
+        let d = Directives::of(&head.fields);
+        let fields = entry::stored_fields(&head.fields);
+        Entry {
+            status: 200,
+            reason: "OK".into(),
+            lifetime: lifetime(200, &head.fields, &d, WALL, Duration::from_secs(86_400)),
+            directives: d,
+            age_value: entry::age_value(&head.fields),
+            size: entry::cost("k", &fields, 0),
+            fields,
+            body: Arc::from(&b""[..]),
+            request_time: NOW,
+            response_time: NOW,
+            response_wall: WALL,
+            vary: Vec::new(),
+        }
+    }
+
+    fn storable(lines: &str, facts: RequestFacts) -> Result<(), NotStored> {
+        let head = response(lines);
+        let d = Directives::of(&head.fields);
+        may_store(
+            &CacheConfig::default(),
+            facts,
+            head.status,
+            &head.fields,
+            &d,
+        )
+    }
+
+    const PLAIN: RequestFacts = RequestFacts {
+        no_store: false,
+        authorization: false,
+    };
+
+    #[test]
+    fn lifetime_prefers_s_maxage_then_max_age_then_expires_then_heuristic() {
+        let life = |lines: &str| {
+            let head = response(lines);
+            let d = Directives::of(&head.fields);
+            lifetime(200, &head.fields, &d, WALL, Duration::from_secs(3600)).as_secs()
+        };
+        assert_eq!(life("Cache-Control: max-age=10, s-maxage=20\r\n"), 20);
+        assert_eq!(
+            life("Cache-Control: max-age=10\r\nExpires: Sun, 06 Nov 1994 09:49:37 GMT\r\n"),
+            10
+        );
+        assert_eq!(life("Expires: Sun, 06 Nov 1994 08:50:37 GMT\r\n"), 60);
+        // An Expires that does not parse means already expired.
+        assert_eq!(
+            life("Expires: 0\r\nLast-Modified: Sun, 06 Nov 1994 07:49:37 GMT\r\n"),
+            0
+        );
+        // 10% of an hour since Last-Modified; capped by heuristic_max.
+        assert_eq!(
+            life("Last-Modified: Sun, 06 Nov 1994 07:49:37 GMT\r\n"),
+            360
+        );
+        assert_eq!(
+            life("Last-Modified: Sun, 06 Nov 1980 07:49:37 GMT\r\n"),
+            3600
+        );
+        assert_eq!(life(""), 0);
+    }
+
+    #[test]
+    fn what_may_be_stored() {
+        let ok = |lines: &str| storable(lines, PLAIN);
+        assert_eq!(ok("Cache-Control: max-age=60\r\n"), Ok(()));
+        assert_eq!(
+            ok("Cache-Control: max-age=60, no-store\r\n"),
+            Err(NotStored::NoStore)
+        );
+        assert_eq!(
+            ok("Cache-Control: max-age=60, private\r\n"),
+            Err(NotStored::Private)
+        );
+        assert_eq!(
+            ok("Cache-Control: max-age=60\r\nVary: *\r\n"),
+            Err(NotStored::VaryStar)
+        );
+        // A status without heuristic freshness needs explicit freshness.
+        let head = response("Content-Type: text/plain\r\n");
+        let d = Directives::of(&head.fields);
+        let config = CacheConfig::default();
+        assert_eq!(
+            may_store(&config, PLAIN, 302, &head.fields, &d),
+            Err(NotStored::NoFreshness)
+        );
+        assert_eq!(may_store(&config, PLAIN, 200, &head.fields, &d), Ok(()));
+        assert_eq!(
+            may_store(&config, PLAIN, 206, &head.fields, &d),
+            Err(NotStored::Status)
+        );
+        // A validator alone lets a heuristic apply to a 200.
+        assert_eq!(
+            ok("Last-Modified: Sun, 06 Nov 1994 07:49:37 GMT\r\n"),
+            Ok(())
+        );
+        // must-understand with a status we know overrides no-store.
+        assert_eq!(
+            ok("Cache-Control: max-age=60, no-store, must-understand\r\n"),
+            Ok(())
+        );
+        let no_store = RequestFacts {
+            no_store: true,
+            ..PLAIN
+        };
+        assert_eq!(
+            storable("Cache-Control: max-age=60\r\n", no_store),
+            Err(NotStored::NoStore)
+        );
+        let auth = RequestFacts {
+            authorization: true,
+            ..PLAIN
+        };
+        assert_eq!(
+            storable("Cache-Control: max-age=60\r\n", auth),
+            Err(NotStored::Authorization)
+        );
+        for shared in [
+            "public, max-age=60",
+            "s-maxage=60",
+            "max-age=60, must-revalidate",
+        ] {
+            assert_eq!(
+                storable(&format!("Cache-Control: {shared}\r\n"), auth),
+                Ok(()),
+                "{shared}"
+            );
+        }
+    }
+
+    #[test]
+    fn cookies_are_stored_only_with_explicit_freshness_by_default() {
+        let cookie = "Set-Cookie: a=b\r\nLast-Modified: Sun, 06 Nov 1994 07:49:37 GMT\r\n";
+        assert_eq!(storable(cookie, PLAIN), Err(NotStored::SetCookie));
+        let explicit = format!("{cookie}Cache-Control: max-age=60\r\n");
+        assert_eq!(storable(&explicit, PLAIN), Ok(()));
+        let never = CacheConfig {
+            set_cookie: SetCookie::Never,
+            ..CacheConfig::default()
+        };
+        let head = response(&explicit);
+        let d = Directives::of(&head.fields);
+        assert_eq!(
+            may_store(&never, PLAIN, 200, &head.fields, &d),
+            Err(NotStored::SetCookie)
+        );
+    }
+
+    #[test]
+    fn freshness_and_what_the_request_accepts() {
+        let e = stored(&format!("Date: {DATE}\r\nCache-Control: max-age=100\r\n"));
+        let at = |secs: u64| NOW + Duration::from_secs(secs);
+        let use_ = |req: &str, secs: u64| {
+            let fields = request_fields(req);
+            let d = Directives::of(&fields);
+            let pragma = !d.present && fields.has_token("pragma", "no-cache");
+            usable(&e, &d, pragma, at(secs))
+        };
+        assert_eq!(use_("", 50), Usable::Yes { stale: false });
+        assert_eq!(use_("", 100), Usable::Revalidate);
+        assert_eq!(use_("Cache-Control: no-cache\r\n", 0), Usable::Revalidate);
+        assert_eq!(use_("Pragma: no-cache\r\n", 0), Usable::Revalidate);
+        assert_eq!(
+            use_("Cache-Control: max-age=10\r\n", 50),
+            Usable::Revalidate
+        );
+        assert_eq!(
+            use_("Cache-Control: min-fresh=60\r\n", 50),
+            Usable::Revalidate
+        );
+        assert_eq!(
+            use_("Cache-Control: max-stale=30\r\n", 120),
+            Usable::Yes { stale: true }
+        );
+        assert_eq!(
+            use_("Cache-Control: max-stale=30\r\n", 140),
+            Usable::Revalidate
+        );
+        // A stored Age counts from the start.
+        let aged = stored(&format!(
+            "Date: {DATE}\r\nCache-Control: max-age=100\r\nAge: 90\r\n"
+        ));
+        assert_eq!(aged.freshness(at(5)), Ok(Duration::from_secs(5)));
+        assert_eq!(aged.freshness(at(20)), Err(Duration::from_secs(10)));
+        // must-revalidate forbids serving stale even when asked to.
+        let strict = stored(&format!(
+            "Date: {DATE}\r\nCache-Control: max-age=1, must-revalidate\r\n"
+        ));
+        let fields = request_fields("Cache-Control: max-stale=100\r\n");
+        assert_eq!(
+            usable(&strict, &Directives::of(&fields), false, at(5)),
+            Usable::Revalidate
+        );
+    }
+
+    #[test]
+    fn stale_allowances() {
+        let e = stored(&format!(
+            "Date: {DATE}\r\nCache-Control: max-age=1, stale-while-revalidate=10, stale-if-error=20\r\n"
+        ));
+        let none = Directives::default();
+        assert!(stale_while_revalidate(&e, Duration::from_secs(10)));
+        assert!(!stale_while_revalidate(&e, Duration::from_secs(11)));
+        assert!(stale_if_error(&e, &none, Duration::from_secs(20)));
+        assert!(!stale_if_error(&e, &none, Duration::from_secs(21)));
+        let strict = stored(&format!(
+            "Date: {DATE}\r\nCache-Control: max-age=1, stale-while-revalidate=10, proxy-revalidate\r\n"
+        ));
+        assert!(!stale_while_revalidate(&strict, Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn client_conditionals_against_a_stored_response() {
+        let e = stored(&format!(
+            "Date: {DATE}\r\nETag: \"v1\"\r\nLast-Modified: Sun, 06 Nov 1994 07:49:37 GMT\r\n"
+        ));
+        let nm = |req: &str| not_modified(&e, &request_fields(req));
+        assert!(nm("If-None-Match: \"v0\", W/\"v1\"\r\n"));
+        assert!(nm("If-None-Match: *\r\n"));
+        assert!(!nm("If-None-Match: \"v2\"\r\n"));
+        // If-None-Match wins over If-Modified-Since.
+        assert!(!nm(&format!(
+            "If-None-Match: \"v2\"\r\nIf-Modified-Since: {DATE}\r\n"
+        )));
+        assert!(nm(&format!("If-Modified-Since: {DATE}\r\n")));
+        assert!(!nm("If-Modified-Since: Sun, 06 Nov 1994 06:49:37 GMT\r\n"));
+        assert!(!nm("If-Modified-Since: yesterday\r\n"));
+        assert!(!nm(""));
+    }
+
+    #[test]
+    fn vary_selects_the_variant_the_request_matches() {
+        let cache = Cache::new(&CacheConfig::default());
+        let mut e = stored("Cache-Control: max-age=60\r\nVary: Accept-Language\r\n");
+        e.vary = vec![("accept-language".into(), Some(Box::from(&b"en"[..])))];
+        cache.store.put("k", Arc::new(e));
+        let pick = |req: &str| match cache.select("k", &request_fields(req)) {
+            Selected::Entry(_) => "entry",
+            Selected::VaryMiss => "vary-miss",
+            Selected::Miss => "miss",
+        };
+        assert_eq!(pick("Accept-Language: en\r\n"), "entry");
+        assert_eq!(pick("Accept-Language: de\r\n"), "vary-miss");
+        assert_eq!(pick(""), "vary-miss");
+        assert!(matches!(
+            cache.select("other", &request_fields("")),
+            Selected::Miss
+        ));
+    }
 }

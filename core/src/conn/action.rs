@@ -5,6 +5,7 @@ use crate::io::{CloseReason, Side};
 use crate::log::AccessRecord;
 use crate::policy::auth::VerifyJob;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,11 +51,13 @@ pub(crate) enum Action {
         /// How many bytes.
         len: usize,
     },
-    /// Write a stored response body to the client, after the `Write`s
-    /// before it (the cache shares it; nothing is copied).
+    /// Write part of a stored response body to the client, after the
+    /// `Write`s before it (the cache shares it; nothing is copied).
     Stored {
-        /// The bytes.
+        /// The whole body.
         body: Arc<[u8]>,
+        /// The part to write.
+        range: Range<usize>,
     },
     /// Relay both directions between the client and `upstream` until both
     /// are done, then report `handle_tunnel_end`. First forward whatever the

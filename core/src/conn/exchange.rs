@@ -89,6 +89,9 @@ pub(super) enum Stage {
     Peeking {
         connected: bool,
     },
+    /// Waiting for another connection's fetch of the same resource to be
+    /// stored (request collapsing); `Timer::Collapse` says when to look.
+    Collapsing,
     Resolving(QueryId),
     Connecting(UpstreamId),
     /// Connected, request head written: bodies flow.
@@ -132,9 +135,10 @@ impl Exchange {
     }
 
     /// See [`Connection::forwardable_upstream`](super::Connection::forwardable_upstream).
-    /// Nothing while the body is being stored: the cache must see it.
+    /// Nothing while the body is being stored, or only refreshes the
+    /// store: the cache must see it.
     pub(super) fn forwardable_response(&self) -> u64 {
-        if super::Connection::storing(self) {
+        if super::Connection::storing(self) || super::Connection::background(self) {
             return 0;
         }
         match (&self.stage, &self.resp) {

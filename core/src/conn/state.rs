@@ -219,7 +219,17 @@ impl Connection {
             Ok(Prepared::Forward) => {}
             Ok(Prepared::Cached(entry, result)) => {
                 self.phase = Phase::Exchange(Box::new(ex));
-                return self.answer_from_cache(now, entry, result);
+                return self.answer_hit(now, entry, result);
+            }
+            Ok(Prepared::Refresh(entry)) => {
+                self.phase = Phase::Exchange(Box::new(ex));
+                return self.serve_then_refresh(now, entry);
+            }
+            Ok(Prepared::Collapse(at)) => {
+                ex.stage = Stage::Collapsing;
+                self.phase = Phase::Exchange(Box::new(ex));
+                self.timers.set(Timer::Collapse, at);
+                return;
             }
             Ok(Prepared::Verify(job)) => {
                 ex.stage = Stage::Verifying;
@@ -258,7 +268,7 @@ impl Connection {
 
     /// Resolves (or, for an IP literal, connects to) the exchange's
     /// destination.
-    fn start_upstream(&mut self, now: Instant) {
+    pub(super) fn start_upstream(&mut self, now: Instant) {
         let host = self.exchange_mut().authority.host.clone();
         match host {
             Host::Ip(ip) => {
@@ -411,11 +421,15 @@ impl Connection {
                 return Ok(Prepared::Local(reply));
             }
         }
-        let validators = match self.plan_cache(now, head, ex, key) {
+        let (prepared, validators) = match self.plan_cache(now, head, ex, key) {
             Some(CachePlan::Serve(entry, result)) => return Ok(Prepared::Cached(entry, result)),
             Some(CachePlan::OnlyIfCached) => return Err(RequestError::NotCached.into()),
-            Some(CachePlan::Forward(validators)) => validators,
-            None => None,
+            Some(CachePlan::Forward(validators)) => (Prepared::Forward, validators),
+            Some(CachePlan::ServeStale(entry, validators)) => {
+                (Prepared::Refresh(entry), Some(validators))
+            }
+            Some(CachePlan::Wait(at)) => (Prepared::Collapse(at), None),
+            None => (Prepared::Forward, None),
         };
         RequestRewrite {
             target,
@@ -429,7 +443,7 @@ impl Connection {
             }),
         }
         .write(head, &mut ex.forward_head);
-        Ok(Prepared::Forward)
+        Ok(prepared)
     }
 
     /// A `PURGE` of `key` (Squid's method): obeyed when the cache is on and
@@ -908,13 +922,14 @@ impl Connection {
             return self.switch_protocols(now, &head, consumed);
         }
         if head.status < 200 {
-            // Interim responses go on to HTTP/1.1 clients only (RFC 9110 §15.2).
+            // Interim responses go on to HTTP/1.1 clients only (RFC 9110
+            // §15.2), and only while the client waits for this response.
             ex.resp = Resp::AwaitHead {
                 buf: Vec::new(),
                 scanned: 0,
                 got_bytes: true,
             };
-            if client_version == Version::Http11 {
+            if client_version == Version::Http11 && ex.response_unstarted() {
                 let rewrite = ResponseRewrite {
                     proxy_name: &self.config.proxy_name,
                     date: self.dates.get(wall),
@@ -941,19 +956,30 @@ impl Connection {
                 return HeadProgress::Stop(consumed);
             }
         };
-        if let Some((entry, result)) = self.cache_response_head(now, &head, framing) {
-            // The client is answered from storage; what is left of this
-            // response is not read, so the connection is reused only when
-            // nothing is left.
-            let ex = self.exchange_mut();
-            ex.upstream_reusable = head.version == Version::Http11
-                && !head.fields.has_token("connection", "close")
-                && BodyReader::new(framing, max_chunk_line, max_trailer).is_none();
-            self.answer_from_cache(now, entry, result);
+        let rest = BodyReader::new(framing, max_chunk_line, max_trailer).is_some();
+        if self.cache_response_head(now, &head, framing, rest) {
             return HeadProgress::Stop(consumed);
         }
         let cache_status = self.forwarded_cache_status();
         let ex = exchange_in(&mut self.phase);
+        if Self::background(ex) {
+            // The client has its response; this one goes to the store.
+            ex.upstream_reusable = head.version == Version::Http11
+                && !head.fields.has_token("connection", "close")
+                && framing != Framing::UntilClose;
+            ex.resp = match BodyReader::new(framing, max_chunk_line, max_trailer) {
+                Some(reader) => Resp::Body {
+                    reader,
+                    dechunk: false,
+                },
+                None => Resp::Done,
+            };
+            Self::cache_store(ex);
+            self.timers.stop(Timer::Response);
+            self.timers
+                .set(Timer::Transfer, now + self.config.timeouts.transfer_idle);
+            return HeadProgress::Complete(consumed);
+        }
         let dechunk = client_version == Version::Http10 && framing == Framing::Chunked;
         let close_delimited = framing == Framing::UntilClose || dechunk;
         let keep = ex.client_keep_alive && !close_delimited && ex.req_done() && !shutting_down;
@@ -1084,6 +1110,8 @@ impl Connection {
         let result = reader.read(&data[pos..], |s| segments.push(s));
         let done = reader.is_done();
         let storing = Self::storing(ex);
+        // Bytes that only refresh the store are not the client's.
+        let to_client = !Self::background(ex);
         match result {
             Ok(n) => {
                 let mut offset = pos;
@@ -1094,12 +1122,14 @@ impl Connection {
                             if storing {
                                 Self::tee(ex, &data[offset..offset + len]);
                             }
-                            self.outbox.pass(Side::Upstream, offset, len);
-                            passed += len as u64;
+                            if to_client {
+                                self.outbox.pass(Side::Upstream, offset, len);
+                                passed += len as u64;
+                            }
                             offset += len;
                         }
                         Segment::Framing(len) => {
-                            if !dechunk {
+                            if !dechunk && to_client {
                                 self.outbox.pass(Side::Upstream, offset, len);
                                 passed += len as u64;
                             }
@@ -1165,6 +1195,7 @@ impl Connection {
             Resp::Body { reader, .. } if clean && reader.is_close_delimited() => {
                 ex.resp = Resp::Done;
                 ex.upstream_reusable = false;
+                Self::cache_store(ex);
                 if ex.req_done() {
                     self.finish(now);
                 } else {
@@ -1218,6 +1249,10 @@ impl Connection {
         let Phase::Exchange(ex) = &mut self.phase else {
             return;
         };
+        if self.timers.is_expired(Timer::Collapse, now) {
+            self.timers.stop(Timer::Collapse);
+            return self.collapse_check(now);
+        }
         let host = ex.authority.to_string();
         if self.timers.is_expired(Timer::ClientHello, now) {
             // Silence: judged as "not TLS".
@@ -1369,13 +1404,25 @@ impl Connection {
 
     /// The exchange completed normally: log, release, and go idle or close.
     pub(super) fn finish(&mut self, now: Instant) {
+        self.finish_noting(now, None);
+    }
+
+    /// A background refresh failed: the client, answered already, goes on
+    /// as after any response; the record says what went wrong.
+    fn end_background(&mut self, now: Instant, note: ErrorType) {
+        let ex = self.exchange_mut();
+        ex.upstream_reusable = false;
+        self.finish_noting(now, Some(note));
+    }
+
+    fn finish_noting(&mut self, now: Instant, note: Option<ErrorType>) {
         let Some(ex) = self.take_exchange() else {
             return;
         };
         let upstream = ex.upstream;
         let reuse = ex.upstream_reusable && ex.req_done() && ex.resp_done();
         let persistent = !ex.close_after && ex.req_done();
-        let record = self.record(now, ex, None);
+        let record = self.record(now, ex, note);
         self.log(now, record);
         if let Some(upstream) = upstream {
             self.outbox.push(Action::Release { upstream, reuse });
@@ -1396,6 +1443,15 @@ impl Connection {
     /// incomplete. `bad_request` means the client's stream can no longer be
     /// trusted and the connection closes.
     fn fail(&mut self, now: Instant, err: ProxyError, bad_request: bool) {
+        let Phase::Exchange(ex) = &mut self.phase else {
+            return;
+        };
+        if Self::background(ex) {
+            return self.end_background(now, err.proxy_status());
+        }
+        if matches!(err, ProxyError::Upstream(_)) && self.serve_stale_on_error(now) {
+            return;
+        }
         let Phase::Exchange(ex) = &mut self.phase else {
             return;
         };
@@ -1461,6 +1517,9 @@ impl Connection {
 
     /// Ends the exchange without an answer: log, drop the upstream, close.
     fn abort(&mut self, now: Instant, note: ErrorType) {
+        if matches!(&self.phase, Phase::Exchange(ex) if Self::background(ex)) {
+            return self.end_background(now, note);
+        }
         let Some(ex) = self.take_exchange() else {
             return;
         };
@@ -1660,6 +1719,10 @@ enum Prepared {
     Forward,
     /// Answered from this stored response.
     Cached(Arc<crate::cache::Entry>, crate::reason::CacheResult),
+    /// Answer from this stale response, then revalidate it.
+    Refresh(Arc<crate::cache::Entry>),
+    /// Wait for another connection's fetch; look again then.
+    Collapse(Instant),
     Local(LocalReply),
     /// The credential needs a bcrypt run first.
     Verify(VerifyJob),

@@ -228,8 +228,8 @@ enum Body {
     None,
     /// Passed bytes: whose, and where in that side's buffer.
     Passed(Side, Range<usize>),
-    /// A stored response body.
-    Stored(Arc<[u8]>),
+    /// Part of a stored response body.
+    Stored(Arc<[u8]>, Range<usize>),
 }
 
 impl Body {
@@ -237,7 +237,7 @@ impl Body {
         match self {
             Body::None => true,
             Body::Passed(_, r) => r.is_empty(),
-            Body::Stored(b) => b.is_empty(),
+            Body::Stored(_, r) => r.is_empty(),
         }
     }
 }
@@ -533,7 +533,9 @@ impl<S: Storage> Driver<S> {
             Planned::Write { to, body } => {
                 let body = match body {
                     Body::Passed(from, range) => self.bytes_of(from, range),
-                    Body::Stored(bytes) => &**self.stored.insert(bytes),
+                    Body::Stored(bytes, range) => {
+                        self.stored.insert(bytes).get(range).unwrap_or_default()
+                    }
                     Body::None => &[],
                 };
                 Op::Write {
@@ -631,7 +633,9 @@ impl<S: Storage> Driver<S> {
                 Action::Pass { from, offset, len } => {
                     self.gather(other(from), Body::Passed(from, offset..offset + len))
                 }
-                Action::Stored { body } => self.gather(Side::Client, Body::Stored(body)),
+                Action::Stored { body, range } => {
+                    self.gather(Side::Client, Body::Stored(body, range))
+                }
                 Action::Resolve { query, host } => Some(Planned::Resolve(query, host)),
                 Action::Connect {
                     upstream,
@@ -679,10 +683,10 @@ impl<S: Storage> Driver<S> {
                     }
                 }
                 Some(Next::Stored) if to == Side::Client => {
-                    if let Some(Action::Stored { body: bytes }) =
+                    if let Some(Action::Stored { body: bytes, range }) =
                         self.conn.poll_action(&mut self.out)
                     {
-                        body = Body::Stored(bytes);
+                        body = Body::Stored(bytes, range);
                     }
                 }
                 _ => break,
@@ -908,7 +912,9 @@ impl<S: Storage> Driver<S> {
                     Body::Passed(from, range) => {
                         bytes.extend_from_slice(self.bytes_of(*from, range.clone()))
                     }
-                    Body::Stored(stored) => bytes.extend_from_slice(stored),
+                    Body::Stored(stored, range) => {
+                        bytes.extend_from_slice(stored.get(range.clone()).unwrap_or_default())
+                    }
                     Body::None => {}
                 }
                 Output::Write(*to, Bytes(bytes))

@@ -117,7 +117,15 @@ pub fn parse_http_date(value: &[u8]) -> Option<UnixTime> {
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
     let text = std::str::from_utf8(value).ok()?.trim();
-    let month = |m: &str| MONTHS.iter().position(|&n| n == m).map(|i| i as u32 + 1);
+    // Names are matched without regard to case, as most recipients do
+    // (RFC 9110 §5.6.7 spells them one way; senders do not all listen).
+    let month = |m: &str| {
+        MONTHS
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(m))
+            .map(|i| i as u32 + 1)
+    };
+    let gmt = |z: &str| z.eq_ignore_ascii_case("GMT");
     let clock = |t: &str| -> Option<(u64, u64, u64)> {
         let mut it = t.split(':');
         let (h, m, s) = (it.next()?, it.next()?, it.next()?);
@@ -132,10 +140,10 @@ pub fn parse_http_date(value: &[u8]) -> Option<UnixTime> {
         let parts: Vec<&str> = rest.split(' ').collect();
         if wday.len() == 3 {
             // IMF-fixdate: day-name "," SP date1 SP time-of-day SP GMT
-            let [d, m, y, t, "GMT"] = parts[..] else {
+            let [d, m, y, t, z] = parts[..] else {
                 return None;
             };
-            if !digits(d, 2) || !digits(y, 4) {
+            if !digits(d, 2) || !digits(y, 4) || !gmt(z) {
                 return None;
             }
             (
@@ -146,9 +154,12 @@ pub fn parse_http_date(value: &[u8]) -> Option<UnixTime> {
             )
         } else {
             // RFC 850: day-name-l "," SP date2 SP time-of-day SP GMT
-            let [date, t, "GMT"] = parts[..] else {
+            let [date, t, z] = parts[..] else {
                 return None;
             };
+            if !gmt(z) {
+                return None;
+            }
             let mut dm = date.split('-');
             let (d, m, y) = (dm.next()?, dm.next()?, dm.next()?);
             if !digits(d, 2) || !digits(y, 2) || dm.next().is_some() {
@@ -215,6 +226,8 @@ mod tests {
         assert_eq!(parse_http_date(b"Sun, 06 Nov 1994 08:49:37 GMT"), t);
         assert_eq!(parse_http_date(b"Sunday, 06-Nov-94 08:49:37 GMT"), t);
         assert_eq!(parse_http_date(b"Sun Nov  6 08:49:37 1994"), t);
+        // Names in another case are read as meant.
+        assert_eq!(parse_http_date(b"Sun, 06 NOV 1994 08:49:37 gmt"), t);
         for t in [0u64, 951_782_400, 1_795_270_203, 4_102_444_800] {
             let formatted = http_date(UnixTime(t * 1_000_000));
             assert_eq!(
