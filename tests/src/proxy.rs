@@ -391,6 +391,26 @@ impl Proxy {
             .collect()
     }
 
+    /// Waits until there are `n` access-log lines of `method target`;
+    /// returns them all, parsed, in order.
+    pub fn wait_for_records(&self, method: &str, target: &str, n: usize) -> Vec<LogLine> {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            let found = self.records(method, target);
+            if found.len() >= n {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: {} of {n} access-log lines for {method} {target}; stdout:\n{}",
+                self.bin.name(),
+                found.len(),
+                self.log_lines().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Panics if the process has exited.
     pub fn assert_alive(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
@@ -472,6 +492,8 @@ pub struct LogLine {
     pub sni: Option<String>,
     /// That name is not a host name (`sni_malformed`).
     pub sni_malformed: bool,
+    /// What the cache did (`cache=`: hit, miss, ...), when it is on.
+    pub cache: Option<String>,
     /// The `error=` value, if any.
     pub error: Option<String>,
     /// The authenticated user (`user=`), if any.
@@ -496,7 +518,7 @@ impl LogLine {
             None => (line, None),
         };
         let t: Vec<&str> = line.split(' ').collect();
-        if t.len() < 9 || t.len() > 14 || t[4] != "->" {
+        if t.len() < 9 || t.len() > 15 || t[4] != "->" {
             return None;
         }
         let time = t[0];
@@ -524,6 +546,7 @@ impl LogLine {
         };
         let sni = field("sni=").map(str::to_owned);
         let sni_malformed = field("sni_malformed") == Some("");
+        let cache = field("cache=").map(str::to_owned);
         let error = field("error=").map(str::to_owned);
         let user = field("user=").map(str::to_owned);
         if !rest.is_empty() {
@@ -541,6 +564,7 @@ impl LogLine {
             client_sent,
             sni,
             sni_malformed,
+            cache,
             error,
             user,
             rule,

@@ -628,6 +628,13 @@ impl Connection {
         fill.body.extend_from_slice(payload);
     }
 
+    /// The response is not to be stored after all.
+    pub(super) fn forget_fill(ex: &mut Exchange) {
+        if let Some(state) = ex.cache.as_mut() {
+            state.fill = None;
+        }
+    }
+
     /// The response arrived whole: what was being stored is stored.
     pub(super) fn cache_store(ex: &mut Exchange) {
         if !matches!(ex.resp, Resp::Done) {
@@ -738,6 +745,13 @@ fn refreshed(
             replaced.push(lower);
         }
         fields.push((Box::from(f.name), Box::from(f.value)));
+    }
+    // A 304 without a Date is dated when it came, as any response a
+    // cache keeps (RFC 9110 §6.6.1); the old Date would age it at once.
+    if !head.fields.contains("date") {
+        fields.retain(|(n, _)| !n.eq_ignore_ascii_case("date"));
+        let date = crate::http::date::http_date(wall);
+        fields.push(("Date".into(), date.into_bytes().into()));
     }
     let view = borrowed(&fields);
     let d = Directives::of(&view);

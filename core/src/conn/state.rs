@@ -1138,6 +1138,14 @@ impl Connection {
                     }
                 }
                 self.segments = segments;
+                if done && pos + n < data.len() {
+                    // Bytes past the end the framing gave: the origin's
+                    // length was a lie, or it answers what was not asked.
+                    // Neither response nor connection is to be trusted.
+                    let ex = self.exchange_mut();
+                    ex.upstream_reusable = false;
+                    Self::forget_fill(ex);
+                }
                 self.response_body_moved(now, passed, done);
                 n
             }

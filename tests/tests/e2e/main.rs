@@ -6,6 +6,7 @@
 //! pinned with `--resolve`.
 
 mod auth_flood;
+mod cache;
 mod errors;
 mod forwarding;
 mod keepalive;
