@@ -6,6 +6,7 @@ Usage: clients.py SCENARIO PROXY_PORT ORIGIN_PORT
 import http.client
 import socket
 import sys
+import time
 
 
 def keepalive(proxy, origin):
@@ -124,6 +125,39 @@ def reset(proxy, origin):
     except http.client.IncompleteRead:
         pass
     c.close()
+
+
+def revalidate(proxy, origin):
+    """A GET of a response fresh for a second, then the same GET once it
+    went stale: the cache asks with If-None-Match, the origin says 304."""
+    c = http.client.HTTPConnection("127.0.0.1", proxy)
+    for pause in (1.2, 0):
+        c.request("GET", "http://127.0.0.1:%d/revalidate" % origin)
+        r = c.getresponse()
+        assert r.status == 200, r.status
+        r.read()
+        time.sleep(pause)
+    c.close()
+
+
+def collapsed(proxy, origin):
+    """Two clients ask for the same slow resource 100 ms apart: the second
+    waits for the first one's fetch instead of asking the origin."""
+    request = b"GET http://127.0.0.1:%d/slow-cacheable HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n" % origin
+    first = socket.create_connection(("127.0.0.1", proxy))
+    first.sendall(request)
+    time.sleep(0.1)
+    second = socket.create_connection(("127.0.0.1", proxy))
+    second.sendall(request)
+    for s in (first, second):
+        out = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            out += b
+        assert out.startswith(b"HTTP/1.1 200"), out
+        s.close()
 
 
 if __name__ == "__main__":

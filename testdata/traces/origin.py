@@ -4,7 +4,9 @@ of generated content, POST/PUT echoing what was received (Content-Length or
 chunked bodies), a chunked response at /chunked, a slow one at /slow
 (answers after a second), a 256 KiB one at /big, an upgrade to an echo
 protocol at /upgrade (101, then every byte back), and a connection reset
-in the middle of a body at /reset.
+in the middle of a body at /reset; for the cache, /cacheable (fresh for an
+hour), /revalidate (fresh for a second, then 304 to its ETag) and
+/slow-cacheable (fresh for an hour, after half a second).
 
 Usage: origin.py PORT
 """
@@ -73,6 +75,24 @@ class Handler(BaseHTTPRequestHandler):
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.connection.close()
             self.close_connection = True
+            return
+        if self.path.startswith("/cacheable"):
+            self.reply(200, b"stored once, served twice\n",
+                       [("Cache-Control", "max-age=3600"), ("ETag", '"c1"')])
+            return
+        if self.path.startswith("/slow-cacheable"):
+            time.sleep(0.5)
+            self.reply(200, b"fetched once for everyone\n", [("Cache-Control", "max-age=3600")])
+            return
+        if self.path.startswith("/revalidate"):
+            fresh = [("Cache-Control", "max-age=1"), ("ETag", '"r1"')]
+            if self.headers.get("If-None-Match") == '"r1"':
+                self.send_response(304)
+                for k, v in fresh:
+                    self.send_header(k, v)
+                self.end_headers()
+                return
+            self.reply(200, b"still the same\n", fresh)
             return
         if self.path.startswith("/chunked"):
             self.send_response(200)

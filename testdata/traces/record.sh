@@ -2,6 +2,7 @@
 # Re-records the golden traces from real clients (curl and Python) talking
 # through the proxy binaries to a local origin. Run from the repository root:
 #   testdata/traces/record.sh [proxy-std|proxy-smol]   # default: both
+#   ONLY=REGEX testdata/traces/record.sh ...           # only matching scenarios
 # Each scenario is recorded once per binary, as NAME.std.ron / NAME.smol.ron:
 # the two runtimes read and wait differently, and the driver they share
 # must replay both.
@@ -38,11 +39,13 @@ RON
 echo '(policy: (allow_private_destinations: false))' > "$work/strict.ron"
 printf '# trace blocklist\nblocked.test   # a whole domain\n*.ads.test\n' > "$work/block.txt"
 echo '(timeouts: (head_read: "1s"))' > "$work/short-head.ron"
+echo '(cache: (enabled: true))' > "$work/cache.ron"
 # alice:password, as `htpasswd -s` makes it.
 printf 'alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n' > "$work/users"
 
 record() {  # record NAME NOTE [proxy flags...] -- command...
   local name=$1 note=$2; shift 2
+  if [ -n "${ONLY:-}" ] && ! [[ $name =~ $ONLY ]]; then return 0; fi
   local flags=()
   while [ "$1" != "--" ]; do flags+=("$1"); shift; done
   shift
@@ -95,3 +98,6 @@ record curl-shutdown "curl GET of a slow response; SIGTERM while it is in flight
 record python-upgrade "Python raw socket: an upgrade (101) to an echo protocol, relayed both ways" -- bash -c "python3 '$here/clients.py' upgrade \$PROXY $origin"
 record python-upstream-reset "Python http.client: the origin resets in the middle of the body; the client is cut off" -- bash -c "python3 '$here/clients.py' reset \$PROXY $origin"
 record curl-spliced-body "curl GET of a 256 KiB body, which goes from the origin to the client unread (splice)" -- bash -c "sh_curl -o /dev/null http://127.0.0.1:$origin/big"
+record curl-cache-hit "curl, one URL twice on a connection with the cache on: a miss that is stored, then a hit from memory" --config cache.ron -- bash -c "sh_curl http://127.0.0.1:$origin/cacheable http://127.0.0.1:$origin/cacheable"
+record python-cache-revalidate "Python http.client with the cache on: a GET, then the same once stale, revalidated with If-None-Match and answered from the refreshed entry after a 304" --config cache.ron -- bash -c "python3 '$here/clients.py' revalidate \$PROXY $origin"
+record python-cache-collapsed "Python raw sockets with the cache on: two GETs of one slow resource 100 ms apart; the second waits for the first one's fetch (collapsed) and is answered from it" --config cache.ron -- bash -c "python3 '$here/clients.py' collapsed \$PROXY $origin"

@@ -6,7 +6,7 @@
 //! `BLESS=1 cargo test -p proxy-tests --test golden` and review the diff.
 
 use proxy_core::driver::Fault;
-use proxy_core::trace::{replay, replay_with, Output, Trace};
+use proxy_core::trace::{replay, replay_together, replay_with, Output, Trace};
 use std::path::{Path, PathBuf};
 
 fn trace_files() -> Vec<PathBuf> {
@@ -18,6 +18,27 @@ fn trace_files() -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
+}
+
+/// The trace files grouped by scenario and runtime: `NAME.RT.ron` alone,
+/// or with the other connections of one recording, `NAME-2.RT.ron`, ...
+/// (connections that met in the cache), replayed together.
+fn scenarios(files: &[PathBuf]) -> Vec<Vec<PathBuf>> {
+    let mut groups: std::collections::BTreeMap<(String, String), Vec<PathBuf>> = Default::default();
+    for path in files {
+        let name = path.file_name().unwrap().to_string_lossy();
+        let stem = name.strip_suffix(".ron").unwrap();
+        let (scenario, runtime) = stem.rsplit_once('.').expect("NAME.RUNTIME.ron");
+        let base = match scenario.rsplit_once('-') {
+            Some((base, n)) if n.bytes().all(|b| b.is_ascii_digit()) => base,
+            _ => scenario,
+        };
+        groups
+            .entry((base.to_owned(), runtime.to_owned()))
+            .or_default()
+            .push(path.clone());
+    }
+    groups.into_values().collect()
 }
 
 /// The first step where two traces part, described for a person.
@@ -53,7 +74,9 @@ fn every_recorded_trace_replays_identically() {
     let files = trace_files();
     let named = |name: &str| files.iter().any(|f| f.to_string_lossy().contains(name));
     // Both runtimes recorded every scenario, including a timer, a
-    // shutdown, an upgrade, a reset and a spliced body.
+    // shutdown, an upgrade, a reset, a spliced body, and the cache: a
+    // miss then a hit, a revalidation, and a miss another connection
+    // waited for (two traces replayed together).
     for scenario in [
         "curl-get",
         "python-head-timeout",
@@ -61,6 +84,9 @@ fn every_recorded_trace_replays_identically() {
         "python-upgrade",
         "python-upstream-reset",
         "curl-spliced-body",
+        "curl-cache-hit",
+        "python-cache-revalidate",
+        "python-cache-collapsed",
     ] {
         for runtime in ["std", "smol"] {
             let name = format!("{scenario}.{runtime}.ron");
@@ -68,23 +94,29 @@ fn every_recorded_trace_replays_identically() {
         }
     }
     let mut failures = Vec::new();
-    for path in &files {
-        let text = std::fs::read_to_string(path).unwrap();
-        let recorded = Trace::from_ron(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert!(
-            !recorded.steps.is_empty(),
-            "{}: empty trace",
-            path.display()
-        );
-        let replayed = replay(&recorded).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        if bless {
-            std::fs::write(path, replayed.to_ron()).unwrap();
-        } else if replayed != recorded {
-            failures.push(format!(
-                "{}: {}",
-                path.display(),
-                first_difference(&recorded, &replayed)
-            ));
+    for group in scenarios(&files) {
+        let recorded: Vec<Trace> = group
+            .iter()
+            .map(|path| {
+                let text = std::fs::read_to_string(path).unwrap();
+                Trace::from_ron(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            })
+            .collect();
+        for (path, trace) in group.iter().zip(&recorded) {
+            assert!(!trace.steps.is_empty(), "{}: empty trace", path.display());
+        }
+        let replayed =
+            replay_together(&recorded).unwrap_or_else(|e| panic!("{}: {e}", group[0].display()));
+        for ((path, recorded), replayed) in group.iter().zip(&recorded).zip(replayed) {
+            if bless {
+                std::fs::write(path, replayed.to_ron()).unwrap();
+            } else if replayed != *recorded {
+                failures.push(format!(
+                    "{}: {}",
+                    path.display(),
+                    first_difference(recorded, &replayed)
+                ));
+            }
         }
     }
     assert!(

@@ -15,6 +15,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod cache;
+
 /// A world around one connection. Inputs go in through its methods; what
 /// the connection does lands in the public fields.
 pub(crate) struct Sim {
@@ -1711,7 +1713,7 @@ mod tls_peek {
     use super::*;
     use crate::policy::{PolicyConfig, TlsAction, TlsPolicy};
 
-    const CURL_HELLO: &[u8] = include_bytes!("../../../testdata/tls/curl.bin");
+    const CURL_HELLO: &[u8] = include_bytes!("../../../../testdata/tls/curl.bin");
 
     fn world(deny: &[&str], tls: TlsPolicy) -> Sim {
         let policy = PolicyConfig {
