@@ -665,6 +665,18 @@ mod tests {
             ],
         );
         assert_err(
+            "(cache: (memory: \"1KiB\"))",
+            1,
+            18,
+            &["`cache.memory`", "at least \"64KiB\""],
+        );
+        assert_err(
+            "(cache: (purge_from: [\"localhost\"]))",
+            1,
+            23,
+            &["`cache.purge_from[0]`", "like \"127.0.0.0/8\""],
+        );
+        assert_err(
             "(policy: (clients: [\"10.0.0.0/8\", \"10.0.0.0/33\"]))",
             1,
             35,

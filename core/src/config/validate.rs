@@ -261,7 +261,42 @@ pub(super) fn validate(c: &Config) -> Result<(), Invalid> {
         ));
     }
 
+    validate_cache(c)?;
     validate_policy(c)
+}
+
+fn validate_cache(c: &Config) -> Result<(), Invalid> {
+    let cache = root().key("cache");
+    let k = &c.cache;
+    // Checked whether or not the cache is on: `--cache` may turn it on.
+    if k.memory < 64 << 10 {
+        return Err(bad(
+            cache.key("memory"),
+            "at least \"64KiB\", like \"256MiB\"",
+        ));
+    }
+    if k.max_object == 0 {
+        return Err(bad(
+            cache.key("max_object"),
+            "must be more than zero, like \"8MiB\"",
+        ));
+    }
+    if k.max_object > k.memory {
+        return Err(conflict(
+            cache.key("max_object"),
+            cache.key("memory"),
+            "is larger than the whole cache; lower it, or raise memory",
+        ));
+    }
+    for (i, entry) in k.purge_from.iter().enumerate() {
+        parse_net(entry).map_err(|e| {
+            bad(
+                cache.key("purge_from").index(i),
+                format!("{e}; expected an address or range like \"127.0.0.0/8\""),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 fn validate_policy(c: &Config) -> Result<(), Invalid> {
