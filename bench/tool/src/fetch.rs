@@ -16,6 +16,16 @@ pub(crate) fn check(
     path: &str,
     size: usize,
 ) -> Result<()> {
+    check_head(proxy, origin, path, size).map(|_| ())
+}
+
+/// [`check`], returning the response head (lower-cased) for more checks.
+pub(crate) fn check_head(
+    proxy: Option<SocketAddr>,
+    origin: SocketAddr,
+    path: &str,
+    size: usize,
+) -> Result<String> {
     let (connect_to, target) = match proxy {
         Some(p) => (p, format!("http://{origin}{path}")),
         None => (origin, path.to_string()),
@@ -53,7 +63,7 @@ pub(crate) fn check(
             length.map_or("none".to_string(), |l| l.to_string())
         );
     }
-    Ok(())
+    Ok(head.to_ascii_lowercase())
 }
 
 /// Whether the proxy closes a client connection after one response

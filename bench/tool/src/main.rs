@@ -51,7 +51,7 @@ struct RunArgs {
     /// Seconds each throughput figure runs.
     #[arg(long, default_value_t = 10)]
     secs: u32,
-    /// Targets to run besides direct, comma-separated: proxy-std, proxy-smol, tinyproxy, squid.
+    /// Targets to run besides direct, comma-separated: proxy-std, proxy-smol, proxy-std+cache, proxy-smol+cache, tinyproxy, squid.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Idle incomplete requests held for the RSS figure.

@@ -37,6 +37,7 @@ pub(crate) fn start_nginx(work: &Workdir, port: u16) -> Result<Service> {
          \x20 access_log off;\n\
          \x20 keepalive_requests 1000000;\n\
          \x20 sendfile on;\n\
+         \x20 expires 1h;\n\
          \x20 client_body_temp_path {dir}/nginx-body;\n\
          \x20 server {{ listen 127.0.0.1:{port}; root {www}; }}\n\
          }}\n",

@@ -96,6 +96,9 @@ pub(crate) fn run(opts: &Options) -> Result<bool> {
         report::table(&columns),
         NOTES
     );
+    if columns.iter().any(|c| c.name.ends_with("+cache")) {
+        text.push_str(&format!("\n{CACHED}\n"));
+    }
     for note in columns.iter().filter_map(Column::note) {
         text.push_str(&format!("\n{note}\n"));
     }
@@ -127,6 +130,10 @@ const SILENT_CLOSES: &str = "closes the client connection after every response w
 target only, those errors are tolerated up to one per response (connect errors, timeouts and any bad \
 response still fail the figure; only complete, checked responses are counted), so its keep-alive \
 figures are in fact one connection per request.";
+
+const CACHED: &str = "`+cache`: the same binary with `--cache` (and `max_object: \"16MiB\"`); \
+the origin's files say `Cache-Control: max-age=3600` and are fetched once before the figures, so \
+every request measured is a hit answered from memory (each checked to say `Cache-Status: ...; hit`).";
 
 const NOTES: &str = "Ratios are the target's figure ÷ direct's in this run (higher is better). \
 CPU is user+sys of the proxy's processes ÷ checked responses; direct's is nginx's own. \
@@ -188,7 +195,7 @@ impl Bench<'_> {
                 column.fail(format!("failed the checks: {e}"));
                 return column;
             }
-            self.throughput(&mut column, None, self.nginx_pid, None, false);
+            self.throughput(&mut column, None, self.nginx_pid, None, false, true);
             column.set(Figure::IdleRequest, Cell::NotApplicable);
             column.set(Figure::IdleTunnel, Cell::NotApplicable);
             return column;
@@ -210,6 +217,15 @@ impl Bench<'_> {
             column.fail(format!("failed the checks: {e}"));
             return column;
         }
+        let cached = target.kind == Kind::OursCached;
+        if cached {
+            // The checks stored every file: from here on each request
+            // is a hit, and must say so.
+            if let Err(e) = self.check_hits(at) {
+                column.fail(format!("the cache did not answer: {e}"));
+                return column;
+            }
+        }
         let silent_closes = match fetch::closes_silently(at, self.origin) {
             Ok(silent) => silent,
             Err(e) => {
@@ -222,8 +238,27 @@ impl Bench<'_> {
             eprintln!("  closes client connections after each response without Connection: close");
         }
         let pid = proxy.pid();
-        self.throughput(&mut column, Some(at), pid, Some(&mut proxy), silent_closes);
+        self.throughput(
+            &mut column,
+            Some(at),
+            pid,
+            Some(&mut proxy),
+            silent_closes,
+            !cached,
+        );
         drop(proxy);
+        if cached {
+            // Tunnels and idle connections do not meet the cache.
+            for figure in [
+                Figure::ConnectUpload,
+                Figure::ConnectDownload,
+                Figure::IdleRequest,
+                Figure::IdleTunnel,
+            ] {
+                column.set(figure, Cell::NotApplicable);
+            }
+            return column;
+        }
         // Each idle figure gets a fresh proxy, so that neither inherits
         // memory freed but kept by the allocator from the figures before.
         let requests = self.idle(target, ports, false);
@@ -237,6 +272,22 @@ impl Bench<'_> {
         let port = ports.take()?;
         let service = target.start(&self.setup, port)?;
         Ok((service, addr(port)))
+    }
+
+    /// A second GET of each file through `proxy`: answered by its cache.
+    fn check_hits(&self, proxy: SocketAddr) -> Result<()> {
+        for (name, size) in FILES {
+            let path = format!("/{name}");
+            let head = fetch::check_head(Some(proxy), self.origin, &path, size)?;
+            let status = head
+                .lines()
+                .find_map(|l| l.strip_prefix("cache-status:"))
+                .unwrap_or("none");
+            if !status.contains("; hit") {
+                bail!("GET {path}: Cache-Status {}", status.trim());
+            }
+        }
+        Ok(())
     }
 
     /// One GET of each file, checked; through the proxy if given.
@@ -257,6 +308,7 @@ impl Bench<'_> {
         cpu_pid: u32,
         mut service: Option<&mut Service>,
         silent_closes: bool,
+        tunnels: bool,
     ) {
         let mut record = |column: &mut Column, figure: Figure, result: Result<Cell>| {
             let cell = result.unwrap_or_else(|e| {
@@ -295,6 +347,9 @@ impl Bench<'_> {
         record(column, Figure::KeepAlive64k, medium);
         let download = self.download(proxy).map(Cell::Rate);
         record(column, Figure::Download10m, download);
+        if !tunnels {
+            return;
+        }
         let secs = self.opts.secs;
         let up = tunnel::throughput(proxy, self.sink, Direction::Upload, TUNNELS, secs);
         record(column, Figure::ConnectUpload, up.map(Cell::Rate));

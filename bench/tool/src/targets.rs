@@ -17,6 +17,8 @@ pub(crate) enum Kind {
     Direct,
     /// proxy-std or proxy-smol from this workspace.
     Ours,
+    /// The same with the cache on (`NAME+cache`), measured on hits.
+    OursCached,
     Tinyproxy,
     Squid,
 }
@@ -28,7 +30,7 @@ pub(crate) struct Target {
 }
 
 /// Every target, in the table's order.
-pub(crate) const ALL: [Target; 5] = [
+pub(crate) const ALL: [Target; 7] = [
     Target {
         name: "direct",
         kind: Kind::Direct,
@@ -40,6 +42,14 @@ pub(crate) const ALL: [Target; 5] = [
     Target {
         name: "proxy-smol",
         kind: Kind::Ours,
+    },
+    Target {
+        name: "proxy-std+cache",
+        kind: Kind::OursCached,
+    },
+    Target {
+        name: "proxy-smol+cache",
+        kind: Kind::OursCached,
     },
     Target {
         name: "tinyproxy",
@@ -65,10 +75,18 @@ impl Target {
     pub(crate) fn program(&self, setup: &Setup) -> Option<String> {
         match self.kind {
             Kind::Direct => None,
-            Kind::Ours => Some(setup.bin_dir.join(self.name).display().to_string()),
+            Kind::Ours | Kind::OursCached => {
+                Some(setup.bin_dir.join(self.binary()).display().to_string())
+            }
             Kind::Tinyproxy => Some("tinyproxy".into()),
             Kind::Squid => Some("squid".into()),
         }
+    }
+
+    /// Our binary's name (a cached target runs the binary it is named
+    /// after).
+    fn binary(&self) -> &'static str {
+        self.name.trim_end_matches("+cache")
     }
 
     /// Starts the proxy on 127.0.0.1:`port` and waits until it accepts.
@@ -76,16 +94,23 @@ impl Target {
         let log = setup.work.file(&format!("{}-{port}.log", self.name));
         let mut service = match self.kind {
             Kind::Direct => bail!("direct has no proxy to start"),
-            Kind::Ours => Service::spawn(
-                self.name,
-                Command::new(setup.bin_dir.join(self.name))
+            Kind::Ours | Kind::OursCached => {
+                let mut command = Command::new(setup.bin_dir.join(self.binary()));
+                command
                     .arg("--listen")
                     .arg(addr(port).to_string())
                     .arg("--quiet")
                     .arg("--config")
-                    .arg(setup.proxy_config),
-                &log,
-            )?,
+                    .arg(setup.proxy_config);
+                if self.kind == Kind::OursCached {
+                    // Room for the 10 MiB file too.
+                    let layer = setup
+                        .work
+                        .write("cache.ron", "(cache: (max_object: \"16MiB\"))\n")?;
+                    command.arg("--config").arg(layer).arg("--cache");
+                }
+                Service::spawn(self.name, &mut command, &log)?
+            }
             Kind::Tinyproxy => {
                 let conf = setup.work.write(
                     &format!("tinyproxy-{port}.conf"),

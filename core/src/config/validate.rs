@@ -281,13 +281,6 @@ fn validate_cache(c: &Config) -> Result<(), Invalid> {
             "must be more than zero, like \"8MiB\"",
         ));
     }
-    if k.max_object > k.memory {
-        return Err(conflict(
-            cache.key("max_object"),
-            cache.key("memory"),
-            "is larger than the whole cache; lower it, or raise memory",
-        ));
-    }
     for (i, entry) in k.purge_from.iter().enumerate() {
         parse_net(entry).map_err(|e| {
             bad(

@@ -411,17 +411,27 @@ impl Connection {
                 .map_or("", |(_, r)| r)
                 .contains(['/', '?']);
         let target = if server_wide { "*" } else { &path_and_query };
-        let key = cache::key::primary(
-            &ex.authority.host.to_string(),
-            ex.authority.port,
-            &path_and_query,
-        );
-        if head.method == "PURGE" {
-            if let Some(reply) = self.purge(&key)? {
+        // Keyed only when there is a cache to look in.
+        let key = || {
+            cache::key::primary(
+                &ex.authority.host.to_string(),
+                ex.authority.port,
+                &path_and_query,
+            )
+        };
+        if head.method == "PURGE" && self.cache.is_some() {
+            if let Some(reply) = self.purge(&key())? {
                 return Ok(Prepared::Local(reply));
             }
         }
-        let (prepared, validators) = match self.plan_cache(now, head, ex, key) {
+        let planned = match self.cache {
+            Some(_) => {
+                let key = key();
+                self.plan_cache(now, head, ex, key)
+            }
+            None => None,
+        };
+        let (prepared, validators) = match planned {
             Some(CachePlan::Serve(entry, result)) => return Ok(Prepared::Cached(entry, result)),
             Some(CachePlan::OnlyIfCached) => return Err(RequestError::NotCached.into()),
             Some(CachePlan::Forward(validators)) => (Prepared::Forward, validators),
@@ -956,7 +966,7 @@ impl Connection {
                 return HeadProgress::Stop(consumed);
             }
         };
-        let rest = BodyReader::new(framing, max_chunk_line, max_trailer).is_some();
+        let rest = !matches!(framing, Framing::None | Framing::Length(0));
         if self.cache_response_head(now, &head, framing, rest) {
             return HeadProgress::Stop(consumed);
         }
