@@ -261,21 +261,8 @@ impl Store {
 
     /// Keeps the byte and entry gauges in step with one shard's change.
     fn account(&self, before: usize, after: usize, entries_before: usize, entries_after: usize) {
-        let s = &self.stats;
-        if after >= before {
-            s.bytes
-                .fetch_add((after - before) as u64, Ordering::Relaxed);
-        } else {
-            s.bytes
-                .fetch_sub((before - after) as u64, Ordering::Relaxed);
-        }
-        if entries_after >= entries_before {
-            s.entries
-                .fetch_add((entries_after - entries_before) as u64, Ordering::Relaxed);
-        } else {
-            s.entries
-                .fetch_sub((entries_before - entries_after) as u64, Ordering::Relaxed);
-        }
+        step(&self.stats.bytes, before, after);
+        step(&self.stats.entries, entries_before, entries_after);
     }
 
     /// Bytes held, summed over the shards (for tests).
@@ -333,6 +320,15 @@ impl Shard {
             }
         }
         evicted
+    }
+}
+
+/// Moves a gauge from `before` to `after`.
+fn step(gauge: &AtomicU64, before: usize, after: usize) {
+    if after >= before {
+        gauge.fetch_add((after - before) as u64, Ordering::Relaxed);
+    } else {
+        gauge.fetch_sub((before - after) as u64, Ordering::Relaxed);
     }
 }
 

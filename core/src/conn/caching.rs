@@ -551,13 +551,7 @@ impl Connection {
                 let date = crate::http::date::http_date(wall);
                 fields.push(("Date".into(), date.into_bytes().into()));
             }
-            let view = borrowed(&fields);
-            let date = view
-                .get("date")
-                .and_then(crate::http::date::parse_http_date)
-                .unwrap_or(wall);
-            let lifetime = cache::lifetime(head.status, &view, &d, date, heuristic_max);
-            drop(view);
+            let lifetime = stored_lifetime(head.status, &fields, &d, wall, heuristic_max);
             // Stale from the start and without a validator, it could never
             // be used: not worth its room.
             let validator = head.fields.contains("etag") || head.fields.contains("last-modified");
@@ -718,6 +712,23 @@ fn invalidate(
     }
 }
 
+/// The freshness lifetime of a response stored with `fields` (which
+/// have a `Date`: the origin's, or the one given at arrival, `wall`).
+fn stored_lifetime(
+    status: u16,
+    fields: &[(Box<str>, Box<[u8]>)],
+    d: &Directives,
+    wall: crate::time::UnixTime,
+    heuristic_max: Duration,
+) -> Duration {
+    let view = borrowed(fields);
+    let date = view
+        .get("date")
+        .and_then(crate::http::date::parse_http_date)
+        .unwrap_or(wall);
+    cache::lifetime(status, &view, d, date, heuristic_max)
+}
+
 /// `old` updated by a 304 (RFC 9111 §3.2, §4.3.4): its fields replaced
 /// by the 304's, its times and freshness from now on.
 fn refreshed(
@@ -753,14 +764,8 @@ fn refreshed(
         let date = crate::http::date::http_date(wall);
         fields.push(("Date".into(), date.into_bytes().into()));
     }
-    let view = borrowed(&fields);
-    let d = Directives::of(&view);
-    let date = view
-        .get("date")
-        .and_then(crate::http::date::parse_http_date)
-        .unwrap_or(wall);
-    let lifetime = cache::lifetime(old.status, &view, &d, date, heuristic_max);
-    drop(view);
+    let d = Directives::of(&borrowed(&fields));
+    let lifetime = stored_lifetime(old.status, &fields, &d, wall, heuristic_max);
     let size = old.size - entry::cost("", &old.fields, 0) + entry::cost("", &fields, 0);
     Arc::new(Entry {
         status: old.status,

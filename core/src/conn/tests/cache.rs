@@ -45,22 +45,6 @@ struct Stored {
     fresh_until: Instant,
 }
 
-/// A world at `now` around a new connection to `shared`.
-fn connection_at(shared: &Arc<crate::Shared>, now: Instant) -> Sim {
-    let accepted = Accepted {
-        conn: ConnId(1),
-        client: "127.0.0.1:40000".parse().unwrap(),
-        role: Role::Proxy,
-        anchor: WallAnchor {
-            unix_at_zero: UnixTime(1_795_270_203_000_000),
-        },
-        at: now,
-    };
-    let mut sim = Sim::accepted(shared.clone(), accepted);
-    sim.now = now;
-    sim
-}
-
 /// Splits a response into its head (lower-cased field names) and body.
 fn parse(bytes: &[u8]) -> (String, String) {
     let text = String::from_utf8_lossy(bytes).into_owned();
@@ -101,7 +85,7 @@ fn run(steps: &[Step], memory: usize, exact: bool) -> Result<(), TestCaseError> 
         request.push_str("\r\n");
         let key = (url, if varies(url) { lang } else { None });
         let expected = model.get(&key).filter(|s| now < s.fresh_until).cloned();
-        let mut sim = connection_at(&shared, now);
+        let mut sim = Sim::with_shared_at(shared.clone(), now);
         sim.client_sends(request.as_bytes());
         let hit = sim.resolves.is_empty();
         if !hit {

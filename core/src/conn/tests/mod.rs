@@ -60,6 +60,12 @@ impl Sim {
     }
 
     pub(crate) fn with_shared(shared: Arc<crate::Shared>) -> Sim {
+        Sim::with_shared_at(shared, Instant::ZERO)
+    }
+
+    /// A world whose clock starts at `now`, around a connection accepted
+    /// then.
+    pub(crate) fn with_shared_at(shared: Arc<crate::Shared>, now: Instant) -> Sim {
         let accepted = Accepted {
             conn: ConnId(7),
             client: "127.0.0.1:40000".parse().unwrap(),
@@ -67,9 +73,11 @@ impl Sim {
             anchor: WallAnchor {
                 unix_at_zero: UnixTime(1_795_270_203_000_000),
             },
-            at: Instant::ZERO,
+            at: now,
         };
-        Sim::accepted(shared, accepted)
+        let mut sim = Sim::accepted(shared, accepted);
+        sim.now = now;
+        sim
     }
 
     /// A world around a connection accepted as `accepted` says.
