@@ -1,10 +1,15 @@
-//! Replays the committed corpus and the TLS fixtures through the fuzz
-//! bodies on stable, so a crash once found stays fixed without cargo-fuzz.
+//! Replays every committed corpus (fuzz/corpus/<target>/) and the TLS
+//! fixtures through the fuzz bodies on stable, so what a fuzzer once
+//! found stays fixed without cargo-fuzz. Each target reads its input as
+//! its `fuzz_target!` does: bytes, or a structured value taken from them
+//! with `arbitrary`.
 
-use std::path::Path;
+use arbitrary::{Arbitrary, Unstructured};
+use proxy_core::fuzzing;
+use std::path::{Path, PathBuf};
 
 fn inputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| entry.unwrap().path())
         .filter(|path| path.is_file() && path.file_name().is_some_and(|n| n != "README.md"))
@@ -16,38 +21,75 @@ fn inputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+fn structured<'a, T: Arbitrary<'a>>(data: &'a [u8]) -> Option<T> {
+    T::arbitrary_take_rest(Unstructured::new(data)).ok()
+}
+
+/// Runs `body` over fuzz/corpus/`target`; at least `min` inputs must be
+/// there.
+fn replay(target: &str, min: usize, body: impl Fn(&[u8])) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus")
+        .join(target);
+    let all = inputs(&dir);
+    for (name, data) in &all {
+        eprintln!("{name}");
+        body(data);
+    }
+    assert!(
+        all.len() >= min,
+        "{target}: {} inputs: is the corpus there?",
+        all.len()
+    );
+}
+
 #[test]
 fn client_hello_corpus() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut seen = 0;
-    for dir in [
-        root.join("corpus/client_hello"),
-        root.join("../testdata/tls"),
-    ] {
-        for (name, data) in inputs(&dir) {
-            if dir.ends_with("tls") && !name.ends_with(".bin") {
-                continue;
-            }
-            eprintln!("{name}");
+    replay("client_hello", 5, proxy_core::tls::client_hello::fuzz_peek);
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/tls");
+    for (name, data) in inputs(&fixtures) {
+        if name.ends_with(".bin") {
             proxy_core::tls::client_hello::fuzz_peek(&data);
-            seen += 1;
         }
     }
-    assert!(seen > 10, "only {seen} inputs: is the corpus there?");
 }
 
 #[test]
 fn connection_corpus() {
-    use arbitrary::{Arbitrary, Unstructured};
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut seen = 0;
-    for (name, data) in inputs(&root.join("corpus/connection")) {
-        eprintln!("{name}");
-        let events =
-            Vec::<proxy_core::fuzzing::Event>::arbitrary_take_rest(Unstructured::new(&data))
-                .unwrap_or_default();
-        proxy_core::fuzzing::connection(&events);
-        seen += 1;
-    }
-    assert!(seen > 0, "no connection corpus");
+    replay("connection", 10, |data| {
+        fuzzing::connection(&structured::<Vec<fuzzing::Event>>(data).unwrap_or_default())
+    });
+}
+
+#[test]
+fn head_corpora() {
+    replay("request_head", 20, fuzzing::heads::request_head);
+    replay("response_head", 20, fuzzing::heads::response_head);
+}
+
+#[test]
+fn chunked_corpora() {
+    replay("chunked", 3, fuzzing::chunked::decode);
+    replay("chunked_round_trip", 4, |data| {
+        if let Some(body) = structured(data) {
+            fuzzing::chunked::round_trip(&body);
+        }
+    });
+}
+
+#[test]
+fn file_and_credential_corpora() {
+    replay("config", 5, fuzzing::files::config);
+    replay("list", 2, fuzzing::files::list);
+    replay("htpasswd", 3, fuzzing::files::htpasswd);
+    replay("proxy_auth", 5, fuzzing::files::basic);
+}
+
+#[test]
+fn cache_corpus() {
+    replay("cache", 6, |data| {
+        if let Some(script) = structured(data) {
+            fuzzing::cache::cache(&script);
+        }
+    });
 }

@@ -260,6 +260,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(target_os = "wasi", ignore = "WASI (preview 1) has no threads")]
     // Real threads are the point here: the caps must hold under real races.
     fn caps_hold_under_concurrent_hammering() {
         const GLOBAL: usize = 5;

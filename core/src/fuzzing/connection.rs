@@ -1,27 +1,37 @@
-//! The body of the whole-connection fuzz target (feature `fuzzing`): a
-//! [`Driver`] run by a small simulated runtime through whatever sequence
-//! of [`Event`]s the fuzzer chooses, with the same drive loop production
-//! uses. The checks are the driver's contract with its runtime:
+//! The whole-connection fuzz target (feature `fuzzing`): a [`Driver`] run
+//! by a small simulated runtime through whatever sequence of [`Event`]s
+//! the fuzzer chooses, with the same drive loop production uses. The
+//! checks are the driver's contract with its runtime, and HTTP's with the
+//! peers:
 //!
-//! - nothing panics;
-//! - once [`Op::Done`] is given, every later poll gives it again;
+//! - nothing panics, and no op but `Done` comes after `Close`; once
+//!   [`Op::Done`] is given, every later poll gives it again;
 //! - a wait never asks to wake at a moment already past (a due timer is
-//!   the driver's to handle, not to wait for);
+//!   the driver's to handle, not to wait for), and no record lasts longer
+//!   than the connection has;
 //! - bytes passed through never exceed the bytes read from the other side
 //!   (nothing is duplicated), and nothing is written to an upstream that
 //!   is not connected;
 //! - a relay, a connect or a resolve is asked for only when it makes
 //!   sense (one at a time, relays with a connected upstream);
-//! - every access record names a status, and a record is written for
-//!   each request whose exchange ended.
+//! - what the client receives is, response by response, exactly what the
+//!   access records say: a head with the recorded status and a body of
+//!   the length its own framing gives (cut short only at the very end of
+//!   an aborted exchange), and not a byte more; what each upstream
+//!   receives is a sequence of well-formed requests, each body as long as
+//!   its framing says.
 
 use crate::config::Config;
 use crate::driver::{Accepted, Driver, Input, Op, Wait};
+use crate::http::framing::{request_framing, response_framing, BodyReader, Framing};
+use crate::http::head::{find_head_end, parse_request, parse_response};
 use crate::id::{ConnId, QueryId, UpstreamId};
 use crate::io::{ConnectError, Connected, ResolveError, Role, Side, TunnelEnd, TunnelEndReason};
+use crate::log::{AccessRecord, ExchangeKind};
 use crate::shared::Shared;
 use crate::time::{Instant, UnixTime, WallAnchor};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Something that happens to a connection, as the fuzzer chooses it.
@@ -89,11 +99,12 @@ const UPSTREAM_FRAGMENTS: &[&[u8]] = &[
     b"220 smtp ready\r\n",
 ];
 
-/// The simulated runtime's view of one connection.
-struct World {
+/// The simulated runtime's view of one connection, and what it saw.
+pub(super) struct World {
     driver: Driver,
     now: Instant,
     done: bool,
+    closed: bool,
     wait: Option<Wait>,
     resolve: Option<QueryId>,
     connect: Option<UpstreamId>,
@@ -107,91 +118,137 @@ struct World {
     read_upstream: u64,
     passed_to_upstream: u64,
     passed_to_client: u64,
-    records: usize,
+    /// Everything written to the client, and to each upstream in turn,
+    /// until a relay took over.
+    pub(super) to_client: Vec<u8>,
+    pub(super) to_upstream: Vec<(UpstreamId, Vec<u8>)>,
+    /// The access records, in order.
+    pub(super) records: Vec<AccessRecord>,
 }
 
 /// Runs `events` through a driver; panics when a check fails. See the
 /// module docs.
 pub fn connection(events: &[Event]) {
-    let accepted = Accepted {
-        conn: ConnId(1),
-        client: "127.0.0.1:40000".parse().expect("an address"),
-        role: Role::Proxy,
-        anchor: WallAnchor {
-            unix_at_zero: UnixTime(1_795_270_203_000_000),
-        },
-        at: Instant::ZERO,
-    };
-    let shared = Shared::allow_all(Config::default());
-    let mut w = World {
-        driver: Driver::new(accepted, shared, false),
-        now: Instant::ZERO,
-        done: false,
-        wait: None,
-        resolve: None,
-        connect: None,
-        verify: false,
-        relay: None,
-        upstream: None,
-        client_eof: false,
-        upstream_eof: false,
-        read_client: 0,
-        read_upstream: 0,
-        passed_to_upstream: 0,
-        passed_to_client: 0,
-        records: 0,
-    };
-    w.pump();
+    run(Shared::allow_all(Config::default()), events);
+}
+
+/// [`connection`] on `shared`; returns the world for more checks.
+pub(super) fn run(shared: Arc<Shared>, events: &[Event]) -> World {
+    let mut w = World::new(shared, Instant::ZERO);
     for event in events {
         if w.done {
             break;
         }
         w.apply(event);
-        w.pump();
     }
-    // The runtime answers what it was asked, the client goes and time
-    // passes: then every connection ends.
-    for _ in 0..4 {
-        if w.done {
-            break;
-        }
-        if let Some(q) = w.resolve.take() {
-            w.input(Input::Resolved(q, Err(ResolveError::NotFound)));
-        }
-        if let Some(id) = w.connect.take() {
-            w.input(Input::Connected(id, Err(ConnectError::Refused)));
-        }
-        if std::mem::take(&mut w.verify) {
-            w.input(Input::Verified(false));
-        }
-        if w.relay.take().is_some() {
-            w.input(Input::TunnelEnded(TunnelEnd {
-                to_upstream: 0,
-                to_client: 0,
-                reason: TunnelEndReason::Closed,
-            }));
-        }
-        if !w.client_eof {
-            w.client_eof = true;
-            w.input(Input::Eof(Side::Client));
-        }
-        w.now = w.now + Duration::from_secs(3600);
-        w.input(Input::Timeout);
-    }
-    assert!(
-        w.done,
-        "the connection never ended; it waits for {:?}",
-        w.wait
-    );
+    w.finish();
+    w
 }
 
 impl World {
-    fn input(&mut self, input: Input) {
+    /// A connection accepted at `now` by a proxy sharing `shared`.
+    pub(super) fn new(shared: Arc<Shared>, now: Instant) -> World {
+        let accepted = Accepted {
+            conn: ConnId(1),
+            client: "127.0.0.1:40000".parse().expect("an address"),
+            role: Role::Proxy,
+            anchor: WallAnchor {
+                unix_at_zero: UnixTime(1_795_270_203_000_000),
+            },
+            at: now,
+        };
+        let mut w = World {
+            driver: Driver::new(accepted, shared, false),
+            now,
+            done: false,
+            closed: false,
+            wait: None,
+            resolve: None,
+            connect: None,
+            verify: false,
+            relay: None,
+            upstream: None,
+            client_eof: false,
+            upstream_eof: false,
+            read_client: 0,
+            read_upstream: 0,
+            passed_to_upstream: 0,
+            passed_to_client: 0,
+            to_client: Vec::new(),
+            to_upstream: Vec::new(),
+            records: Vec::new(),
+        };
+        w.pump();
+        w
+    }
+
+    /// The runtime answers what it was asked, the client goes and time
+    /// passes: then every connection ends. Checks what the peers got.
+    pub(super) fn finish(&mut self) {
+        for _ in 0..4 {
+            if self.done {
+                break;
+            }
+            if let Some(q) = self.resolve.take() {
+                self.input(Input::Resolved(q, Err(ResolveError::NotFound)));
+            }
+            if let Some(id) = self.connect.take() {
+                self.input(Input::Connected(id, Err(ConnectError::Refused)));
+            }
+            if std::mem::take(&mut self.verify) {
+                self.input(Input::Verified(false));
+            }
+            if self.relay.take().is_some() {
+                self.input(Input::TunnelEnded(TunnelEnd {
+                    to_upstream: 0,
+                    to_client: 0,
+                    reason: TunnelEndReason::Closed,
+                }));
+            }
+            if !self.client_eof {
+                self.client_eof = true;
+                self.input(Input::Eof(Side::Client));
+            }
+            self.now = self.now + Duration::from_secs(3600);
+            self.input(Input::Timeout);
+        }
+        assert!(
+            self.done,
+            "the connection never ended; it waits for {:?}",
+            self.wait
+        );
+        check_client_stream(&self.to_client, &self.records);
+        for (_, bytes) in &self.to_upstream {
+            check_upstream_stream(bytes);
+        }
+    }
+
+    pub(super) fn input(&mut self, input: Input) {
         self.driver.handle(self.now, input);
         self.pump();
     }
 
-    fn apply(&mut self, event: &Event) {
+    /// Whether the driver asked for a name to be resolved, and for a
+    /// connection; answered as the events say.
+    pub(super) fn asked(&self) -> (bool, bool) {
+        (self.resolve.is_some(), self.connect.is_some())
+    }
+
+    /// Whether the driver waits for the upstream (a response to come).
+    pub(super) fn waits_for_upstream(&self) -> bool {
+        self.wait.is_some_and(|w| w.upstream.is_some())
+    }
+
+    /// What both peers got and the records: for comparing two runs.
+    pub(super) fn transcript(&self) -> Transcript {
+        Transcript {
+            to_client: self.to_client.clone(),
+            to_upstream: self.to_upstream.iter().map(|(_, b)| b.clone()).collect(),
+            records: self.records.clone(),
+        }
+    }
+
+    pub(super) fn apply(&mut self, event: &Event) {
         let relaying = self.relay.is_some();
         match event {
             Event::Client(b) => self.client_sends(b),
@@ -240,6 +297,7 @@ impl World {
                     if result.is_ok() {
                         self.upstream = Some(id);
                         self.upstream_eof = false;
+                        self.to_upstream.push((id, Vec::new()));
                     }
                     self.input(Input::Connected(id, result));
                 }
@@ -252,6 +310,12 @@ impl World {
                 let allowed = self.wait.and_then(|w| w.upstream).map_or(0, |u| u.forward);
                 let n = u64::from(*n).min(allowed);
                 if n > 0 && !relaying {
+                    // Spliced: the runtime moves bytes it read from the
+                    // upstream straight to the client.
+                    self.read_upstream += n;
+                    self.passed_to_client += n;
+                    self.to_client
+                        .extend(std::iter::repeat(b'.').take(n as usize));
                     self.input(Input::Forwarded(n));
                 }
             }
@@ -280,7 +344,7 @@ impl World {
         }
     }
 
-    fn client_sends(&mut self, bytes: &[u8]) {
+    pub(super) fn client_sends(&mut self, bytes: &[u8]) {
         if self.client_eof || self.relay.is_some() || bytes.is_empty() {
             return;
         }
@@ -288,7 +352,7 @@ impl World {
         self.input(Input::Read(Side::Client, bytes.into()));
     }
 
-    fn upstream_sends(&mut self, bytes: &[u8]) {
+    pub(super) fn upstream_sends(&mut self, bytes: &[u8]) {
         if self.upstream.is_none() || self.upstream_eof || self.relay.is_some() || bytes.is_empty()
         {
             return;
@@ -307,14 +371,26 @@ impl World {
                 );
                 return;
             }
-            match self.driver.poll() {
+            let op = self.driver.poll();
+            assert!(
+                !self.closed || matches!(op, Op::Done { .. }),
+                "an op after Close: {op:?}"
+            );
+            match op {
                 Op::Write { to, head, body } => {
                     assert!(!head.is_empty() || !body.is_empty(), "an empty write");
                     match to {
-                        Side::Client => self.passed_to_client += body.len() as u64,
+                        Side::Client => {
+                            self.passed_to_client += body.len() as u64;
+                            self.to_client.extend_from_slice(head);
+                            self.to_client.extend_from_slice(body);
+                        }
                         Side::Upstream => {
                             assert!(self.upstream.is_some(), "a write to no upstream");
                             self.passed_to_upstream += body.len() as u64;
+                            let (_, stream) = self.to_upstream.last_mut().expect("connected");
+                            stream.extend_from_slice(head);
+                            stream.extend_from_slice(body);
                         }
                     }
                     assert!(
@@ -351,10 +427,10 @@ impl World {
                     self.verify = true;
                 }
                 Op::Log(record) => {
-                    self.records += 1;
                     assert!(record.duration <= self.now - Instant::ZERO);
+                    self.records.push(*record);
                 }
-                Op::Close(_) => {}
+                Op::Close(_) => self.closed = true,
                 Op::Wait(wait) => {
                     if let Some(d) = wait.deadline {
                         assert!(
@@ -373,6 +449,129 @@ impl World {
             }
         }
         panic!("10,000 ops without a wait");
+    }
+}
+
+/// What a connection gave its peers, and its records.
+#[derive(Debug, PartialEq)]
+pub(super) struct Transcript {
+    to_client: Vec<u8>,
+    to_upstream: Vec<Vec<u8>>,
+    records: Vec<AccessRecord>,
+}
+
+/// How a body in a stream the proxy wrote ended.
+enum BodyEnd {
+    /// Whole; what follows is the next message.
+    Whole(usize),
+    /// The stream ended first.
+    Cut,
+    /// The body runs to the end of the stream.
+    ToTheEnd,
+}
+
+/// Reads a body of `framing` at the start of `bytes`.
+fn body(framing: Framing, bytes: &[u8]) -> BodyEnd {
+    let Some(mut reader) = BodyReader::new(framing, 4096, 64 << 10) else {
+        return BodyEnd::Whole(0);
+    };
+    if reader.is_close_delimited() {
+        return BodyEnd::ToTheEnd;
+    }
+    match reader.read(bytes, |_| {}) {
+        Ok(n) if reader.is_done() => BodyEnd::Whole(n),
+        Ok(_) => BodyEnd::Cut,
+        Err(e) => panic!("the proxy wrote a body that does not decode: {e:?}"),
+    }
+}
+
+/// The client received, for each record with a status, any interim heads
+/// and then a final head with that status and a body as long as its
+/// framing says (shorter only at the end of an aborted exchange), and
+/// nothing besides; after an established tunnel or an upgrade, the rest
+/// is the tunnel's.
+fn check_client_stream(mut stream: &[u8], records: &[AccessRecord]) {
+    let shown = |s: &[u8]| String::from_utf8_lossy(&s[..s.len().min(200)]).into_owned();
+    for (i, record) in records.iter().enumerate() {
+        let last = i + 1 == records.len();
+        loop {
+            if stream.is_empty() {
+                // Nothing sent for it: it ended before any head (a client
+                // gone, a shutdown) or is the last, cut off.
+                assert!(
+                    record.status == 0 || last,
+                    "no response for {} {} ({}) in the stream",
+                    record.method,
+                    record.target,
+                    record.status
+                );
+                break;
+            }
+            let end = find_head_end(stream, 0)
+                .unwrap_or_else(|| panic!("not a whole response head: {:?}", shown(stream)));
+            let head = parse_response(&stream[..end], 1000).unwrap_or_else(|e| {
+                panic!("a head that does not parse ({e:?}): {:?}", shown(stream))
+            });
+            stream = &stream[end..];
+            if (100..200).contains(&head.status) && head.status != 101 {
+                continue;
+            }
+            assert_eq!(
+                head.status, record.status,
+                "the head sent and the record of {} {} disagree",
+                record.method, record.target
+            );
+            let method = if record.method == "-" {
+                "GET"
+            } else {
+                record.method.as_str()
+            };
+            let tunnel = record.tunnel_established()
+                || (record.kind == ExchangeKind::Tunnel && (200..300).contains(&head.status));
+            if tunnel {
+                return;
+            }
+            let framing = response_framing(method, &head)
+                .unwrap_or_else(|e| panic!("the proxy sent ambiguous framing: {}", e.describe()));
+            match body(framing, stream) {
+                BodyEnd::Whole(n) => stream = &stream[n..],
+                BodyEnd::Cut | BodyEnd::ToTheEnd => {
+                    assert!(last, "a body cut short before the last exchange");
+                    return;
+                }
+            }
+            break;
+        }
+    }
+    assert!(
+        stream.is_empty(),
+        "{} bytes sent to the client beyond every recorded response: {:?}",
+        stream.len(),
+        shown(stream)
+    );
+}
+
+/// An upstream received a sequence of well-formed requests, each body as
+/// long as its framing says; only the last may be cut short.
+fn check_upstream_stream(mut stream: &[u8]) {
+    let shown = |s: &[u8]| String::from_utf8_lossy(&s[..s.len().min(200)]).into_owned();
+    while !stream.is_empty() {
+        let end = find_head_end(stream, 0)
+            .unwrap_or_else(|| panic!("not a whole request head: {:?}", shown(stream)));
+        let head = parse_request(&stream[..end], 1000, 1 << 20)
+            .unwrap_or_else(|e| panic!("a request that does not parse ({e}): {:?}", shown(stream)));
+        let upgrade = head.fields.has_token("connection", "upgrade");
+        let framing = request_framing(&head)
+            .unwrap_or_else(|e| panic!("a request with ambiguous framing: {}", e.describe()));
+        stream = &stream[end..];
+        if upgrade {
+            // After a 101 the bytes are the new protocol's.
+            return;
+        }
+        match body(framing, stream) {
+            BodyEnd::Whole(n) => stream = &stream[n..],
+            BodyEnd::Cut | BodyEnd::ToTheEnd => return,
+        }
     }
 }
 

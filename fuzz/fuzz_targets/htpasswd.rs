@@ -1,0 +1,6 @@
+//! htpasswd files; see `proxy_core::fuzzing::files`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    proxy_core::fuzzing::files::htpasswd(data);
+});
