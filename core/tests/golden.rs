@@ -144,7 +144,7 @@ fn every_recorded_trace_replays_identically() {
     );
     assert!(
         failures.is_empty(),
-        "{} trace(s) no longer replay; if the change is intended, re-bless with BLESS=1 cargo test -p proxy-tests --test golden\n{}",
+        "{} trace(s) no longer replay; if the change is intended, re-bless with BLESS=1 cargo test -p proxy-core --test golden\n{}",
         failures.len(),
         failures.join("\n\n")
     );

@@ -15,7 +15,7 @@ pub mod tls;
 
 pub use client::{Client, Head, Response};
 pub use files::TempFile;
-pub use net::{blackhole, free_port, ipv6_available, refused_addr, Blackhole, Refused};
+pub use net::{blackhole, free_port, ipv6_available, refused_addr, refused_on, Blackhole, Refused};
 pub use origin::{EchoServer, Framing, Origin, RawOrigin, Reply, Request};
 pub use proxy::{Binary, LogLine, Proxy};
 pub use tls::{TlsOrigin, TlsOutcome};
@@ -47,6 +47,27 @@ pub fn tool_named(names: &[&str], skip_var: &str) -> Option<PathBuf> {
         eprintln!("skipped: {} is not installed ({skip_var}=1)", names[0]);
     }
     found
+}
+
+/// Whether the machine can do what a test needs (`available`); when it
+/// cannot, the test fails saying `what`, unless `skip_var` is `1`, in
+/// which case it says it skipped and the caller returns.
+pub fn machine_can(available: bool, what: &str, skip_var: &str) -> bool {
+    if !available {
+        assert_eq!(
+            std::env::var(skip_var).as_deref(),
+            Ok("1"),
+            "this machine cannot run the test: {what} (set {skip_var}=1 to skip it)"
+        );
+        eprintln!("skipped: {what} ({skip_var}=1)");
+    }
+    available
+}
+
+/// [`machine_can`] for a loopback IPv6 address: `[::1]` must bind, unless
+/// `E2E_SKIP_IPV6=1`.
+pub fn needs_ipv6() -> bool {
+    machine_can(ipv6_available(), "[::1] cannot be bound", "E2E_SKIP_IPV6")
 }
 
 /// [`tool_named`] for a program with one name.

@@ -35,12 +35,18 @@ impl std::fmt::Display for Refused {
 
 /// A [`Refused`] address on 127.0.0.1.
 pub fn refused_addr() -> Refused {
+    refused_on(0).expect("a free loopback port")
+}
+
+/// A [`Refused`] address on 127.0.0.1:`port`; `None` when that port is
+/// taken.
+pub fn refused_on(port: u16) -> Option<Refused> {
     use rustix::net::{bind, getsockname, socket, AddressFamily, SocketType};
     let fd = socket(AddressFamily::INET, SocketType::STREAM, None).expect("socket");
-    bind(&fd, &SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    bind(&fd, &SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)).ok()?;
     let local = getsockname(&fd).expect("getsockname");
     let addr: SocketAddr = SocketAddrV4::try_from(local).expect("IPv4").into();
-    Refused { addr, _socket: fd }
+    Some(Refused { addr, _socket: fd })
 }
 
 /// A loopback address whose listener has a full accept queue, so new SYNs

@@ -581,10 +581,12 @@ impl Connection {
         // The request body goes upstream verbatim, chunk framing and all;
         // only its payload counts against the body limit.
         let mut payload = 0u64;
+        let mut decoded = 0usize;
         let result = reader.read(data, |s| {
             if let Segment::Data(n) = s {
                 payload += n as u64;
             }
+            decoded += s.bytes();
         });
         ex.body_bytes += payload;
         if let Some(max) = self
@@ -622,6 +624,12 @@ impl Connection {
                 n
             }
             Err(e) => {
+                // What decoded before the malformed part goes on, as it
+                // would have had it come in an earlier read.
+                if decoded > 0 {
+                    self.exchange_mut().bytes_from_client += decoded as u64;
+                    self.outbox.pass(Side::Client, 0, decoded);
+                }
                 self.fail(now, RequestError::BadChunk(e.0).into(), true);
                 data.len()
             }
@@ -1122,32 +1130,35 @@ impl Connection {
         let storing = Self::storing(ex);
         // Bytes that only refresh the store are not the client's.
         let to_client = !Self::background(ex);
+        // Every segment decoded is passed on, also those before a
+        // malformed part: the client gets the same bytes however the body
+        // was split into reads.
+        let mut offset = pos;
+        let mut passed = 0u64;
+        for s in &segments {
+            match *s {
+                Segment::Data(len) => {
+                    if storing {
+                        Self::tee(ex, &data[offset..offset + len]);
+                    }
+                    if to_client {
+                        self.outbox.pass(Side::Upstream, offset, len);
+                        passed += len as u64;
+                    }
+                    offset += len;
+                }
+                Segment::Framing(len) => {
+                    if !dechunk && to_client {
+                        self.outbox.pass(Side::Upstream, offset, len);
+                        passed += len as u64;
+                    }
+                    offset += len;
+                }
+            }
+        }
+        self.segments = segments;
         match result {
             Ok(n) => {
-                let mut offset = pos;
-                let mut passed = 0u64;
-                for s in &segments {
-                    match *s {
-                        Segment::Data(len) => {
-                            if storing {
-                                Self::tee(ex, &data[offset..offset + len]);
-                            }
-                            if to_client {
-                                self.outbox.pass(Side::Upstream, offset, len);
-                                passed += len as u64;
-                            }
-                            offset += len;
-                        }
-                        Segment::Framing(len) => {
-                            if !dechunk && to_client {
-                                self.outbox.pass(Side::Upstream, offset, len);
-                                passed += len as u64;
-                            }
-                            offset += len;
-                        }
-                    }
-                }
-                self.segments = segments;
                 if done && pos + n < data.len() {
                     // Bytes past the end the framing gave: the origin's
                     // length was a lie, or it answers what was not asked.
@@ -1160,7 +1171,7 @@ impl Connection {
                 n
             }
             Err(_) => {
-                self.segments = segments;
+                self.exchange_mut().bytes_to_client += passed;
                 self.abort(now, ErrorType::HttpResponseIncomplete);
                 data.len() - pos
             }

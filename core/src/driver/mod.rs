@@ -95,6 +95,7 @@ use std::time::Duration;
 enum Fault {
     DropFiredTimer,
     KeepConsumed,
+    PassOneMore,
 }
 
 /// Most unconsumed bytes held per side; a side is not read while its
@@ -158,6 +159,10 @@ pub enum Fault {
     DropFiredTimer,
     /// What the connection consumed is never dropped from the buffers.
     KeepConsumed,
+    /// Bytes passed on from the upstream run one byte past the range the
+    /// connection gave, when the buffer holds one: an extra byte after a
+    /// body, for the `connection` fuzz target to find.
+    PassOneMore,
 }
 
 /// One side's bytes on their way into the connection.
@@ -578,9 +583,16 @@ impl<S: Storage> Driver<S> {
             Side::Client => Some(&self.client.buf),
             Side::Upstream => self.upstream.as_ref().map(|u| &u.inlet.buf),
         };
+        let Some(bytes) = buf.map(|b| b.bytes()) else {
+            return &[];
+        };
+        let mut range = range;
+        if side == Side::Upstream && self.has_fault(Fault::PassOneMore) {
+            range.end = (range.end + 1).min(bytes.len().max(range.end));
+        }
         // The connection only passes what it consumed of what it was
         // offered, which is still held: the range is always there.
-        buf.and_then(|b| b.bytes().get(range)).unwrap_or_default()
+        bytes.get(range).unwrap_or_default()
     }
 
     fn plan(&mut self) -> Planned<S> {

@@ -22,6 +22,8 @@ mod connection;
 pub mod files;
 pub mod heads;
 
+#[cfg(feature = "faults")]
+pub use connection::connection_broken;
 pub use connection::{connection, Event};
 
 #[cfg(test)]

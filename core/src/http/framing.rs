@@ -137,6 +137,15 @@ pub enum Segment {
     Framing(usize),
 }
 
+impl Segment {
+    /// How many input bytes it covers.
+    pub fn bytes(self) -> usize {
+        match self {
+            Segment::Data(n) | Segment::Framing(n) => n,
+        }
+    }
+}
+
 /// Why a chunked body is malformed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkError(pub &'static str);
@@ -217,7 +226,8 @@ impl ChunkedDecoder {
     /// Consumes as much of `input` as belongs to the body, calling `emit`
     /// with consecutive segments that together cover the consumed prefix.
     /// Returns how many bytes were consumed; fewer than `input.len()` only
-    /// when the body ended.
+    /// when the body ended. On an error, the segments emitted cover the
+    /// input before the offending byte.
     pub fn decode(
         &mut self,
         input: &[u8],
@@ -247,10 +257,19 @@ impl ChunkedDecoder {
                 };
                 continue;
             }
-            let b = input[i];
+            match self.step(input[i]) {
+                Ok(next) => self.state = next,
+                Err(e) => {
+                    // What came before the offending byte is reported, so
+                    // the same bytes go on however the body was split.
+                    if framing_run > 0 {
+                        emit(Segment::Framing(framing_run));
+                    }
+                    return Err(e);
+                }
+            }
             i += 1;
             framing_run += 1;
-            self.state = self.step(b)?;
         }
         if framing_run > 0 {
             emit(Segment::Framing(framing_run));
@@ -477,6 +496,30 @@ mod tests {
             assert_eq!(data, b"hello world", "split {split}");
             assert_eq!(consumed, body.len() - 4, "split {split}");
             assert!(done);
+        }
+    }
+
+    /// Found by the `response_head` fuzzer: a bad trailer line after a
+    /// valid last chunk reported nothing when it came in one read, but its
+    /// first part when split, so a client got different bytes.
+    #[test]
+    fn an_error_reports_the_bytes_before_it_at_any_split() {
+        let body = b"3\r\nabc\r\n0\r\nX-A: 1\r\nTl: x\nmore";
+        // The bare LF ending "Tl: x" is the offending byte.
+        let bad = 24;
+        assert_eq!(&body[bad - 1..=bad], b"x\n");
+        for split in 1..=body.len() {
+            let mut d = ChunkedDecoder::new(64, 64);
+            let mut covered = 0;
+            for piece in body.chunks(split) {
+                let mut here = 0;
+                let result = d.decode(piece, |s| here += s.bytes());
+                covered += here;
+                if result.is_err() {
+                    break;
+                }
+            }
+            assert_eq!(covered, bad, "split {split}");
         }
     }
 

@@ -275,4 +275,108 @@ mod tests {
         assert!(parse_net("10.0.0.0/33").is_err());
         assert!(parse_net("example.com").is_err());
     }
+
+    /// The table against a reference that checks every rule in turn.
+    mod against_a_reference {
+        use super::*;
+        use proptest::prelude::*;
+        use std::net::{Ipv4Addr, Ipv6Addr};
+
+        /// The most specific covering rule's action, deny winning a tie,
+        /// by looking at every rule.
+        fn reference(rules: &[CidrRule], ip: IpAddr) -> Option<(Action, IpNet)> {
+            let ip = ip.to_canonical();
+            let covering = rules.iter().filter(|r| r.net.contains(&ip));
+            let longest = covering.clone().map(|r| r.net.prefix_len()).max()?;
+            let at_longest = covering.filter(|r| r.net.prefix_len() == longest);
+            let net = at_longest.clone().next()?.net;
+            let deny = at_longest.clone().any(|r| r.action == Action::Deny);
+            Some((if deny { Action::Deny } else { Action::Allow }, net))
+        }
+
+        /// Addresses near each other, so that ranges overlap and nest:
+        /// IPv4 under 10.0.0.0/8 and elsewhere, IPv6, and IPv4-mapped
+        /// IPv6.
+        fn address() -> impl Strategy<Value = IpAddr> {
+            let v4 = prop_oneof![
+                any::<u8>().prop_map(|b| 0x0a00_0000 | u32::from(b) << 4),
+                any::<u32>(),
+            ];
+            prop_oneof![
+                3 => v4.clone().prop_map(|a| IpAddr::V4(Ipv4Addr::from(a))),
+                1 => v4.prop_map(|a| IpAddr::V6(Ipv4Addr::from(a).to_ipv6_mapped())),
+                1 => any::<u16>().prop_map(|b| IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, b))),
+            ]
+        }
+
+        fn rule_on() -> impl Strategy<Value = CidrRule> {
+            (address(), any::<u8>(), any::<bool>()).prop_map(|(ip, len, deny)| {
+                let ip = ip.to_canonical();
+                let width = if ip.is_ipv4() { 33 } else { 129 };
+                CidrRule {
+                    net: IpNet::new(ip, len % width)
+                        .expect("a prefix length")
+                        .trunc(),
+                    action: if deny { Action::Deny } else { Action::Allow },
+                    origin: Origin::config(),
+                }
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+            #[test]
+            fn lookup_agrees_with_every_rule_checked(
+                rules in proptest::collection::vec(rule_on(), 0..24),
+                ips in proptest::collection::vec(address(), 1..24),
+            ) {
+                let table = CidrTable::new(rules.clone());
+                for ip in ips {
+                    let got = table.lookup(ip).map(|r| (r.action, r.net));
+                    prop_assert_eq!(got, reference(&rules, ip), "{}", ip);
+                }
+            }
+
+            /// Whatever the standard library calls loopback, private,
+            /// link-local, multicast, unspecified, broadcast, shared
+            /// (CGNAT) or documentation-adjacent benchmarking space is
+            /// denied by the SSRF guard, in IPv4 and in IPv4-mapped IPv6.
+            #[test]
+            fn the_guard_covers_what_std_calls_special_v4(a in any::<u32>()) {
+                let v4 = Ipv4Addr::from(a);
+                let [o1, o2, ..] = v4.octets();
+                let special = v4.is_loopback()
+                    || v4.is_private()
+                    || v4.is_link_local()
+                    || v4.is_multicast()
+                    || v4.is_unspecified()
+                    || v4.is_broadcast()
+                    || o1 == 0
+                    || o1 >= 240
+                    || (o1 == 100 && (64..128).contains(&o2))
+                    || (o1 == 198 && (18..20).contains(&o2));
+                let t = private();
+                for ip in [IpAddr::V4(v4), IpAddr::V6(v4.to_ipv6_mapped())] {
+                    let denied = t.lookup(ip).is_some_and(|r| r.action == Action::Deny);
+                    prop_assert!(!special || denied, "{} is special but not denied", ip);
+                }
+            }
+
+            /// The same for IPv6: loopback, unspecified, multicast,
+            /// unique-local, link-local, and NAT64 of anything.
+            #[test]
+            fn the_guard_covers_what_is_special_v6(a in any::<u128>()) {
+                let v6 = Ipv6Addr::from(a);
+                let first = v6.segments()[0];
+                let special = v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.is_multicast()
+                    || first & 0xfe00 == 0xfc00
+                    || first & 0xffc0 == 0xfe80
+                    || a >> 32 == 0x0064_ff9b_0000_0000_0000_0000;
+                let denied = private().lookup(IpAddr::V6(v6)).is_some_and(|r| r.action == Action::Deny);
+                prop_assert!(!special || denied, "{} is special but not denied", v6);
+            }
+        }
+    }
 }

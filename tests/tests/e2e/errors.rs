@@ -271,16 +271,19 @@ cases! {
     /// All addresses of a name are tried: a refusing one (127.0.0.1 on a
     /// port only ::1 listens on), then a working one.
     fn next_address_is_tried_after_refusal(bin) {
-        if !proxy_tests::ipv6_available() {
-            eprintln!("skipped: ::1 not available");
+        if !proxy_tests::needs_ipv6() {
             return;
         }
-        let origin = Origin::start_on("::1".parse().unwrap(), |r| Reply::ok(r.target.clone()));
+        // An origin on [::1]:port whose 127.0.0.1:port is held refusing
+        // (another origin is tried when someone has that port on IPv4).
+        let (origin, _refused) = (0..20)
+            .find_map(|_| {
+                let origin = Origin::start_on("::1".parse().unwrap(), |r| Reply::ok(r.target.clone()));
+                let refused = proxy_tests::refused_on(origin.addr().port())?;
+                Some((origin, refused))
+            })
+            .expect("a port free on both 127.0.0.1 and [::1]");
         let port = origin.addr().port();
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            eprintln!("skipped: port {port} is also taken on 127.0.0.1");
-            return;
-        }
         let proxy = Proxy::start(bin, &["--resolve", "multi.test=127.0.0.1,::1"]);
         let mut c = proxy.connect();
         let url = format!("http://multi.test:{port}/multi");
@@ -375,12 +378,15 @@ cases! {
 
     /// Connecting takes longer than `timeouts.connect`: 504. Uses a
     /// loopback listener whose accept queue is full (the kernel drops the
-    /// SYNs); skipped if this kernel does not behave so.
+    /// SYNs); a kernel that does not behave so fails it unless
+    /// `E2E_SKIP_BLACKHOLE=1`.
     fn connect_timeout_is_504(bin) {
-        let Some(hole) = blackhole() else {
-            eprintln!("skipped: cannot make a loopback address that drops SYNs");
+        let hole = blackhole();
+        let what = "a loopback listener with a full accept queue does not drop SYNs";
+        if !proxy_tests::machine_can(hole.is_some(), what, "E2E_SKIP_BLACKHOLE") {
             return;
-        };
+        }
+        let hole = hole.expect("checked");
         let proxy = Proxy::start_with_config(bin, "(timeouts: (connect: \"500ms\"))", &[]);
         let mut c = proxy.connect();
         let url = format!("http://{}/hangs", hole.addr);

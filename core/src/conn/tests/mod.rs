@@ -747,6 +747,85 @@ mod chunking {
     struct Exchange {
         request: Vec<u8>,
         response: Vec<u8>,
+        /// What the origin must get after the request head: the body as
+        /// the generator framed it.
+        origin_gets: Vec<u8>,
+        /// What the client must get after the response heads (`heads` of
+        /// them, interim ones included).
+        client_gets: Vec<u8>,
+        heads: usize,
+    }
+
+    impl Exchange {
+        fn new(
+            request: Vec<u8>,
+            origin_gets: &[u8],
+            response: Vec<u8>,
+            client_gets: &[u8],
+        ) -> Exchange {
+            Exchange::interim(request, origin_gets, response, client_gets, 1)
+        }
+
+        fn interim(
+            request: Vec<u8>,
+            origin_gets: &[u8],
+            response: Vec<u8>,
+            client_gets: &[u8],
+            heads: usize,
+        ) -> Exchange {
+            Exchange {
+                request,
+                response,
+                origin_gets: origin_gets.to_vec(),
+                client_gets: client_gets.to_vec(),
+                heads,
+            }
+        }
+    }
+
+    /// The end of the head starting at `from` in `stream`.
+    fn head_end(stream: &[u8], from: usize) -> usize {
+        from + stream[from..]
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| {
+                panic!(
+                    "no head at {from}: {:?}",
+                    String::from_utf8_lossy(&stream[from..])
+                )
+            })
+            + 4
+    }
+
+    /// What reached the origin and the client is, after each head, the
+    /// body the generator produced, and nothing else.
+    fn delivered_as_generated(
+        exchanges: &[Exchange],
+        outcome: &Outcome,
+    ) -> Result<(), TestCaseError> {
+        prop_assert_eq!(
+            outcome.0.len(),
+            exchanges.len(),
+            "one upstream per exchange"
+        );
+        let mut at = 0;
+        for (e, upstream) in exchanges.iter().zip(&outcome.0) {
+            let body = &upstream[head_end(upstream, 0)..];
+            prop_assert_eq!(body, &e.origin_gets[..], "the request body as sent");
+            for _ in 0..e.heads {
+                at = head_end(&outcome.1, at);
+            }
+            let end = at + e.client_gets.len();
+            prop_assert!(end <= outcome.1.len(), "the response body cut short");
+            prop_assert_eq!(
+                &outcome.1[at..end],
+                &e.client_gets[..],
+                "the response body as sent"
+            );
+            at = end;
+        }
+        prop_assert_eq!(at, outcome.1.len(), "nothing after the last response");
+        Ok(())
     }
 
     fn exchange() -> impl Strategy<Value = Exchange> {
@@ -764,27 +843,38 @@ mod chunking {
                 out
             };
             match kind {
-                0 => Exchange { request: b"GET http://192.0.2.1/g HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Drop\r\nX-Drop: 1\r\n\r\n".to_vec(), response: cl_response },
-                1 => Exchange {
-                    request: [format!("POST http://192.0.2.1/p HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes(), body.clone()].concat(),
-                    response: b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
-                },
-                2 => Exchange {
-                    request: [b"PUT http://192.0.2.1/c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(), chunked(&body)].concat(),
-                    response: cl_response,
-                },
-                3 => Exchange {
-                    request: b"GET http://192.0.2.1/chunked HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
-                    response: [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(), chunked(&body)].concat(),
-                },
-                4 => Exchange {
-                    request: b"HEAD http://192.0.2.1/h HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
-                    response: b"HTTP/1.1 200 OK\r\nContent-Length: 999\r\n\r\n".to_vec(),
-                },
-                _ => Exchange {
-                    request: b"GET http://192.0.2.1/early HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
-                    response: [b"HTTP/1.1 103 Early Hints\r\nLink: </s>\r\n\r\n".to_vec(), b"HTTP/1.1 304 Not Modified\r\n\r\n".to_vec()].concat(),
-                },
+                0 => Exchange::new(b"GET http://192.0.2.1/g HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Drop\r\nX-Drop: 1\r\n\r\n".to_vec(), b"", cl_response, &body),
+                1 => Exchange::new(
+                    [format!("POST http://192.0.2.1/p HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes(), body.clone()].concat(),
+                    &body,
+                    b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
+                    b"",
+                ),
+                2 => Exchange::new(
+                    [b"PUT http://192.0.2.1/c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(), chunked(&body)].concat(),
+                    &chunked(&body),
+                    cl_response,
+                    &body,
+                ),
+                3 => Exchange::new(
+                    b"GET http://192.0.2.1/chunked HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+                    b"",
+                    [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(), chunked(&body)].concat(),
+                    &chunked(&body),
+                ),
+                4 => Exchange::new(
+                    b"HEAD http://192.0.2.1/h HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+                    b"",
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 999\r\n\r\n".to_vec(),
+                    b"",
+                ),
+                _ => Exchange::interim(
+                    b"GET http://192.0.2.1/early HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+                    b"",
+                    [b"HTTP/1.1 103 Early Hints\r\nLink: </s>\r\n\r\n".to_vec(), b"HTTP/1.1 304 Not Modified\r\n\r\n".to_vec()].concat(),
+                    b"",
+                    2,
+                ),
             }
         })
     }
@@ -873,14 +963,33 @@ mod chunking {
             let whole = run(&exchanges, &[], &[]);
             prop_assert_eq!(whole.2.len(), exchanges.len(), "every exchange logged");
             prop_assert_eq!(whole.3, Some(CloseReason::ClientDone));
+            delivered_as_generated(&exchanges, &whole)?;
             let split = run(&exchanges, &client_sizes, &upstream_sizes);
-            prop_assert_eq!(&whole.0, &split.0);
-            prop_assert_eq!(&whole.1, &split.1);
-            prop_assert_eq!(&whole.2, &split.2);
-            prop_assert_eq!(whole.3, split.3);
+            prop_assert_eq!(&whole, &split);
             let byte_at_a_time = run(&exchanges, &[1], &[1]);
-            prop_assert_eq!(&whole.1, &byte_at_a_time.1);
-            prop_assert_eq!(&whole.2, &byte_at_a_time.2);
+            prop_assert_eq!(&whole, &byte_at_a_time);
+        }
+    }
+
+    proptest! {
+        // Each case runs the exchange once per byte of both streams.
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Each stream cut in two at every point: the same bytes reach the
+        /// origin and the client, and the same records, as when whole.
+        #[test]
+        fn every_split_point_gives_the_same_bytes_and_records(exchange in exchange()) {
+            let exchanges = [exchange];
+            let whole = run(&exchanges, &[], &[]);
+            delivered_as_generated(&exchanges, &whole)?;
+            let (request, response) = (exchanges[0].request.len(), exchanges[0].response.len());
+            for at in 1..request {
+                let cut = [at, request];
+                prop_assert_eq!(&whole, &run(&exchanges, &cut, &[]), "request cut at {}", at);
+            }
+            for at in 1..response {
+                let cut = [at, response];
+                prop_assert_eq!(&whole, &run(&exchanges, &[], &cut), "response cut at {}", at);
+            }
         }
 
         /// Body bytes sent straight to the client (as a splicing runtime
