@@ -9,6 +9,7 @@ mod error;
 mod fetch;
 mod idle;
 mod origin;
+mod pattern;
 mod ports;
 mod procstat;
 mod report;

@@ -3,9 +3,11 @@
 //! so that the descriptors they hold do not count against the
 //! orchestrator's open-files limit:
 //!
-//! - sink: reads and discards until EOF (upload throughput);
-//! - source: reads the client's first bytes, then writes until the peer
-//!   closes (download throughput);
+//! - sink: reads until EOF, checking every byte against the tunnels'
+//!   pattern, then answers one line, `ok <bytes>` or `bad <bytes> at
+//!   <offset>` (upload throughput: the client counts what the sink says);
+//! - source: reads the client's first bytes, then writes the pattern until
+//!   the peer closes (download throughput, checked by the client);
 //! - hold: accepts and keeps every socket open without reading (idle
 //!   tunnels).
 
@@ -16,6 +18,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::error::{Context, Result};
+use crate::pattern::{Checker, Pattern, MAX_PIECE};
 use crate::service::Service;
 use crate::workdir::Workdir;
 
@@ -112,7 +115,7 @@ fn bind(at: SocketAddr, what: &str) -> Result<TcpListener> {
 }
 
 /// One thread per connection (the figures use 4 at a time).
-fn accept_each(listener: TcpListener, handle: fn(TcpStream)) {
+pub(crate) fn accept_each(listener: TcpListener, handle: fn(TcpStream)) {
     for stream in listener.incoming() {
         match stream {
             Ok(s) => {
@@ -124,29 +127,34 @@ fn accept_each(listener: TcpListener, handle: fn(TcpStream)) {
     }
 }
 
-/// Sink: read and discard until EOF, then close.
-fn discard(mut stream: TcpStream) {
-    let mut buf = vec![0u8; CHUNK];
+/// Sink: read and check until EOF, then say what arrived and close.
+pub(crate) fn discard(mut stream: TcpStream) {
+    let mut buf = vec![0u8; MAX_PIECE];
+    let mut checker = Checker::new();
     loop {
         match stream.read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => {}
+            Ok(0) => break,
+            Ok(n) => checker.check(&buf[..n]),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(_) => return,
         }
     }
+    let _ = stream.write_all(checker.report().as_bytes());
 }
 
 /// Source: wait for the client's first bytes (a proxy may not relay
 /// anything before them), then write until the peer goes away.
-fn pour(mut stream: TcpStream) {
+pub(crate) fn pour(mut stream: TcpStream) {
     let mut first = [0u8; 64];
     match stream.read(&mut first) {
         Ok(n) if n > 0 => {}
         _ => return, // a readiness probe, or a client that left
     }
-    let buf = vec![0x5au8; CHUNK];
-    while stream.write_all(&buf).is_ok() {}
+    let pattern = Pattern::new();
+    let mut sent = 0u64;
+    while stream.write_all(pattern.at(sent, CHUNK)).is_ok() {
+        sent += CHUNK as u64;
+    }
 }
 
 /// Hold: keep every accepted socket open, never reading. The process is

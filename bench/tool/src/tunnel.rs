@@ -1,7 +1,10 @@
 //! CONNECT tunnels: opening one (also used by the idle-tunnel figure), and
 //! the throughput of several in parallel, upload to the sink or download
 //! from the source. The client always speaks first, since a proxy may
-//! wait for the first bytes (a TLS ClientHello) before relaying.
+//! wait for the first bytes (a TLS ClientHello) before relaying. Both
+//! directions carry the checked pattern (`pattern.rs`): an upload counts
+//! what the sink says it received intact, a download what the client
+//! checked.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -11,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use crate::error::{bail, Context, Error, Result};
 use crate::fetch::{read_head, status_code};
+use crate::pattern::{Checker, Pattern, MAX_PIECE};
 
-const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = MAX_PIECE;
 /// The longest a tunnel may stall before the run counts as failed.
 const STALL: Duration = Duration::from_secs(10);
 
@@ -91,8 +95,9 @@ pub(crate) fn throughput(
     Ok(bytes as f64 / secs / 1e6)
 }
 
-/// Writes until `until`, then half-closes and waits for the sink's EOF:
-/// the bytes count once they have all been read at the other end.
+/// Writes the pattern until `until`, then half-closes and waits for the
+/// sink's report and EOF: the bytes count once they have all been read
+/// and checked at the other end.
 fn upload(stream: &mut TcpStream, until: Instant) -> Result<(u64, Instant)> {
     stream
         .set_write_timeout(Some(STALL))
@@ -100,26 +105,34 @@ fn upload(stream: &mut TcpStream, until: Instant) -> Result<(u64, Instant)> {
     stream
         .set_read_timeout(Some(STALL))
         .context("setting a read timeout")?;
-    let buf = vec![0xa5u8; CHUNK];
+    let pattern = Pattern::new();
     let mut sent = 0u64;
     while Instant::now() < until {
         stream
-            .write_all(&buf)
+            .write_all(pattern.at(sent, CHUNK))
             .context(format!("uploading after {sent} bytes"))?;
         sent += CHUNK as u64;
     }
     stream
         .shutdown(Shutdown::Write)
         .context("half-closing the upload")?;
-    let mut rest = [0u8; 1024];
+    let mut report = Vec::new();
+    let mut rest = [0u8; 256];
     loop {
         match stream.read(&mut rest) {
-            Ok(0) => return Ok((sent, Instant::now())),
-            Ok(n) => bail!("the sink's side sent {n} unexpected bytes"),
+            Ok(0) => break,
+            Ok(n) if report.len() + n <= 256 => report.extend_from_slice(&rest[..n]),
+            Ok(_) => bail!("the sink's side sent more than its report"),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => bail!("waiting for the end of the upload: {e}"),
         }
     }
+    let done = Instant::now();
+    let report = String::from_utf8_lossy(&report);
+    if report != format!("ok {sent}\n") {
+        bail!("sent {sent} bytes; the sink says {:?}", report.trim_end());
+    }
+    Ok((sent, done))
 }
 
 /// Asks the source to start, then reads until `until`.
@@ -129,14 +142,79 @@ fn download(stream: &mut TcpStream, until: Instant) -> Result<(u64, Instant)> {
         .context("setting a read timeout")?;
     stream.write_all(b"go\n").context("starting the download")?;
     let mut buf = vec![0u8; CHUNK];
-    let mut received = 0u64;
+    let mut checker = Checker::new();
     while Instant::now() < until {
         match stream.read(&mut buf) {
-            Ok(0) => bail!("the download ended early, after {received} bytes"),
-            Ok(n) => received += n as u64,
+            Ok(0) => bail!("the download ended early, after {} bytes", checker.received),
+            Ok(n) => checker.check(&buf[..n]),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => bail!("downloading after {received} bytes: {e}"),
+            Err(e) => bail!("downloading after {} bytes: {e}", checker.received),
         }
     }
-    Ok((received, Instant::now()))
+    if let Some(at) = checker.first_bad {
+        bail!("downloaded byte {at} is not the one the source sent");
+    }
+    Ok((checker.received, Instant::now()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::origin::{accept_each, discard, pour};
+    use std::net::TcpListener;
+
+    fn serve(handle: fn(TcpStream)) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = listener.local_addr().unwrap();
+        thread::spawn(move || accept_each(listener, handle));
+        at
+    }
+
+    #[test]
+    fn both_directions_are_checked_and_counted() {
+        let sink = serve(discard);
+        let source = serve(pour);
+        assert!(throughput(None, sink, Direction::Upload, 2, 1).unwrap() > 0.0);
+        assert!(throughput(None, source, Direction::Download, 2, 1).unwrap() > 0.0);
+    }
+
+    /// A sink that loses a byte along the way, as a broken relay would.
+    fn lossy(mut stream: TcpStream) {
+        let (mut a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let forward = thread::spawn(move || discard_from(&mut b));
+        let mut buf = vec![0u8; 4096];
+        let mut dropped = false;
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) if !dropped && n > 1 => {
+                    dropped = true;
+                    a.write_all(&buf[1..n]).unwrap();
+                }
+                Ok(n) => a.write_all(&buf[..n]).unwrap(),
+            }
+        }
+        drop(a);
+        let report = forward.join().unwrap();
+        let _ = stream.write_all(report.as_bytes());
+    }
+
+    fn discard_from(from: &mut std::os::unix::net::UnixStream) -> String {
+        let mut checker = Checker::new();
+        let mut buf = vec![0u8; 4096];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            checker.check(&buf[..n]);
+        }
+        checker.report()
+    }
+
+    #[test]
+    fn an_upload_that_loses_a_byte_fails() {
+        let sink = serve(lossy);
+        let err = throughput(None, sink, Direction::Upload, 1, 1).unwrap_err();
+        assert!(err.to_string().contains("the sink says \"bad"), "{err}");
+    }
 }
