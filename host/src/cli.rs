@@ -112,6 +112,19 @@ pub struct Args {
     )]
     pub auth_file: Option<PathBuf>,
 
+    /// Let clients reach loopback and private addresses: development only
+    ///
+    /// Lifts the SSRF guard (`policy.allow_private_destinations: true`),
+    /// so a proxy and an origin on one machine can be tried together.
+    /// Never on a proxy others use: they could reach this host's own
+    /// services and the private network behind it. Start-up says so.
+    #[arg(
+        long = "dev-allow-private",
+        help_heading = "Access control",
+        action = ArgAction::SetTrue
+    )]
+    pub dev_allow_private: bool,
+
     /// Cache responses in memory (RFC 9111) [default: off]
     ///
     /// A shared cache of `cache.memory` bytes (256 MiB unless the

@@ -55,8 +55,10 @@ impl Settings {
         let access_log =
             AccessLog::from_config(&config.logging, args.quiet).map_err(|e| e.to_string())?;
         let listen = config.listen.clone();
+        let private = config.policy.allow_private_destinations;
         let (shared, report) = Shared::new(config, sources).map_err(|e| e.to_string())?;
         print_report(&report);
+        warn_if_private(private);
         let settings = Settings {
             shared,
             listen,
@@ -104,11 +106,15 @@ impl Settings {
         let old = self.config();
         let logging = config.logging.clone();
         let listen_changed = config.listen != self.listen;
+        let private = config.policy.allow_private_destinations;
         let report = self
             .shared
             .reload(config, sources)
             .map_err(|e| e.to_string())?;
         print_report(&report);
+        if private && !old.policy.allow_private_destinations {
+            warn_if_private(private);
+        }
         diag::set_level(logging.level);
         self.access_log.set_format(logging.format);
         self.access_log.reopen();
@@ -246,6 +252,9 @@ pub fn apply_flags(args: &Args, config: &mut Config) {
             }
         }
     }
+    if args.dev_allow_private {
+        config.policy.allow_private_destinations = true;
+    }
     if args.cache {
         config.cache.enabled = true;
     }
@@ -304,6 +313,18 @@ fn report_lines(report: &Report) -> Vec<(LogLevel, String)> {
         ));
     }
     lines
+}
+
+/// Says, at every start, that the SSRF guard is off: a development
+/// setting nobody should leave on unknowingly.
+fn warn_if_private(allowed: bool) {
+    if allowed {
+        diag::warn(
+            "private destinations allowed (--dev-allow-private or policy.allow_private_destinations): \
+             clients can reach loopback, private and link-local addresses through this proxy; \
+             for development only",
+        );
+    }
 }
 
 /// Tells the operator what the policy compiler found.

@@ -1579,8 +1579,8 @@ impl Connection {
     /// Refuses a connection over a cap: 503 before reading anything.
     pub(super) fn refuse_over_cap(&mut self, now: Instant, exceeded: CapExceeded) {
         let rule = match exceeded {
-            CapExceeded::Global(n) => format!("max_connections ({n})"),
-            CapExceeded::PerIp(n) => format!("max_connections_per_ip ({n})"),
+            CapExceeded::Global(n) => format!("limits.max_connections ({n})"),
+            CapExceeded::PerIp(n) => format!("limits.max_connections_per_ip ({n})"),
         };
         let denial = Denial {
             kind: DenyKind::Connections,

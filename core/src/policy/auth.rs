@@ -378,8 +378,8 @@ fn parse_secret(
     }
     if !allow_plaintext {
         return Err("not a recognised hash; if this is a plain-text password, \
-             enable plain-text passwords explicitly (insecure), or re-hash it \
-             with `htpasswd -B`"
+             re-hash it with `htpasswd -B` or set policy.auth.allow_plaintext: true \
+             (insecure)"
             .to_owned());
     }
     if secret.is_empty() {

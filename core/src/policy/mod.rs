@@ -60,7 +60,9 @@ impl Origin {
 
     fn builtin() -> Origin {
         Origin {
-            source: Arc::from("built-in private range"),
+            // The refusal names the key that lifts it: an operator trying
+            // the proxy against a local origin meets this first.
+            source: Arc::from("built-in private range; policy.allow_private_destinations lifts it"),
             line: 0,
         }
     }
@@ -636,27 +638,31 @@ impl Policy {
         let methods = own
             .and_then(|o| o.methods.as_ref())
             .unwrap_or(&self.methods);
+        // Refusals name the key that decided, so the operator knows what
+        // to change.
+        let key = |list: &str, own_list: bool| match user {
+            Some(u) if own_list => format!("policy.users[{u:?}].{list}"),
+            _ => format!("policy.{list}"),
+        };
         if !methods.is_empty() && !methods.iter().any(|m| m == method) {
-            let whose = if own.and_then(|o| o.methods.as_ref()).is_some() {
-                "user's methods"
-            } else {
-                "policy.methods"
-            };
+            let whose = key("methods", own.and_then(|o| o.methods.as_ref()).is_some());
             return Err(Denial {
                 kind: DenyKind::Method,
                 rule: format!("{method} not in {whose}"),
             });
         }
-        let (ports, name) = if connect {
+        let (own_ports, ports, list) = if connect {
+            let own_ports = own.and_then(|o| o.connect_ports.as_ref());
             (
-                own.and_then(|o| o.connect_ports.as_ref())
-                    .unwrap_or(&self.connect_ports),
+                own_ports,
+                own_ports.unwrap_or(&self.connect_ports),
                 "connect_ports",
             )
         } else {
+            let own_ports = own.and_then(|o| o.http_ports.as_ref());
             (
-                own.and_then(|o| o.http_ports.as_ref())
-                    .unwrap_or(&self.http_ports),
+                own_ports,
+                own_ports.unwrap_or(&self.http_ports),
                 "http_ports",
             )
         };
@@ -664,7 +670,7 @@ impl Policy {
         if !ports.is_empty() && !ports.contains(&port) {
             return Err(Denial {
                 kind: DenyKind::Port,
-                rule: format!("port {port} not in {name}"),
+                rule: format!("port {port} not in {}", key(list, own_ports.is_some())),
             });
         }
         Ok(())
@@ -713,7 +719,7 @@ impl Policy {
         };
         let deny = |d: Duration, who: String| Denial {
             kind: DenyKind::Rate(d),
-            rule: format!("rate limit for {who}"),
+            rule: format!("policy.rate for {who}"),
         };
         limiter
             .check(&rate::RateKey::Ip(client), now)

@@ -288,6 +288,30 @@ cases! {
         assert_eq!(origin.requests().len(), 1);
     }
 
+    /// `--dev-allow-private` lifts the guard for trying the proxy against
+    /// a local origin, and start-up says loudly that it is on; without
+    /// it the refusal names the key that would.
+    fn dev_allow_private_reaches_a_loopback_origin_and_says_so(bin) {
+        let origin = Origin::echo_target();
+        let url = origin.url("/local");
+        let guarded = Proxy::start_with_policy(bin, DEFAULTS, &[]);
+        let resp = guarded.connect().get(&url);
+        resp.assert_error(403, "destination_ip_prohibited", "policy.allow_private_destinations lifts it");
+        assert!(
+            !guarded.stderr_lines().iter().any(|l| l.contains("private destinations allowed")),
+            "{:?}",
+            guarded.stderr_lines()
+        );
+
+        let open = Proxy::start_with_policy(bin, DEFAULTS, &["--dev-allow-private"]);
+        let warning = open.wait_for_stderr(|l| l.contains("private destinations allowed"), Duration::from_secs(5));
+        assert!(warning.contains("--dev-allow-private") && warning.contains("development only"), "{warning}");
+        let resp = open.connect().get(&url);
+        assert_eq!(resp.status(), 200, "{resp:#?}");
+        assert_eq!(resp.text(), "/local");
+        assert_log(&open, "GET", &url, 200, Some(&origin.addr().to_string()), None);
+    }
+
     /// The default policy (no loopback allowance): IP literals in
     /// loopback, however spelt, and a name that resolves to loopback (DNS
     /// rebinding) are refused with destination_ip_prohibited, and the
@@ -298,7 +322,7 @@ cases! {
         let proxy = Proxy::start_with_policy(bin, DEFAULTS, &[
             "--resolve", "rebind.test=127.0.0.1",
         ]);
-        let builtin = "deny 127.0.0.0/8 (built-in private range)";
+        let builtin = "deny 127.0.0.0/8 (built-in private range; policy.allow_private_destinations lifts it)";
         let mut c = proxy.connect();
         let url = format!("http://127.0.0.1:{port}/literal");
         let resp = c.get(&url);
@@ -316,7 +340,7 @@ cases! {
         // ::1 is guarded too.
         let url = format!("http://[::1]:{port}/v6");
         let resp = c.get(&url);
-        resp.assert_error(403, "destination_ip_prohibited", "deny ::1/128 (built-in private range)");
+        resp.assert_error(403, "destination_ip_prohibited", "deny ::1/128 (built-in private range; policy.allow_private_destinations lifts it)");
 
         // DNS rebinding: a name that resolves to loopback is refused
         // after resolution, before any connection.
@@ -375,7 +399,7 @@ cases! {
         let url = format!("http://other.test:{port}/other");
         let resp = c.get(&url);
         assert_refused(&proxy, &resp, "GET", &url, 403, "destination_ip_prohibited",
-            "127.0.0.3: deny 127.0.0.0/8 (built-in private range)", None);
+            "127.0.0.3: deny 127.0.0.0/8 (built-in private range; policy.allow_private_destinations lifts it)", None);
     }
 
     /// A client outside `clients` gets 403 and nothing goes upstream.
@@ -409,7 +433,7 @@ cases! {
         let mut c = proxy.connect();
         c.send(connect_request(&target, &[]));
         let resp = c.read_response("CONNECT");
-        let rule = format!("port {port} not in connect_ports");
+        let rule = format!("port {port} not in policy.connect_ports");
         assert_refused(&proxy, &resp, "CONNECT", &target, 403, "http_request_denied", &rule, Some("-"));
         resp.assert_error(403, "http_request_denied", "port not allowed");
         drop(proxy);
@@ -430,7 +454,7 @@ cases! {
         let mut c = proxy.connect();
         c.send(connect_request("127.0.0.1:443", &[]));
         let resp = c.read_response("CONNECT");
-        resp.assert_error(403, "http_request_denied", "port 443 not in connect_ports");
+        resp.assert_error(403, "http_request_denied", "port 443 not in policy.connect_ports");
     }
 
     /// A user's own `connect_ports` replace the general ones for that
@@ -459,11 +483,11 @@ cases! {
         let bob = basic("bob", "password");
         c.send(connect_request(&target, &[("Proxy-Authorization", &bob)]));
         let resp = c.read_response("CONNECT");
-        resp.assert_error(403, "http_request_denied", &format!("port {port} not in connect_ports"));
+        resp.assert_error(403, "http_request_denied", &format!("port {port} not in policy.connect_ports"));
         let line = proxy.wait_for_log(|l| l.contains(" 403 ") && l.contains(" user=bob"), proxy_tests::IO_TIMEOUT);
         let line = LogLine::parse(&line).expect("log line shape");
         assert_eq!(line.method, "CONNECT");
-        assert_eq!(line.rule.as_deref(), Some(format!("port {port} not in connect_ports").as_str()));
+        assert_eq!(line.rule.as_deref(), Some(format!("port {port} not in policy.connect_ports").as_str()));
 
         // admin: their own list.
         let mut c = proxy.connect();
@@ -614,7 +638,10 @@ cases! {
             stderr.iter().any(|l| l.starts_with(&report) && l.contains("plain")),
             "want the plain-text line reported as {report:?}...; stderr:\n{stderr:#?}"
         );
-        assert!(!stderr.iter().any(|l| l.starts_with("WARNING")), "{stderr:#?}");
+        assert!(
+            !stderr.iter().any(|l| l.starts_with("WARNING") && l.contains("plain-text")),
+            "{stderr:#?}"
+        );
         let mut c = proxy.connect();
         let url = origin.url("/plain-refused");
         let resp = get_with(&mut c, &url, &[("Proxy-Authorization", &basic("plain", "plain-pass"))]);
@@ -655,7 +682,7 @@ cases! {
         let url = origin.url("/r3");
         let resp = c.get(&url);
         assert_refused(&proxy, &resp, "GET", &url, 429, "http_request_denied",
-            "rate limit for 127.0.0.1", Some("-"));
+            "policy.rate for 127.0.0.1", Some("-"));
         resp.assert_error(429, "http_request_denied", "too many requests");
         let after = resp.header("retry-after").unwrap_or_else(|| panic!("no Retry-After in {resp:#?}"));
         let secs: u64 = after.parse().unwrap_or_else(|_| panic!("Retry-After {after:?} is not an integer"));
@@ -669,12 +696,12 @@ cases! {
     /// Over `max_connections_per_ip`: 503 at once, without a request, and
     /// closed; the others keep working, and a freed place is taken again.
     fn per_ip_connection_cap_gives_503_at_once(bin) {
-        connection_cap(bin, "max_connections_per_ip", "max_connections_per_ip (2)");
+        connection_cap(bin, "max_connections_per_ip", "limits.max_connections_per_ip (2)");
     }
 
     /// Over `max_connections`: the same.
     fn global_connection_cap_gives_503_at_once(bin) {
-        connection_cap(bin, "max_connections", "max_connections (2)");
+        connection_cap(bin, "max_connections", "limits.max_connections (2)");
     }
 
     /// A body over `max_body_bytes`: 413, announced by Content-Length

@@ -292,6 +292,11 @@ cases! {
         assert_eq!(read_until_closed(&mut stream), ACCESS_DENIED_ALERT);
         let line = proxy.wait_for_record("CONNECT", &target);
         assert_refused(&line, "policy.tls.malformed_sni", Some(sni));
+        // The origin's accept may trail the proxy's connect.
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while origin.connections() < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert_eq!(origin.connections(), 2, "connected first, as by default");
         origin.wait_idle();
         assert_eq!(
