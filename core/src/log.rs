@@ -349,14 +349,16 @@ fn json_opt(out: &mut String, v: Option<&str>) {
 }
 
 /// A Squid field: `-` if empty, and what would break the space-separated
-/// line (spaces, control characters, `%`) %-encoded.
+/// line (spaces, control characters) %-encoded. A `%` stays as it is, as
+/// Squid leaves it (`rfc1738_escape_unescaped`): a URL's `%20` is logged
+/// as `%20`, not `%2520`.
 fn squid_field(out: &mut String, v: &str) {
     if v.is_empty() {
         out.push('-');
         return;
     }
     for c in v.chars() {
-        if c == '%' || c.is_whitespace() || c.is_control() {
+        if c.is_whitespace() || c.is_control() {
             let mut buf = [0; 4];
             for b in c.encode_utf8(&mut buf).bytes() {
                 let _ = write!(out, "%{b:02X}");
@@ -615,6 +617,14 @@ mod tests {
         assert!(odd
             .squid(AT)
             .contains(" ::1 TCP_MISS/200 1256 GET http://example.com/ j%20doe "));
+        // A URL's own %-escapes are logged as they are, not escaped again.
+        let escaped = AccessRecord {
+            target: "http://example.com/a%20b?q=100%25".into(),
+            ..get()
+        };
+        assert!(escaped
+            .squid(AT)
+            .contains(" GET http://example.com/a%20b?q=100%25 - "));
         // Every line has the ten space-separated fields analysers expect.
         for r in [get(), denied(), tunnel(), unreadable(), aborted(), odd] {
             assert_eq!(

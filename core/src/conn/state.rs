@@ -503,7 +503,8 @@ impl Connection {
         }
         let path = head.target.split_once('?').map_or(head.target, |(p, _)| p);
         match path {
-            "/_metrics" => Some(LocalReply::Metrics),
+            // `/metrics` is where Prometheus looks by default.
+            "/_metrics" | "/metrics" => Some(LocalReply::Metrics),
             "/_status" => Some(LocalReply::Status),
             _ => None,
         }

@@ -77,7 +77,12 @@ impl Metrics {
 /// `GET /_metrics` in origin form on `c`; checks the response and parses
 /// the body.
 fn scrape_on(c: &mut Client) -> Metrics {
-    c.send("GET /_metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    scrape_path(c, "/_metrics")
+}
+
+/// [`scrape_on`] at `path`.
+fn scrape_path(c: &mut Client, path: &str) -> Metrics {
+    c.send(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
     let resp = c.read_response("GET");
     assert_eq!(resp.status(), 200, "{resp:#?}");
     assert_eq!(
@@ -278,6 +283,10 @@ cases! {
         assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
         assert!(html.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
         assert!(html.contains("<td id=\"requests\">1</td>"), "the HEAD is counted: {html}");
+
+        // `/metrics` (Prometheus's default path) is `/_metrics`.
+        let m = scrape_path(&mut c, "/metrics");
+        assert_eq!(m.get("proxy_requests_total", &[("method", "GET"), ("decision", "allowed")]), 1.0);
 
         c.send("GET /elsewhere HTTP/1.1\r\nHost: x\r\n\r\n");
         let resp = c.read_response("GET");

@@ -324,7 +324,8 @@ cases! {
             &["--log-format", "squid", "--resolve", "denied.test=127.0.0.1"],
         );
         let mut c = proxy.connect();
-        let url = origin.url("/squid");
+        // The URL's own escapes are logged as they are (`%20`, not `%2520`).
+        let url = origin.url("/squid%20log?q=100%25");
         assert_eq!(c.get(&url).status(), 200);
         let line = proxy.wait_for_log(|l| l.contains(&url), IO_TIMEOUT);
         let f: Vec<&str> = line.split_whitespace().collect();

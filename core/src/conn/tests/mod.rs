@@ -1689,6 +1689,13 @@ mod admin {
         assert!(scrape.contains("proxy_requests_total{method=\"GET\",decision=\"allowed\"} 2\n"));
         assert!(scrape.contains("proxy_requests_total{method=\"HEAD\",decision=\"allowed\"} 1\n"));
         assert!(scrape.contains("proxy_request_duration_seconds_count{kind=\"local\"} 2\n"));
+
+        // `/metrics`, where Prometheus looks by default, is the same page.
+        sim.client_sends(b"GET /metrics HTTP/1.1\r\nHost: proxy\r\n\r\n");
+        let text = sim.take_client_text();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains("proxy_requests_total{method=\"GET\",decision=\"allowed\"} 3\n"));
+        assert_eq!(sim.logs.last().unwrap().target, "/metrics");
     }
 
     #[test]
