@@ -71,6 +71,43 @@ pub struct AccessRecord {
     /// What the cache did, when caching is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<crate::reason::CacheResult>,
+    /// The request's `Referer` and `User-Agent` (for the combined format,
+    /// where log analysers read browsers from them, and JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<Box<Agent>>,
+}
+
+/// What a request said about where it came from. Boxed in the record:
+/// most records of a proxy's own refusals have none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agent {
+    /// `Referer`, as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referer: Option<String>,
+    /// `User-Agent`, as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+}
+
+impl Agent {
+    /// Longest value kept of either field: enough for any real browser's
+    /// User-Agent, and a bound on what one request adds to a log line.
+    pub const MAX: usize = 1024;
+
+    /// The fields of a request head, `None` when it has neither.
+    pub fn of(fields: &crate::http::head::Fields<'_>) -> Option<Box<Agent>> {
+        let take = |name: &str| {
+            fields.get(name).map(|v| {
+                let v = &v[..v.len().min(Agent::MAX)];
+                String::from_utf8_lossy(v).into_owned()
+            })
+        };
+        let agent = Agent {
+            referer: take("referer"),
+            user_agent: take("user-agent"),
+        };
+        (agent.referer.is_some() || agent.user_agent.is_some()).then(|| Box::new(agent))
+    }
 }
 
 impl AccessRecord {
@@ -151,7 +188,7 @@ impl AccessRecord {
     /// One JSON object, fields always present and in this order (`null`
     /// when absent):
     ///
-    /// `{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"GET","target":"http://example.com/","upstream":"93.184.216.34:80","status":200,"bytes_to_client":1256,"bytes_from_client":80,"duration_ms":12.4,"kind":"http","decision":"allowed","rule":null,"error":null,"sni":null,"sni_malformed":false,"cache":null,"conn":1}`
+    /// `{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"GET","target":"http://example.com/","upstream":"93.184.216.34:80","status":200,"bytes_to_client":1256,"bytes_from_client":80,"duration_ms":12.4,"kind":"http","decision":"allowed","rule":null,"error":null,"sni":null,"sni_malformed":false,"cache":null,"referer":null,"user_agent":"curl/8.5.0","conn":1}`
     ///
     /// `duration_ms` has microsecond precision; `kind` is `http`,
     /// `tunnel`, `upgrade` or `local`; `cache` is what the cache did
@@ -202,6 +239,11 @@ impl AccessRecord {
         let malformed = self.tls.as_ref().is_some_and(|t| t.sni_malformed);
         let _ = write!(s, ",\"sni_malformed\":{malformed},\"cache\":");
         json_opt(&mut s, self.cache.map(crate::reason::CacheResult::as_str));
+        let agent = self.agent.as_deref();
+        s.push_str(",\"referer\":");
+        json_opt(&mut s, agent.and_then(|a| a.referer.as_deref()));
+        s.push_str(",\"user_agent\":");
+        json_opt(&mut s, agent.and_then(|a| a.user_agent.as_deref()));
         let _ = write!(s, ",\"conn\":{}}}", self.conn.0);
         s
     }
@@ -267,7 +309,7 @@ impl AccessRecord {
     /// head included; a request that could not be read is `"-"`; an
     /// exchange that ended before any status was sent is logged as 499
     /// (nginx's "client closed request"), since log analysers refuse 0.
-    /// The record keeps no referrer or user agent: both are `"-"`.
+    /// Referer and User-Agent are the request's (`"-"` when absent).
     pub fn combined(&self, at: UnixTime) -> String {
         const MONTHS: [&str; 12] = [
             "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -298,7 +340,20 @@ impl AccessRecord {
             s.push_str(" HTTP/1.1");
         }
         let status = if self.status == 0 { 499 } else { self.status };
-        let _ = write!(s, "\" {status} {} \"-\" \"-\"", self.bytes_to_client);
+        let _ = write!(s, "\" {status} {} \"", self.bytes_to_client);
+        let agent = self.agent.as_deref();
+        escape_clf(
+            &mut s,
+            agent.and_then(|a| a.referer.as_deref()).unwrap_or(""),
+            false,
+        );
+        s.push_str("\" \"");
+        escape_clf(
+            &mut s,
+            agent.and_then(|a| a.user_agent.as_deref()).unwrap_or(""),
+            false,
+        );
+        s.push('"');
         s
     }
 }
@@ -408,6 +463,7 @@ mod tests {
             rule: None,
             tls: None,
             cache: None,
+            agent: None,
         };
         assert_eq!(
             r.human(UnixTime(1_795_270_203_000_000)),
@@ -476,6 +532,10 @@ mod tests {
             rule: None,
             tls: None,
             cache: None,
+            agent: Some(Box::new(Agent {
+                referer: None,
+                user_agent: Some("curl/8.5.0".into()),
+            })),
         }
     }
 
@@ -527,6 +587,7 @@ mod tests {
             bytes_from_client: 17,
             duration: Duration::from_millis(3),
             error: Some(ErrorType::HttpRequestError),
+            agent: None,
             ..get()
         }
     }
@@ -545,19 +606,33 @@ mod tests {
     fn json_lines() {
         assert_eq!(
             get().json(AT),
-            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"GET","target":"http://example.com/","upstream":"93.184.216.34:80","status":200,"bytes_to_client":1256,"bytes_from_client":80,"duration_ms":12.4,"kind":"http","decision":"allowed","rule":null,"error":null,"sni":null,"sni_malformed":false,"cache":null,"conn":1}"#
+            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"GET","target":"http://example.com/","upstream":"93.184.216.34:80","status":200,"bytes_to_client":1256,"bytes_from_client":80,"duration_ms":12.4,"kind":"http","decision":"allowed","rule":null,"error":null,"sni":null,"sni_malformed":false,"cache":null,"referer":null,"user_agent":"curl/8.5.0","conn":1}"#
         );
         assert_eq!(
             denied().json(AT),
-            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":"alice","method":"GET","target":"http://example.com/","upstream":null,"status":403,"bytes_to_client":475,"bytes_from_client":80,"duration_ms":0.3,"kind":"http","decision":"denied_domain","rule":"deny example.com (blocklist.txt:3)","error":"http_request_denied","sni":null,"sni_malformed":false,"cache":null,"conn":1}"#
+            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":"alice","method":"GET","target":"http://example.com/","upstream":null,"status":403,"bytes_to_client":475,"bytes_from_client":80,"duration_ms":0.3,"kind":"http","decision":"denied_domain","rule":"deny example.com (blocklist.txt:3)","error":"http_request_denied","sni":null,"sni_malformed":false,"cache":null,"referer":null,"user_agent":"curl/8.5.0","conn":1}"#
         );
         assert_eq!(
             tunnel().json(AT),
-            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"CONNECT","target":"example.com:443","upstream":"93.184.216.34:443","status":200,"bytes_to_client":5000,"bytes_from_client":700,"duration_ms":1500,"kind":"tunnel","decision":"allowed","rule":null,"error":null,"sni":null,"sni_malformed":false,"cache":null,"conn":7}"#
+            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"CONNECT","target":"example.com:443","upstream":"93.184.216.34:443","status":200,"bytes_to_client":5000,"bytes_from_client":700,"duration_ms":1500,"kind":"tunnel","decision":"allowed","rule":null,"error":null,"sni":null,"sni_malformed":false,"cache":null,"referer":null,"user_agent":"curl/8.5.0","conn":7}"#
         );
         assert!(hit()
             .json(AT)
-            .ends_with(r#""sni_malformed":false,"cache":"hit","conn":1}"#));
+            .ends_with(r#""sni_malformed":false,"cache":"hit","referer":null,"user_agent":"curl/8.5.0","conn":1}"#));
+        // Both fields, escaped like every string.
+        let browser = AccessRecord {
+            agent: Some(Box::new(Agent {
+                referer: Some("http://a.test/\"x\"".into()),
+                user_agent: Some("Mozilla/5.0 (X11; Linux x86_64)".into()),
+            })),
+            ..get()
+        };
+        assert!(browser.json(AT).ends_with(
+            r#""referer":"http://a.test/\"x\"","user_agent":"Mozilla/5.0 (X11; Linux x86_64)","conn":1}"#
+        ));
+        assert!(browser
+            .combined(AT)
+            .ends_with(r#" 200 1256 "http://a.test/\x22x\x22" "Mozilla/5.0 (X11; Linux x86_64)""#));
         // Escaping: quotes, backslashes, control characters.
         let odd = AccessRecord {
             client: "[::1]:5000".parse().unwrap(),
@@ -574,6 +649,20 @@ mod tests {
         );
         assert!(line.contains(r#""rule":"deny \"x\" \\ y""#), "{line}");
         assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn agent_fields_are_taken_from_the_head_and_bounded() {
+        let long = "x".repeat(5000);
+        let raw =
+            format!("GET http://a/ HTTP/1.1\r\nUser-Agent: {long}\r\nReferer: http://r/\r\n\r\n");
+        let head = crate::http::head::parse_request(raw.as_bytes(), 64, 8192).unwrap();
+        let agent = Agent::of(&head.fields).expect("both fields");
+        assert_eq!(agent.user_agent.as_deref().map(str::len), Some(Agent::MAX));
+        assert_eq!(agent.referer.as_deref(), Some("http://r/"));
+        let raw = b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n";
+        let head = crate::http::head::parse_request(raw, 64, 8192).unwrap();
+        assert_eq!(Agent::of(&head.fields), None);
     }
 
     #[test]
@@ -640,15 +729,15 @@ mod tests {
     fn combined_lines() {
         assert_eq!(
             get().combined(AT),
-            r#"127.0.0.1 - - [21/Nov/2026:14:10:03 +0000] "GET http://example.com/ HTTP/1.1" 200 1256 "-" "-""#
+            r#"127.0.0.1 - - [21/Nov/2026:14:10:03 +0000] "GET http://example.com/ HTTP/1.1" 200 1256 "-" "curl/8.5.0""#
         );
         assert_eq!(
             denied().combined(AT),
-            r#"127.0.0.1 - alice [21/Nov/2026:14:10:03 +0000] "GET http://example.com/ HTTP/1.1" 403 475 "-" "-""#
+            r#"127.0.0.1 - alice [21/Nov/2026:14:10:03 +0000] "GET http://example.com/ HTTP/1.1" 403 475 "-" "curl/8.5.0""#
         );
         assert_eq!(
             tunnel().combined(AT),
-            r#"127.0.0.1 - - [21/Nov/2026:14:10:03 +0000] "CONNECT example.com:443 HTTP/1.1" 200 5000 "-" "-""#
+            r#"127.0.0.1 - - [21/Nov/2026:14:10:03 +0000] "CONNECT example.com:443 HTTP/1.1" 200 5000 "-" "curl/8.5.0""#
         );
         assert_eq!(
             unreadable().combined(AT),
@@ -656,7 +745,7 @@ mod tests {
         );
         assert_eq!(
             aborted().combined(UnixTime(951_782_400_000_000)),
-            r#"127.0.0.1 - - [29/Feb/2000:00:00:00 +0000] "GET http://example.com/big HTTP/1.1" 499 0 "-" "-""#
+            r#"127.0.0.1 - - [29/Feb/2000:00:00:00 +0000] "GET http://example.com/big HTTP/1.1" 499 0 "-" "curl/8.5.0""#
         );
         let odd = AccessRecord {
             user: Some("j \"doe\"".into()),
@@ -665,7 +754,7 @@ mod tests {
         };
         assert_eq!(
             odd.combined(AT),
-            r#"127.0.0.1 - j\x20\x22doe\x22 [21/Nov/2026:14:10:03 +0000] "GET http://example.com/a\x22b HTTP/1.1" 200 1256 "-" "-""#
+            r#"127.0.0.1 - j\x20\x22doe\x22 [21/Nov/2026:14:10:03 +0000] "GET http://example.com/a\x22b HTTP/1.1" 200 1256 "-" "curl/8.5.0""#
         );
     }
 

@@ -595,6 +595,7 @@ mod tests {
             rule: None,
             tls: None,
             cache: None,
+            agent: None,
         }
     }
 

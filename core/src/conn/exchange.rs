@@ -64,6 +64,8 @@ pub(super) struct Exchange {
     pub(super) pending_auth: Option<Box<PendingAuth>>,
     /// What the cache knows of this exchange, when caching is on.
     pub(super) cache: Option<Box<super::caching::CacheExchange>>,
+    /// `Referer` and `User-Agent`, for the record.
+    pub(super) agent: Option<Box<crate::log::Agent>>,
 }
 
 /// A request waiting for its credential's bcrypt run: what to take it up

@@ -214,6 +214,7 @@ impl Connection {
             hello: None,
             pending_auth: None,
             cache: None,
+            agent: crate::log::Agent::of(&head.fields),
         };
         match self.prepare(now, &head, &mut ex, verified) {
             Ok(Prepared::Forward) => {}
@@ -1665,6 +1666,7 @@ impl Connection {
             rule: None,
             tls: None,
             cache: None,
+            agent: None,
         }
     }
 
@@ -1694,6 +1696,7 @@ impl Connection {
             rule: ex.denial.map(|d| d.rule),
             tls: ex.hello,
             cache: ex.cache.as_ref().map(|c| c.result),
+            agent: ex.agent,
         }
     }
 

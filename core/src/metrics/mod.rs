@@ -921,6 +921,7 @@ mod tests {
             rule: None,
             tls: None,
             cache: None,
+            agent: None,
         }
     }
 

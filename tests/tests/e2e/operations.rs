@@ -3,6 +3,7 @@
 //! `--port`, `--log-dir`, `--max-connections`, `--log-level`), and the
 //! access-log formats and file sink with rotation, through both binaries.
 
+use crate::request;
 use proxy_core::config::LogFormat;
 use proxy_core::Config;
 use proxy_tests::{
@@ -162,6 +163,10 @@ fn log_files_lines(dir: &Path) -> (usize, Vec<String>) {
     }
     (backups, lines)
 }
+
+/// A real browser's User-Agent, as log analysers recognise it.
+const BROWSER: &str =
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
 
 cases! {
     /// `--print-config` prints defaults, files (layered) and flags
@@ -361,6 +366,17 @@ cases! {
         let proxy = Proxy::start(bin, &["--log-format", "combined"]);
         let mut c = proxy.connect();
         let url = origin.url("/combined");
+        c.send(request("GET", &url, &[("Referer", "http://from.test/page"), ("User-Agent", BROWSER)], b""));
+        let resp = c.read_response("GET");
+        assert_eq!(resp.status(), 200);
+        let line = proxy.wait_for_log(|l| l.contains(&url), IO_TIMEOUT);
+        assert!(
+            line.ends_with(&format!(" 200 {} \"http://from.test/page\" \"{BROWSER}\"", resp.wire_len)),
+            "{line}"
+        );
+
+        // Without them, both are "-".
+        let url = origin.url("/combined-bare");
         let resp = c.get(&url);
         assert_eq!(resp.status(), 200);
         let line = proxy.wait_for_log(|l| l.contains(&url), IO_TIMEOUT);
@@ -373,6 +389,48 @@ cases! {
             rest,
             format!("\"GET {url} HTTP/1.1\" 200 {} \"-\" \"-\"", resp.wire_len)
         );
+    }
+
+    /// GoAccess (Debian's, which ./test installs) reads a combined log
+    /// file the proxy wrote and recognises the browsers and the referrer
+    /// in it. Without goaccess the test fails unless E2E_SKIP_GOACCESS=1.
+    fn goaccess_reads_the_combined_log(bin) {
+        let Some(goaccess) = proxy_tests::tool("goaccess", "E2E_SKIP_GOACCESS") else {
+            return;
+        };
+        let dir = TempDir::new("goaccess");
+        let origin = Origin::echo_target();
+        let proxy = Proxy::start(bin, &["--log-format", "combined", "--log-dir", dir.name()]);
+        let firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0";
+        let mut c = proxy.connect();
+        for (path, agent) in [("/chrome", BROWSER), ("/firefox", firefox)] {
+            let url = origin.url(path);
+            c.send(request("GET", &url, &[("Referer", "http://from.test/page"), ("User-Agent", agent)], b""));
+            assert_eq!(c.read_response("GET").status(), 200);
+        }
+        eventually("both lines in the file", || (log_files_lines(&dir.0).1.len() >= 2).then_some(()));
+        let report = dir.0.join("report.json");
+        let out = Command::new(goaccess)
+            .arg(dir.0.join("access.log"))
+            .args(["--log-format=COMBINED", "--no-global-config", "-o"])
+            .arg(&report)
+            .output()
+            .expect("goaccess runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let json = std::fs::read_to_string(&report).expect("a report");
+        // One line of JSON, its panels in a fixed order: a panel is what
+        // lies between its key and the next one's.
+        let section = |name: &str, next: &str| {
+            let from = json.find(&format!("\"{name}\":")).unwrap_or_else(|| panic!("no {name} in {json}"));
+            let to = json[from..].find(&format!("\"{next}\":")).map_or(json.len(), |n| from + n);
+            json[from..to].to_owned()
+        };
+        let browsers = section("browsers", "visit_time");
+        for name in ["\"Chrome\"", "\"Firefox\""] {
+            assert!(browsers.contains(name), "{name} not recognised: {browsers}");
+        }
+        assert!(!browsers.contains("Unknown"), "{browsers}");
+        assert!(section("referring_sites", "keyphrases").contains("from.test"), "{json}");
     }
 
     /// `--log-level warn` hides informational messages (the policy
