@@ -274,17 +274,42 @@ pub fn apply_flags(args: &Args, config: &mut Config) {
 fn load_all(args: &Args) -> Result<(Config, Sources), String> {
     let config = effective_config(args)?;
     let policy = &config.policy;
-    let mut named: Vec<&String> = policy
+    // Each file with what named it, so a missing one says where to look.
+    let flagged = |name: &String, flag: &'static str, key: &'static str| {
+        let from_flag = match flag {
+            "--blocklist" => args
+                .blocklist
+                .iter()
+                .any(|p| p.display().to_string() == *name),
+            _ => args.auth_file.is_some(),
+        };
+        if from_flag {
+            flag
+        } else {
+            key
+        }
+    };
+    let mut named: Vec<(&String, &str)> = policy
         .allow_lists
         .iter()
-        .chain(&policy.deny_lists)
+        .map(|n| (n, "policy.allow_lists"))
+        .chain(
+            policy
+                .deny_lists
+                .iter()
+                .map(|n| (n, flagged(n, "--blocklist", "policy.deny_lists"))),
+        )
         .collect();
     if let Some(auth) = &policy.auth {
-        named.push(&auth.htpasswd);
+        named.push((
+            &auth.htpasswd,
+            flagged(&auth.htpasswd, "--auth-file", "policy.auth.htpasswd"),
+        ));
     }
     let mut sources = Sources::new();
-    for name in named {
-        let text = std::fs::read_to_string(name).map_err(|e| format!("{name}: {e}"))?;
+    for (name, by) in named {
+        let text =
+            std::fs::read_to_string(name).map_err(|e| format!("{name}: {e} (named by {by})"))?;
         sources.insert(name.clone(), text);
     }
     Ok((config, sources))
@@ -340,7 +365,8 @@ fn print_report(report: &Report) {
 pub fn load_config(files: &[PathBuf]) -> Result<Config, String> {
     let mut texts = Vec::with_capacity(files.len());
     for file in files {
-        let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("{}: {e} (named by --config)", file.display()))?;
         texts.push((file.display().to_string(), text));
     }
     let layers: Vec<(&str, &str)> = texts

@@ -138,6 +138,12 @@ pub struct LineError {
     pub line: usize,
     /// What is wrong, and what to do about it.
     pub message: String,
+    /// The user whose password must be hashed again (with `htpasswd -B`)
+    /// to load: the caller, who knows the file, says the command.
+    pub rehash: Option<String>,
+    /// The line looks like a plain-text password, refused because
+    /// `allow_plaintext` is off.
+    pub plaintext: bool,
 }
 
 impl fmt::Debug for Htpasswd {
@@ -174,7 +180,14 @@ impl Htpasswd {
             if trimmed.is_empty() || trimmed.starts_with('#') {
                 continue;
             }
-            let mut error = |message: String| errors.push(LineError { line, message });
+            let mut error = |message: String| {
+                errors.push(LineError {
+                    line,
+                    message,
+                    rehash: None,
+                    plaintext: false,
+                })
+            };
             let Some((user, secret)) = trimmed.split_once(':') else {
                 error("expected `user:hash`, found no colon".to_owned());
                 continue;
@@ -190,8 +203,13 @@ impl Htpasswd {
                     }
                     credential
                 }
-                Err(message) => {
-                    error(format!("user {user:?}: {message}"));
+                Err(refused) => {
+                    errors.push(LineError {
+                        line,
+                        message: format!("user {user:?}: {}", refused.message),
+                        rehash: Some(user.to_owned()),
+                        plaintext: refused.plaintext,
+                    });
                     continue;
                 }
             };
@@ -342,17 +360,42 @@ impl Htpasswd {
     }
 }
 
+/// Why a password field was not loaded.
+struct Refused {
+    message: String,
+    /// It may be a plain-text password.
+    plaintext: bool,
+}
+
+impl Refused {
+    fn new(message: String) -> Refused {
+        Refused {
+            message,
+            plaintext: false,
+        }
+    }
+}
+
+impl From<String> for Refused {
+    fn from(message: String) -> Refused {
+        Refused::new(message)
+    }
+}
+
 /// Recognises one password field. `Ok` may carry a warning for the line.
 fn parse_secret(
     secret: &str,
     allow_plaintext: bool,
-) -> Result<(Credential, Option<String>), String> {
+) -> Result<(Credential, Option<String>), Refused> {
     if let Some(encoded) = secret.strip_prefix("{SHA}") {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(encoded)
-            .map_err(|_| "{SHA} hash is not valid base64".to_owned())?;
+            .map_err(|_| Refused::new("{SHA} hash is not valid base64".to_owned()))?;
         let digest: Digest20 = bytes.try_into().map_err(|bytes: Vec<u8>| {
-            format!("{{SHA}} hash decodes to {} bytes, expected 20", bytes.len())
+            Refused::new(format!(
+                "{{SHA}} hash decodes to {} bytes, expected 20",
+                bytes.len()
+            ))
         })?;
         return Ok((Credential::Sha1(digest), None));
     }
@@ -362,28 +405,32 @@ fn parse_secret(
     {
         let parts: bcrypt::HashParts = secret
             .parse()
-            .map_err(|e| format!("malformed bcrypt hash: {e}"))?;
+            .map_err(|e| Refused::new(format!("malformed bcrypt hash: {e}")))?;
         // The bcrypt crate would only notice a bad cost when verifying;
         // catching it here turns a silent never-matches into a reported line.
         let cost = parts.get_cost();
         if !(4..=31).contains(&cost) {
-            return Err(format!("bcrypt cost {cost} is outside 4..=31"));
+            return Err(Refused::new(format!(
+                "bcrypt cost {cost} is outside 4..=31"
+            )));
         }
         return Ok((Credential::Bcrypt(secret.to_owned()), None));
     }
     if let Some(format) = unsupported_format(secret) {
-        return Err(format!(
-            "{format} is not supported; re-hash the password with `htpasswd -B` (bcrypt)"
-        ));
+        return Err(Refused::new(format!(
+            "{format} is not supported (weak): hash the password again with bcrypt"
+        )));
     }
     if !allow_plaintext {
-        return Err("not a recognised hash; if this is a plain-text password, \
-             re-hash it with `htpasswd -B` or set policy.auth.allow_plaintext: true \
-             (insecure)"
-            .to_owned());
+        return Err(Refused {
+            message: "not a recognised hash; a plain-text password loads only with \
+                 policy.auth.allow_plaintext: true (insecure), or hash it with bcrypt"
+                .to_owned(),
+            plaintext: true,
+        });
     }
     if secret.is_empty() {
-        return Err("empty password".to_owned());
+        return Err(Refused::new("empty password".to_owned()));
     }
     let warning = looks_like_des_crypt(secret).then(|| {
         "value looks like a crypt(3) DES hash, which is not supported; \
@@ -567,6 +614,12 @@ mod tests {
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].line, 1);
         assert!(errors[0].message.contains("plain-text"), "{}", errors[0]);
+        assert!(
+            errors[0].message.contains("allow_plaintext"),
+            "{}",
+            errors[0]
+        );
+        assert!(errors[0].plaintext);
         assert!(!h.verify("dave", "letmein", T0));
 
         let (h, errors) = Htpasswd::parse("dave:letmein\n", true);
@@ -703,7 +756,9 @@ mod tests {
         let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
         assert_eq!(lines, vec![2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
         assert!(errors[0].message.contains("$apr1$"), "{}", errors[0]);
-        assert!(errors[0].message.contains("htpasswd -B"), "{}", errors[0]);
+        assert!(errors[0].message.contains("bcrypt"), "{}", errors[0]);
+        assert_eq!(errors[0].rehash.as_deref(), Some("md5"));
+        assert!(!errors[0].plaintext);
         assert!(errors[5].message.contains("SHA-512"), "{}", errors[5]);
         assert!(errors[7].message.contains("cost"), "{}", errors[7]);
         assert!(errors[8].message.contains("SSHA"), "{}", errors[8]);

@@ -306,6 +306,31 @@ pub struct Report {
 #[error("{0}")]
 pub struct PolicyError(pub String);
 
+/// Why an htpasswd file in which no line loaded stops the proxy (every
+/// request would get 407), and what to do: a plain-text users file is the
+/// usual cause.
+fn no_users_loaded(file: &str, errors: &[auth::LineError]) -> String {
+    let first = &errors[0];
+    let mut message = format!(
+        "{file}: no user could be loaded ({} line(s) refused, the first: line {}: {}), \
+         so every request would be refused with 407",
+        errors.len(),
+        first.line,
+        first.message
+    );
+    if errors.iter().any(|e| e.plaintext) {
+        message.push_str(&format!(
+            "; this looks like a plain-text users file: hash each password with \
+             `htpasswd -B {file} USER` (bcrypt), or set policy.auth.allow_plaintext: true (insecure)"
+        ));
+    } else if let Some(user) = errors.iter().find_map(|e| e.rehash.as_deref()) {
+        message.push_str(&format!(
+            "; hash the passwords again: `htpasswd -B {file} {user}`"
+        ));
+    }
+    message
+}
+
 /// The SNI as domain rules see it, or `None` when it is not a host name:
 /// a `host:port`, an IP literal (RFC 6066 §3 forbids them), other junk.
 pub fn sni_host_name(sni: &str) -> Option<String> {
@@ -510,13 +535,20 @@ impl Policy {
                     .get(&a.htpasswd)
                     .ok_or_else(|| PolicyError(format!("{}: not loaded", a.htpasswd)))?;
                 let (users, errors) = Htpasswd::parse(text, a.allow_plaintext);
-                let source: Arc<str> = Arc::from(a.htpasswd.as_str());
+                let file = &a.htpasswd;
+                if users.is_empty() && !errors.is_empty() {
+                    return Err(PolicyError(no_users_loaded(file, &errors)));
+                }
+                let source: Arc<str> = Arc::from(file.as_str());
                 report.errors.extend(errors.into_iter().map(|e| LineError {
                     origin: Origin {
                         source: source.clone(),
                         line: e.line as u32,
                     },
-                    message: e.message,
+                    message: match &e.rehash {
+                        Some(user) => format!("{}: `htpasswd -B {file} {user}`", e.message),
+                        None => e.message,
+                    },
                 }));
                 report.users = users.len();
                 report.plaintext_users = users.plaintext_users();
@@ -817,5 +849,57 @@ impl Policy {
     /// Rule counts: (domain rules, address rules).
     pub fn sizes(&self) -> (usize, usize) {
         (self.domains.len(), self.addresses.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile_users(text: &str) -> Result<Report, PolicyError> {
+        let config = PolicyConfig {
+            auth: Some(AuthConfig::new("users.txt".to_owned())),
+            ..PolicyConfig::default()
+        };
+        let sources = Sources::from([("users.txt".to_owned(), text.to_owned())]);
+        Policy::compile(&config, &sources).map(|(_, report)| report)
+    }
+
+    #[test]
+    fn a_plain_text_users_file_stops_the_start_and_says_how_to_convert_it() {
+        let e = compile_users("admin:secret123\nbob:hunter2\n").unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("users.txt: no user could be loaded (2 line(s) refused"),
+            "{text}"
+        );
+        assert!(
+            text.contains("every request would be refused with 407"),
+            "{text}"
+        );
+        assert!(text.contains("`htpasswd -B users.txt USER`"), "{text}");
+        assert!(text.contains("policy.auth.allow_plaintext: true"), "{text}");
+    }
+
+    #[test]
+    fn weak_hashes_name_the_command_that_replaces_them() {
+        let e = compile_users("alice:$apr1$abcdefgh$0123456789abcdef012345\n").unwrap_err();
+        assert!(
+            e.to_string().contains("`htpasswd -B users.txt alice`"),
+            "{e}"
+        );
+        // Beside a good line the file loads, and the bad line says what to run.
+        let good = "carol:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n";
+        let report = compile_users(&format!(
+            "{good}alice:$apr1$abcdefgh$0123456789abcdef012345\n"
+        ))
+        .unwrap();
+        assert_eq!(report.users, 1);
+        let line = report.errors[0].to_string();
+        assert!(
+            line.starts_with("users.txt:2: user \"alice\": Apache MD5"),
+            "{line}"
+        );
+        assert!(line.ends_with(": `htpasswd -B users.txt alice`"), "{line}");
     }
 }

@@ -228,6 +228,28 @@ cases! {
         let out = run(bin, &["--config", missing.name(), "--check-config"]);
         assert_eq!(out.status.code(), Some(1), "{out:?}");
         assert!(text(&out.stderr).starts_with("/nonexistent/block.txt: "), "{out:?}");
+        assert!(text(&out.stderr).contains("(named by policy.deny_lists)"), "{out:?}");
+        // Files named by flags say which flag.
+        for (flag, what) in [("--blocklist", "--blocklist"), ("--auth-file", "--auth-file"), ("--config", "--config")] {
+            let out = run(bin, &[flag, "/nonexistent/file", "--check-config"]);
+            assert_eq!(out.status.code(), Some(1), "{out:?}");
+            let err = text(&out.stderr);
+            assert!(err.starts_with("/nonexistent/file: ") && err.contains(&format!("(named by {what})")), "{err}");
+        }
+
+        // A users file in which nothing loads (plain-text passwords) would
+        // answer 407 to everyone: it stops the proxy, saying how to fix it.
+        let users = TempFile::new("users.txt", "admin:secret123\n");
+        for args in [&["--auth-file", users.name(), "--check-config"][..], &["--auth-file", users.name(), "--listen", "127.0.0.1:0"]] {
+            let out = run(bin, args);
+            // --check-config says 1 (a bad configuration); a start 2.
+            assert!(matches!(out.status.code(), Some(1 | 2)), "{out:?}");
+            let err = text(&out.stderr);
+            assert!(err.contains("no user could be loaded"), "{err}");
+            assert!(err.contains(&format!("`htpasswd -B {} USER`", users.name())), "{err}");
+            assert!(err.contains("policy.auth.allow_plaintext: true"), "{err}");
+            assert!(!err.contains("listening on"), "{err}");
+        }
     }
 
     /// A configuration error stops start-up with the file, line, column
