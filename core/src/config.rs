@@ -2,6 +2,7 @@
 //! connection. Runtimes read files and flags; the core only sees values.
 
 mod explain;
+pub mod foreign;
 mod tree;
 mod validate;
 
@@ -348,6 +349,16 @@ fn load(layers: &[(Option<&str>, &str)]) -> Result<Config, ConfigError> {
     for (i, text) in texts.iter().enumerate() {
         let doc = tree::parse(text, i);
         if let Err(e) = ron::from_str::<Config>(text) {
+            // Another proxy's YAML, INI or TOML file: say so, with the
+            // RON for what it says, rather than a RON syntax error.
+            if let Some(foreign) = foreign::recognise(text) {
+                return Err(ConfigError {
+                    file: layers[i].0.map(str::to_owned),
+                    line: 0,
+                    column: 0,
+                    message: foreign.explain(),
+                });
+            }
             // A required key (`policy.auth.htpasswd`) may come from
             // another layer: that is checked after merging.
             let missing = matches!(e.code, ron::Error::MissingStructField { .. });

@@ -237,6 +237,19 @@ cases! {
             assert!(err.starts_with("/nonexistent/file: ") && err.contains(&format!("(named by {what})")), "{err}");
         }
 
+        // Another proxy's YAML: recognised, and translated to RON that
+        // itself checks out.
+        let yaml = TempFile::new("proxy.yaml", "host: 127.0.0.1\nport: 0\nblocklist:\n  - ads.test\nmax_connections: 50\nworkers: 4\n");
+        let out = run(bin, &["--config", yaml.name(), "--check-config"]);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let err = text(&out.stderr);
+        assert!(err.starts_with(&format!("{}: this looks like YAML; the proxy reads RON", yaml.name())), "{err}");
+        assert!(err.trim_end().ends_with("not translated: workers"), "{err}");
+        let ron = &err[err.find("\n(").expect("the RON") + 1..err.find("\n)").expect("its end") + 2];
+        let translated = TempFile::new("translated.ron", ron);
+        let out = run(bin, &["--config", translated.name(), "--check-config"]);
+        assert_eq!(out.status.code(), Some(0), "{ron}\n{out:?}");
+
         // A users file in which nothing loads (plain-text passwords) would
         // answer 407 to everyone: it stops the proxy, saying how to fix it.
         let users = TempFile::new("users.txt", "admin:secret123\n");
