@@ -167,6 +167,23 @@ pub struct Args {
     #[arg(long, help_heading = "Logging")]
     pub quiet: bool,
 
+    /// Print this binary's man page (roff), then exit
+    ///
+    /// `proxy-smol --print-man > /usr/local/share/man/man1/proxy-smol.1`
+    #[arg(long = "print-man", help_heading = "Installing", action = ArgAction::SetTrue)]
+    pub print_man: bool,
+
+    /// Print completions for SHELL (bash, zsh, fish, elvish, powershell), then exit
+    ///
+    /// `proxy-smol --print-completions bash > /etc/bash_completion.d/proxy-smol`
+    #[arg(
+        long = "print-completions",
+        value_name = "SHELL",
+        help_heading = "Installing",
+        value_parser = clap::value_parser!(clap_complete::Shell)
+    )]
+    pub print_completions: Option<clap_complete::Shell>,
+
     /// Record each connection as a trace file in DIR
     ///
     /// For golden tests; see testdata/traces/README.md.
@@ -184,6 +201,23 @@ pub struct Args {
         help_heading = "Testing"
     )]
     pub resolve: Vec<(String, Vec<IpAddr>)>,
+}
+
+/// Writes what `--print-man` or `--print-completions` asks for on `out`;
+/// `false` when neither was asked for.
+pub fn print_install_files(args: &Args, out: &mut dyn std::io::Write) -> std::io::Result<bool> {
+    use clap::CommandFactory;
+    let mut command = Args::command();
+    if args.print_man {
+        clap_mangen::Man::new(command).render(out)?;
+        return Ok(true);
+    }
+    if let Some(shell) = args.print_completions {
+        let name = command.get_name().to_owned();
+        clap_complete::generate(shell, &mut command, name, out);
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 /// The name the binary was run as (`proxy-smol`), for `--version` and
@@ -257,6 +291,31 @@ fn parse_resolve(text: &str) -> Result<(String, Vec<IpAddr>), String> {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn man_page_and_completions_come_from_the_flags() {
+        let mut out = Vec::new();
+        let a = Args::try_parse_from(["proxy", "--print-man"]).unwrap();
+        assert!(print_install_files(&a, &mut out).unwrap());
+        let man = String::from_utf8(out).unwrap();
+        assert!(man.starts_with(".ie \\n(.g .ds Aq"), "{}", &man[..80]);
+        assert!(
+            man.contains("\\-\\-dev\\-allow\\-private"),
+            "every flag is there"
+        );
+        for shell in ["bash", "zsh", "fish"] {
+            let mut out = Vec::new();
+            let a = Args::try_parse_from(["proxy", "--print-completions", shell]).unwrap();
+            assert!(print_install_files(&a, &mut out).unwrap());
+            let text = String::from_utf8(out).unwrap();
+            assert!(
+                text.contains("blocklist") && text.contains("log-format"),
+                "{shell}"
+            );
+        }
+        let a = Args::try_parse_from(["proxy"]).unwrap();
+        assert!(!print_install_files(&a, &mut Vec::new()).unwrap());
+    }
 
     #[test]
     fn no_flags_leave_the_configuration_alone() {

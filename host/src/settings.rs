@@ -136,6 +136,14 @@ impl Settings {
 /// the policy from the files it names; problems on `err`), returning the
 /// exit status; `None` when neither flag was given.
 pub fn config_command(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Option<i32> {
+    match crate::cli::print_install_files(args, out) {
+        Ok(false) => {}
+        Ok(true) => return Some(0),
+        Err(e) => {
+            let _ = writeln!(err, "{e}");
+            return Some(1);
+        }
+    }
     if args.print_config {
         return Some(match effective_config(args) {
             Ok(config) => {

@@ -507,6 +507,19 @@ impl Connection {
             // `/metrics` is where Prometheus looks by default.
             "/_metrics" | "/metrics" => Some(LocalReply::Metrics),
             "/_status" => Some(LocalReply::Status),
+            // Browsers' auto-config, at the address they reached us by.
+            "/proxy.pac" | "/wpad.dat" => {
+                let host = head
+                    .fields
+                    .get("host")
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .filter(|h| crate::policy::pac::safe_authority(h))
+                    .map(str::to_owned);
+                let proxy = host
+                    .or_else(|| self.config.listen.first().map(ToString::to_string))
+                    .unwrap_or_else(|| "127.0.0.1:8888".to_owned());
+                Some(LocalReply::Pac(proxy))
+            }
             _ => None,
         }
     }
@@ -540,6 +553,10 @@ impl Connection {
                     "not in the cache\n"
                 }
                 .to_owned(),
+            )),
+            LocalReply::Pac(ref proxy) => Some((
+                "application/x-ns-proxy-autoconfig",
+                crate::policy::pac::render(proxy, self.config.policy.allow_private_destinations),
             )),
             LocalReply::Trace | LocalReply::Options => None,
         };
@@ -1762,7 +1779,7 @@ enum Prepared {
 }
 
 /// What the proxy answers itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum LocalReply {
     /// TRACE with `Max-Forwards: 0`.
     Trace,
@@ -1774,6 +1791,8 @@ enum LocalReply {
     Status,
     /// `PURGE`: whether anything was stored for the URI.
     Purged(bool),
+    /// `GET /proxy.pac`: the auto-config script naming this address.
+    Pac(String),
 }
 
 enum HeadProgress {

@@ -24,6 +24,7 @@ pub mod caps;
 pub mod cidr;
 pub mod domain;
 pub mod list;
+pub mod pac;
 pub mod rate;
 
 use self::auth::Htpasswd;

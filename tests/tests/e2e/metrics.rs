@@ -293,6 +293,45 @@ cases! {
         resp.assert_error(400, "http_request_error", "origin-form request to a proxy");
     }
 
+    /// `/proxy.pac` names the address the browser reached the proxy by,
+    /// and sends what the proxy would refuse (private IPv4 literals under
+    /// the SSRF guard, plain names) direct: evaluated by Node with the
+    /// PAC helpers a browser provides.
+    fn proxy_pac_is_made_from_the_configuration(bin) {
+        let Some(node) = proxy_tests::tool("node", "E2E_SKIP_NODE") else {
+            return;
+        };
+        let proxy = Proxy::start_with_policy(bin, "(proxy_name: \"proxy-rs\")", &[]);
+        let mut c = proxy.connect();
+        c.send(format!("GET /proxy.pac HTTP/1.1\r\nHost: {}\r\n\r\n", proxy.addr()));
+        let resp = c.read_response("GET");
+        assert_eq!(resp.status(), 200, "{resp:#?}");
+        assert_eq!(resp.header("content-type"), Some("application/x-ns-proxy-autoconfig"));
+        let script = format!(
+            "{}\n\
+             function isPlainHostName(h) {{ return h.indexOf('.') < 0; }}\n\
+             function isInNet(h, net, mask) {{\n\
+               const n = s => s.split('.').reduce((a, o) => a * 256 + Number(o), 0);\n\
+               const m = n(mask); return (n(h) & m) >>> 0 === (n(net) & m) >>> 0;\n\
+             }}\n\
+             for (const h of ['example.com', '10.1.2.3', '192.168.1.1', '8.8.8.8', 'intranet', 'localhost'])\n\
+               console.log(h + ' ' + FindProxyForURL('http://' + h + '/', h));\n",
+            resp.text()
+        );
+        let out = std::process::Command::new(node).arg("-e").arg(&script).output().expect("node runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let through = format!("PROXY {}", proxy.addr());
+        let expected = format!(
+            "example.com {through}\n10.1.2.3 DIRECT\n192.168.1.1 DIRECT\n8.8.8.8 {through}\nintranet DIRECT\nlocalhost DIRECT\n"
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+        // A Host that is not a plain authority is not written into it.
+        c.send("GET /wpad.dat HTTP/1.1\r\nHost: x\";alert(1)\r\n\r\n");
+        let resp = c.read_response("GET");
+        assert_eq!(resp.status(), 200);
+        assert!(!resp.text().contains("alert"), "{}", resp.text());
+    }
+
     /// With `admin.enabled: false` the pages are not there.
     fn admin_pages_can_be_turned_off(bin) {
         let proxy = Proxy::start_with_config(bin, "(admin: (enabled: false))", &[]);
