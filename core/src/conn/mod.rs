@@ -205,7 +205,7 @@ impl Connection {
         match permit {
             Ok(p) => {
                 conn._permit = Some(p);
-                conn.enter_idle(now);
+                conn.await_first_request(now);
             }
             Err(exceeded) => conn.refuse_over_cap(now, exceeded),
         }

@@ -1726,6 +1726,18 @@ impl Connection {
         self.outbox.push(Action::Log(Box::new(record)));
     }
 
+    /// A new connection has `head_read` to begin its first request, not
+    /// the keep-alive idle time: a client that connects and says nothing
+    /// holds a descriptor for nothing (Apache's RequestReadTimeout counts
+    /// from the connection too). It is closed without an answer, as an
+    /// idle keep-alive connection is.
+    pub(super) fn await_first_request(&mut self, now: Instant) {
+        self.enter_idle(now);
+        let t = &self.config.timeouts;
+        self.timers
+            .set(Timer::ClientIdle, now + t.head_read.min(t.client_idle));
+    }
+
     pub(super) fn enter_idle(&mut self, now: Instant) {
         self.phase = Phase::Head;
         self.head = HeadBuf::default();

@@ -262,6 +262,12 @@ pub fn parse_request(
         Err(e) => {
             return Err(match e {
                 httparse::Error::TooManyHeaders => RequestError::TooManyHeaders(max_headers),
+                // A target with whitespace in it (`GET /x y HTTP/1.1`)
+                // leaves the version looking wrong, but it is the target
+                // that is: 400, not 505.
+                httparse::Error::Version if spaces_in_target(first_line(head)) => {
+                    RequestError::Malformed("whitespace in the request target")
+                }
                 // Only a well-formed `HTTP/x.y` of another version is 505;
                 // anything else in that place is not HTTP at all.
                 httparse::Error::Version if names_http_version(first_line(head)) => {
@@ -305,6 +311,12 @@ fn first_line(head: &[u8]) -> &[u8] {
 }
 
 /// Whether a request line ends in something shaped like `HTTP/d.d`.
+/// A request line with more than the two spaces that separate method,
+/// target and version.
+fn spaces_in_target(line: &[u8]) -> bool {
+    line.iter().filter(|&&b| b == b' ' || b == b'\t').count() > 2
+}
+
 fn names_http_version(line: &[u8]) -> bool {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let version = line.rsplit(|&b| b == b' ').next().unwrap_or(line);
@@ -438,6 +450,22 @@ mod tests {
         );
         assert!(matches!(
             parse_request(b"G@T / HTTP/1.1\r\n\r\n", 2, 10),
+            Err(RequestError::Malformed(_))
+        ));
+        // Whitespace in the target is the target's fault: 400, not 505.
+        for line in [
+            &b"GET http://a.test/x y HTTP/1.1\r\n\r\n"[..],
+            b"GET /a b c HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(
+                parse_request(line, 2, 100),
+                Err(RequestError::Malformed("whitespace in the request target")),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        assert!(matches!(
+            parse_request(b"GET http://a.test/x\ty HTTP/1.1\r\n\r\n", 2, 100),
             Err(RequestError::Malformed(_))
         ));
     }

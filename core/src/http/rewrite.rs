@@ -67,6 +67,31 @@ pub(crate) fn write_decimal(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&digits[start..]);
 }
 
+/// Forwards `Content-Length` once. Framing has already refused a message
+/// whose lengths differ, so repeated lines or a list (`3, 3`) all say one
+/// value; RFC 9110 §8.6 lets a recipient take it, and a proxy that passed
+/// the repeats on would leave the next hop to guess the same way.
+#[derive(Default)]
+struct OneLength {
+    written: bool,
+}
+
+impl OneLength {
+    /// Whether the field is taken care of here: a `Content-Length` is
+    /// written the first time, as its one value, and skipped after.
+    fn skip(&mut self, out: &mut Vec<u8>, name: &str, value: &[u8]) -> bool {
+        if !name.eq_ignore_ascii_case("content-length") {
+            return false;
+        }
+        if !self.written {
+            let first = value.split(|&b| b == b',').next().unwrap_or(value);
+            write_field(out, "Content-Length", first.trim_ascii());
+            self.written = true;
+        }
+        true
+    }
+}
+
 /// What to forward a request as.
 #[derive(Debug, Clone)]
 pub struct RequestRewrite<'a> {
@@ -121,9 +146,10 @@ impl RequestRewrite<'_> {
         out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
         out.extend_from_slice(self.host.as_bytes());
         out.extend_from_slice(b"\r\n");
+        let mut length = OneLength::default();
         for f in &head.fields.0 {
             let name = f.name;
-            if name.eq_ignore_ascii_case("host") {
+            if name.eq_ignore_ascii_case("host") || length.skip(out, name, f.value) {
                 continue;
             }
             if self.max_forwards.is_some() && name.eq_ignore_ascii_case("max-forwards") {
@@ -204,8 +230,12 @@ impl ResponseRewrite<'_> {
         let connection = connection_options(&head.fields);
         let upgrade = self.connection == ClientConnection::Upgrade;
         let mut has_date = false;
+        let mut length = OneLength::default();
         for f in &head.fields.0 {
             let name = f.name;
+            if length.skip(out, name, f.value) {
+                continue;
+            }
             if upgrade && name.eq_ignore_ascii_case("upgrade") {
                 write_field(out, name, f.value);
                 continue;
@@ -263,6 +293,47 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "GET /x HTTP/1.1\r\nHost: a.test\r\nAccept: */*\r\nVia: 1.1 other\r\nVia: 1.1 me\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn repeated_content_lengths_are_forwarded_once() {
+        for raw in [
+            &b"POST http://a.test/ HTTP/1.1\r\nContent-Length: 3\r\nX: 1\r\nContent-Length: 3\r\n\r\n"[..],
+            b"POST http://a.test/ HTTP/1.1\r\nContent-Length: 3 , 3\r\nX: 1\r\n\r\n",
+        ] {
+            let head = parse_request(raw, 50, 1000).unwrap();
+            let mut out = Vec::new();
+            RequestRewrite {
+                target: "/",
+                host: "a.test",
+                proxy_name: "me",
+                max_forwards: None,
+                upgrade: false,
+                validators: None,
+            }
+            .write(&head, &mut out);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 3\r\nX: 1\r\nVia: 1.1 me\r\n\r\n"
+            );
+        }
+        let head = parse_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\n",
+            50,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        ResponseRewrite {
+            proxy_name: "me",
+            date: "D",
+            connection: ClientConnection::KeepAlive11,
+            dechunk: false,
+            cache_status: None,
+        }
+        .write(&head, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches("Content-Length").count(), 1, "{text}");
+        assert!(text.contains("\r\nContent-Length: 2\r\n"), "{text}");
     }
 
     #[test]

@@ -399,6 +399,53 @@ cases! {
         drop(hole);
     }
 
+    /// Whitespace inside the request target is a bad request (400), not
+    /// an unsupported version (505): the version is fine.
+    fn whitespace_in_the_target_is_400(bin) {
+        let proxy = Proxy::start(bin, &[]);
+        let mut c = proxy.connect();
+        c.send("GET http://a.test/x y HTTP/1.1\r\nHost: a.test\r\n\r\n");
+        let resp = c.read_response("GET");
+        resp.assert_error(400, "http_request_error", "whitespace in the request target");
+        assert_log(&proxy, "-", "-", 400, Some("-"), Some("http_request_error"));
+    }
+
+    /// Repeated Content-Length lines of one value (or a list of it) reach
+    /// the origin as exactly one `Content-Length` (RFC 9110 §8.6), with
+    /// the body.
+    fn repeated_content_length_is_forwarded_once(bin) {
+        let origin = Origin::echo_target();
+        let proxy = Proxy::start(bin, &[]);
+        let mut c = proxy.connect();
+        for (i, lengths) in [&[("Content-Length", "3"), ("Content-Length", "3")][..], &[("Content-Length", "3, 3")]]
+            .into_iter()
+            .enumerate()
+        {
+            let url = origin.url(&format!("/cl{i}"));
+            c.send(request("POST", &url, lengths, b"abc"));
+            assert_eq!(c.read_response("POST").status(), 200);
+            let got = origin.wait_requests(i + 1).pop().unwrap();
+            let lines: Vec<&(String, String)> =
+                got.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("content-length")).collect();
+            assert_eq!(lines.len(), 1, "{:?}", got.headers);
+            assert_eq!(lines[0].1, "3");
+            assert_eq!(got.body, b"abc");
+        }
+    }
+
+    /// A connection that opens and says nothing is closed once
+    /// `timeouts.head_read` has passed, without waiting for the longer
+    /// keep-alive idle time, and without an answer or a record.
+    fn a_silent_connection_is_closed_after_head_read(bin) {
+        let proxy = Proxy::start_with_config(bin, "(timeouts: (head_read: \"500ms\", client_idle: \"1m\"))", &[]);
+        let mut c = proxy.connect();
+        let started = std::time::Instant::now();
+        assert!(c.closes_within(Duration::from_secs(5)), "still open");
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(400) && took < Duration::from_secs(3), "took {took:?}");
+        assert!(proxy.log_lines().is_empty(), "{:?}", proxy.log_lines());
+    }
+
     /// `https://` in absolute form: 501, use CONNECT.
     fn https_absolute_uri_is_501(bin) {
         let proxy = Proxy::start(bin, &[]);

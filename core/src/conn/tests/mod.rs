@@ -558,10 +558,25 @@ fn timeouts_answer_408_504_and_close_idle_clients() {
         "a connect that never finished leaves the runtime nothing to release"
     );
 
+    // A connection that never sends anything has head_read, not the
+    // keep-alive idle time, to begin: closed silently, nothing logged.
     let mut sim = Sim::default();
-    sim.advance(t.client_idle);
+    assert!(t.head_read < t.client_idle);
+    sim.advance(t.head_read - Duration::from_millis(1));
+    assert_eq!(sim.closed, None);
+    sim.advance(Duration::from_millis(1));
     assert_eq!(sim.closed, Some(CloseReason::IdleTimeout));
-    assert!(sim.logs.is_empty());
+    assert!(sim.logs.is_empty() && sim.to_client.is_empty());
+
+    // Between requests the keep-alive idle time applies.
+    let mut sim = Sim::default();
+    connected_get(&mut sim);
+    sim.upstream_sends(b"HTTP/1.1 204 No Content\r\n\r\n");
+    assert_eq!(sim.logs.len(), 1);
+    sim.advance(t.client_idle - Duration::from_millis(1));
+    assert_eq!(sim.closed, None);
+    sim.advance(Duration::from_millis(1));
+    assert_eq!(sim.closed, Some(CloseReason::IdleTimeout));
 }
 
 #[test]
