@@ -231,8 +231,14 @@ impl ResponseRewrite<'_> {
         let upgrade = self.connection == ClientConnection::Upgrade;
         let mut has_date = false;
         let mut length = OneLength::default();
+        // No Content-Length in a 1xx or 204 (RFC 9110 §8.6: MUST NOT);
+        // an origin's is not passed on for a client to misread.
+        let bodiless = head.status < 200 || head.status == 204;
         for f in &head.fields.0 {
             let name = f.name;
+            if bodiless && name.eq_ignore_ascii_case("content-length") {
+                continue;
+            }
             if length.skip(out, name, f.value) {
                 continue;
             }
@@ -334,6 +340,28 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.matches("Content-Length").count(), 1, "{text}");
         assert!(text.contains("\r\nContent-Length: 2\r\n"), "{text}");
+    }
+
+    #[test]
+    fn no_content_length_in_a_204_or_1xx() {
+        for raw in [
+            &b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX: 1\r\n\r\n"[..],
+            b"HTTP/1.1 103 Early Hints\r\nContent-Length: 0\r\nX: 1\r\n\r\n",
+        ] {
+            let head = parse_response(raw, 50).unwrap();
+            let mut out = Vec::new();
+            ResponseRewrite {
+                proxy_name: "me",
+                date: "D",
+                connection: ClientConnection::KeepAlive11,
+                dechunk: false,
+                cache_status: None,
+            }
+            .write(&head, &mut out);
+            let text = String::from_utf8(out).unwrap();
+            assert!(!text.contains("Content-Length"), "{text}");
+            assert!(text.contains("\r\nX: 1\r\n"), "{text}");
+        }
     }
 
     #[test]
