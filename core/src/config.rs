@@ -39,6 +39,8 @@ pub struct Config {
     pub admin: Admin,
     /// The shared HTTP cache (RFC 9111); off unless enabled.
     pub cache: crate::cache::CacheConfig,
+    /// Parent proxies, and what goes direct.
+    pub routing: crate::routing::RoutingConfig,
 }
 
 impl Default for Config {
@@ -52,6 +54,7 @@ impl Default for Config {
             logging: Logging::default(),
             admin: Admin::default(),
             cache: crate::cache::CacheConfig::default(),
+            routing: crate::routing::RoutingConfig::default(),
         }
     }
 }

@@ -140,6 +140,12 @@ pub enum UpstreamError {
     /// The response head is larger than the limit.
     #[error("response head from {0} larger than {1} bytes")]
     HeadTooLarge(String, usize),
+    /// No parent proxy could be reached.
+    #[error("no parent proxy could be reached (tried {0})")]
+    ParentsDown(String),
+    /// A parent proxy answered a CONNECT with something other than 2xx.
+    #[error("parent proxy {0} answered {1} to CONNECT")]
+    ParentRefused(String, String),
 }
 
 impl UpstreamError {
@@ -167,6 +173,9 @@ impl UpstreamError {
                 ErrorType::HttpProtocolError
             }
             UpstreamError::HeadTooLarge(..) => ErrorType::HttpResponseHeaderSectionSize,
+            UpstreamError::ParentsDown(_) | UpstreamError::ParentRefused(..) => {
+                ErrorType::DestinationUnavailable
+            }
         }
     }
 }

@@ -33,6 +33,7 @@ pub mod log;
 pub mod metrics;
 pub mod policy;
 pub mod reason;
+pub mod routing;
 pub mod shared;
 pub mod time;
 pub mod tls;

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::policy::caps::ConnectionCaps;
 use crate::policy::{Policy, PolicyError, Report, Sources};
+use crate::routing::Routes;
 use crate::time::{Instant, UnixTime};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -26,6 +27,8 @@ pub struct Snapshot {
     /// The HTTP cache, when `cache.enabled`. A reload keeps it (and what
     /// it holds) unless the cache settings changed.
     pub cache: Option<Arc<Cache>>,
+    /// Where requests go: direct or through parents.
+    pub routes: Arc<Routes>,
 }
 
 /// The cache for `config`: `previous` if its settings are the same.
@@ -62,8 +65,10 @@ impl Shared {
             config.limits.max_connections,
             config.limits.max_connections_per_ip,
         );
+        let routes = Routes::compile(&config.routing).map_err(PolicyError)?;
         let snapshot = Snapshot {
             cache: cache_for(&config, None),
+            routes: Arc::new(routes),
             config: Arc::new(config),
             policy: Arc::new(policy),
             sources: Arc::new(sources),
@@ -88,6 +93,7 @@ impl Shared {
         );
         let snapshot = Snapshot {
             cache: cache_for(&config, None),
+            routes: Arc::new(Routes::compile(&config.routing).unwrap_or_default()),
             config: Arc::new(config),
             policy: Arc::new(Policy::allow_all()),
             sources: Arc::new(Sources::new()),
@@ -122,8 +128,10 @@ impl Shared {
     pub fn reload(&self, config: Config, sources: Sources) -> Result<Report, PolicyError> {
         let (policy, report) = Policy::compile(&config.policy, &sources)?;
         let cache = cache_for(&config, Some(&self.snapshot()));
+        let routes = Routes::compile(&config.routing).map_err(PolicyError)?;
         let next = Arc::new(Snapshot {
             cache,
+            routes: Arc::new(routes),
             config: Arc::new(config),
             policy: Arc::new(policy),
             sources: Arc::new(sources),

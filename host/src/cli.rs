@@ -125,6 +125,19 @@ pub struct Args {
     )]
     pub dev_allow_private: bool,
 
+    /// Send requests through the parent proxy at HOST:PORT; repeatable
+    ///
+    /// In order of preference: the next is tried when one cannot be
+    /// reached. `user:password@host:port` authenticates to the parent.
+    /// Replaces `routing.parents`; `routing.direct` names what still
+    /// goes direct.
+    #[arg(
+        long = "parent",
+        value_name = "[USER:PASS@]HOST:PORT",
+        help_heading = "Routing"
+    )]
+    pub parent: Vec<String>,
+
     /// Cache responses in memory (RFC 9111) [default: off]
     ///
     /// A shared cache of `cache.memory` bytes (256 MiB unless the

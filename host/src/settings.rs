@@ -260,6 +260,9 @@ pub fn apply_flags(args: &Args, config: &mut Config) {
             }
         }
     }
+    if !args.parent.is_empty() {
+        config.routing.parents = args.parent.clone();
+    }
     if args.dev_allow_private {
         config.policy.allow_private_destinations = true;
     }

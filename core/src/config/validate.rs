@@ -262,7 +262,25 @@ pub(super) fn validate(c: &Config) -> Result<(), Invalid> {
     }
 
     validate_cache(c)?;
+    validate_routing(c)?;
     validate_policy(c)
+}
+
+fn validate_routing(c: &Config) -> Result<(), Invalid> {
+    let routing = root().key("routing");
+    for (i, p) in c.routing.parents.iter().enumerate() {
+        crate::routing::Parent::parse(p).map_err(|e| bad(routing.key("parents").index(i), e))?;
+    }
+    let direct = parse_list(
+        "routing.direct",
+        &c.routing.direct.join("\n"),
+        Action::Allow,
+    );
+    if let Some(e) = direct.errors.first() {
+        let i = (e.origin.line as usize).saturating_sub(1);
+        return Err(bad(routing.key("direct").index(i), e.message.clone()));
+    }
+    Ok(())
 }
 
 fn validate_cache(c: &Config) -> Result<(), Invalid> {

@@ -66,6 +66,11 @@ pub(super) struct Exchange {
     pub(super) cache: Option<Box<super::caching::CacheExchange>>,
     /// `Referer` and `User-Agent`, for the record.
     pub(super) agent: Option<Box<crate::log::Agent>>,
+    /// The parent proxies this exchange goes through, in order of
+    /// preference; empty when it goes direct.
+    pub(super) parents: Vec<crate::routing::Parent>,
+    /// Which of them is being tried.
+    pub(super) parent: usize,
 }
 
 /// A request waiting for its credential's bcrypt run: what to take it up
@@ -96,6 +101,8 @@ pub(super) enum Stage {
     Collapsing,
     Resolving(QueryId),
     Connecting(UpstreamId),
+    /// A CONNECT sent on to a parent proxy, waiting for its answer.
+    ParentConnect(UpstreamId),
     /// Connected, request head written: bodies flow.
     Forwarding,
 }
@@ -132,8 +139,14 @@ impl Exchange {
             // A server speaking first ends the wait for a ClientHello.
             Stage::Peeking { connected } => connected,
             Stage::Forwarding => !matches!(self.resp, Resp::Done),
+            Stage::ParentConnect(_) => true,
             _ => false,
         }
+    }
+
+    /// The parent proxy being tried, when the exchange goes through one.
+    pub(super) fn via_parent(&self) -> Option<&crate::routing::Parent> {
+        self.parents.get(self.parent)
     }
 
     /// See [`Connection::forwardable_upstream`](super::Connection::forwardable_upstream).

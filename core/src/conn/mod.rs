@@ -82,6 +82,8 @@ pub(crate) struct Connection {
     /// refreshed from `shared` at a request head after a reload.
     config: Arc<Config>,
     policy: Arc<Policy>,
+    /// Where requests go: direct, or through parents.
+    routes: Arc<crate::routing::Routes>,
     /// The HTTP cache, when it is on.
     cache: Option<Arc<crate::cache::Cache>>,
     /// The [`Shared::generation`] they came from.
@@ -184,6 +186,7 @@ impl Connection {
             client,
             config: snapshot.config.clone(),
             policy: snapshot.policy.clone(),
+            routes: snapshot.routes.clone(),
             cache: snapshot.cache.clone(),
             generation,
             shared,

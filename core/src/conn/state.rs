@@ -166,6 +166,7 @@ impl Connection {
             let snapshot = self.shared.snapshot();
             self.config = snapshot.config.clone();
             self.policy = snapshot.policy.clone();
+            self.routes = snapshot.routes.clone();
             self.cache = snapshot.cache.clone();
             self.generation = generation;
         }
@@ -215,6 +216,8 @@ impl Connection {
             pending_auth: None,
             cache: None,
             agent: crate::log::Agent::of(&head.fields),
+            parents: Vec::new(),
+            parent: 0,
         };
         match self.prepare(now, &head, &mut ex, verified) {
             Ok(Prepared::Forward) => {}
@@ -270,7 +273,11 @@ impl Connection {
     /// Resolves (or, for an IP literal, connects to) the exchange's
     /// destination.
     pub(super) fn start_upstream(&mut self, now: Instant) {
-        let host = self.exchange_mut().authority.host.clone();
+        let ex = self.exchange_mut();
+        let host = match ex.via_parent() {
+            Some(parent) => parent.host.clone(),
+            None => ex.authority.host.clone(),
+        };
         match host {
             Host::Ip(ip) => {
                 self.exchange_mut().addrs = vec![ip];
@@ -380,6 +387,7 @@ impl Connection {
         policy.check_method_and_port(head.method, ex.authority.port, connect, user)?;
         policy.check_host(&ex.authority.host)?;
         policy.check_rate(client_ip, user, now)?;
+        ex.parents = self.routes.parents_for(&ex.authority.host).to_vec();
 
         let Some(path_and_query) = path_and_query else {
             return Ok(Prepared::Forward);
@@ -411,7 +419,17 @@ impl Connection {
             && !split_scheme(head.target)
                 .map_or("", |(_, r)| r)
                 .contains(['/', '?']);
-        let target = if server_wide { "*" } else { &path_and_query };
+        // A parent proxy is sent the absolute form (RFC 9112 §3.2.2).
+        let absolute;
+        let target = match (server_wide, ex.parents.is_empty()) {
+            (true, true) => "*",
+            (false, true) => &path_and_query[..],
+            (wide, false) => {
+                let path = if wide { "" } else { &path_and_query[..] };
+                absolute = format!("http://{}{path}", ex.authority.host_field(80));
+                absolute.as_str()
+            }
+        };
         // Keyed only when there is a cache to look in.
         let key = || {
             cache::key::primary(
@@ -706,17 +724,27 @@ impl Connection {
                 // connects only to addresses from this list.
                 // Nothing was connected, so the record names no upstream;
                 // the rule names the address that was refused.
-                if let Err(d) = self.policy.check_addresses(addrs) {
-                    return self.fail(now, d.into(), false);
+                // A parent's addresses are the operator's choice; the
+                // guard is for destinations.
+                if ex.via_parent().is_none() {
+                    if let Err(d) = self.policy.check_addresses(addrs) {
+                        return self.fail(now, d.into(), false);
+                    }
                 }
                 ex.addrs = addrs.to_vec();
                 self.connect_next(now);
             }
             Ok(_) | Err(ResolveError::NotFound) => {
+                if ex.via_parent().is_some() {
+                    return self.next_parent(now);
+                }
                 let host = ex.authority.host.to_string();
                 self.fail(now, UpstreamError::DnsNotFound(host).into(), false)
             }
             Err(ResolveError::Failed(why)) => {
+                if ex.via_parent().is_some() {
+                    return self.next_parent(now);
+                }
                 let host = ex.authority.host.to_string();
                 self.fail(now, UpstreamError::DnsFailed(host, why).into(), false)
             }
@@ -727,6 +755,9 @@ impl Connection {
         let id = UpstreamId(self.next_upstream);
         let ex = self.exchange_mut();
         let Some(&ip) = ex.addrs.get(ex.next_addr) else {
+            if ex.via_parent().is_some() {
+                return self.next_parent(now);
+            }
             let host = ex.authority.to_string();
             let err = match ex.last_connect_error {
                 Some(ConnectError::Refused) => UpstreamError::Refused(host),
@@ -736,7 +767,8 @@ impl Connection {
             return self.fail(now, err.into(), false);
         };
         ex.next_addr += 1;
-        let addr = SocketAddr::new(ip, ex.authority.port);
+        let port = ex.via_parent().map_or(ex.authority.port, |p| p.port);
+        let addr = SocketAddr::new(ip, port);
         ex.stage = Stage::Connecting(id);
         ex.upstream = Some(id);
         ex.upstream_addr = Some(addr);
@@ -749,6 +781,22 @@ impl Connection {
         });
         self.timers
             .set(Timer::Connect, now + self.config.timeouts.connect);
+    }
+
+    /// The parent being tried cannot be reached: the next one, in order;
+    /// after the last, a 502 naming them all.
+    fn next_parent(&mut self, now: Instant) {
+        let ex = self.exchange_mut();
+        ex.parent += 1;
+        ex.addrs.clear();
+        ex.next_addr = 0;
+        ex.upstream_addr = None;
+        if ex.via_parent().is_some() {
+            return self.start_upstream(now);
+        }
+        let tried: Vec<String> = ex.parents.iter().map(|p| p.name()).collect();
+        let err = UpstreamError::ParentsDown(tried.join(", "));
+        self.fail(now, err.into(), false)
     }
 
     /// The answer to an [`Action::Connect`]. Late answers are ignored.
@@ -780,15 +828,34 @@ impl Connection {
             return;
         };
         if ex.is_connect() {
-            if ex.peeker.is_some() {
-                // The hello was read and allowed before connecting.
-                return self.open_tunnel(upstream);
+            if let Some(parent) = ex.via_parent() {
+                // The parent is asked for the tunnel; its answer decides.
+                let authority = ex.authority.to_string();
+                let authorization = parent.authorization.clone();
+                ex.stage = Stage::ParentConnect(upstream);
+                ex.resp = Resp::AwaitHead {
+                    buf: Vec::new(),
+                    scanned: 0,
+                    got_bytes: false,
+                };
+                self.outbox.write_with(Side::Upstream, |out| {
+                    out.extend_from_slice(b"CONNECT ");
+                    out.extend_from_slice(authority.as_bytes());
+                    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+                    out.extend_from_slice(authority.as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                    if let Some(a) = &authorization {
+                        out.extend_from_slice(b"Proxy-Authorization: ");
+                        out.extend_from_slice(a.as_bytes());
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    out.extend_from_slice(b"\r\n");
+                });
+                self.timers
+                    .set(Timer::Response, now + self.config.timeouts.response);
+                return;
             }
-            if self.policy.tls().peek {
-                return self.start_peek(now, true);
-            }
-            self.send_established();
-            return self.open_tunnel(upstream);
+            return self.tunnel_connected(now, upstream);
         }
         ex.stage = Stage::Forwarding;
         ex.resp = Resp::AwaitHead {
@@ -797,9 +864,19 @@ impl Connection {
             got_bytes: false,
         };
         let req_done = ex.req_done();
-        self.outbox.write_with(Side::Upstream, |out| {
-            out.extend_from_slice(&ex.forward_head)
-        });
+        let authorization = ex.via_parent().and_then(|p| p.authorization.clone());
+        self.outbox
+            .write_with(Side::Upstream, |out| match &authorization {
+                // The parent's credentials go in just before the blank line.
+                Some(a) => {
+                    let head = &ex.forward_head;
+                    out.extend_from_slice(&head[..head.len() - 2]);
+                    out.extend_from_slice(b"Proxy-Authorization: ");
+                    out.extend_from_slice(a.as_bytes());
+                    out.extend_from_slice(b"\r\n\r\n");
+                }
+                None => out.extend_from_slice(&ex.forward_head),
+            });
         if !ex.retry_safe {
             // Kept only while a retry may need to send it again.
             ex.forward_head = Vec::new();
@@ -810,6 +887,68 @@ impl Connection {
         } else {
             self.timers
                 .set(Timer::Transfer, now + self.config.timeouts.transfer_idle);
+        }
+    }
+
+    /// The tunnel's upstream is there (the origin, or a parent that said
+    /// yes): peek at the ClientHello, or relay.
+    fn tunnel_connected(&mut self, now: Instant, upstream: UpstreamId) {
+        let Phase::Exchange(ex) = &mut self.phase else {
+            return;
+        };
+        ex.resp = Resp::Done;
+        if ex.peeker.is_some() {
+            // The hello was read and allowed before connecting.
+            return self.open_tunnel(upstream);
+        }
+        if self.policy.tls().peek {
+            return self.start_peek(now, true);
+        }
+        self.send_established();
+        self.open_tunnel(upstream)
+    }
+
+    /// A parent's answer to the CONNECT it was sent: a 2xx head, and the
+    /// tunnel is there; anything else is a 502 naming the parent and what
+    /// it said. Returns the bytes consumed (the head; what follows is the
+    /// tunnel's).
+    fn read_parent_answer(&mut self, now: Instant, upstream: UpstreamId, data: &[u8]) -> usize {
+        let max = self.config.limits.max_head_bytes;
+        let max_headers = self.config.limits.max_headers;
+        let ex = self.exchange_mut();
+        let name = ex.via_parent().map(|p| p.name()).unwrap_or_default();
+        let Resp::AwaitHead { buf, scanned, .. } = &mut ex.resp else {
+            return 0;
+        };
+        let old = buf.len();
+        let take = data.len().min((max + 1).saturating_sub(old));
+        buf.extend_from_slice(&data[..take]);
+        let Some(end) = find_head_end(buf, *scanned) else {
+            *scanned = buf.len();
+            if buf.len() > max {
+                let err = UpstreamError::HeadTooLarge(name, max);
+                self.fail(now, err.into(), false);
+            }
+            return take;
+        };
+        let status =
+            parse_response(&buf[..end], max_headers).map(|h| (h.status, h.reason.to_owned()));
+        self.timers.stop(Timer::Response);
+        match status {
+            Ok((status, _)) if (200..300).contains(&status) => {
+                self.tunnel_connected(now, upstream);
+                end - old
+            }
+            Ok((status, reason)) => {
+                let err = UpstreamError::ParentRefused(name, format!("{status} {reason}"));
+                self.fail(now, err.into(), false);
+                data.len()
+            }
+            Err(_) => {
+                let err = UpstreamError::BadResponse(name, "invalid answer to CONNECT");
+                self.fail(now, err.into(), false);
+                data.len()
+            }
         }
     }
 
@@ -825,6 +964,9 @@ impl Connection {
     ) -> usize {
         self.debug_assert_drained();
         if let Phase::Exchange(ex) = &self.phase {
+            if ex.upstream == Some(upstream) && ex.stage == Stage::ParentConnect(upstream) {
+                return self.read_parent_answer(now, upstream, data);
+            }
             if ex.upstream == Some(upstream)
                 && matches!(ex.stage, Stage::Peeking { connected: true })
             {

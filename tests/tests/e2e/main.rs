@@ -13,6 +13,7 @@ mod keepalive;
 mod lifecycle;
 mod metrics;
 mod operations;
+mod parents;
 mod policy;
 mod resources;
 mod status_page;

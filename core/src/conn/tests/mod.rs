@@ -600,6 +600,67 @@ fn connect_tunnel_answers_200_then_hands_over() {
     assert_eq!(sim.closed, Some(CloseReason::TunnelDone));
 }
 
+/// Through a parent proxy: plain HTTP in absolute form to the parent's
+/// address (no resolving of the destination), CONNECT sent on as a
+/// CONNECT whose answer may come in pieces, and a refusal a 502.
+#[test]
+fn requests_go_through_a_parent_when_routed_so() {
+    let config = || Config {
+        routing: crate::routing::RoutingConfig {
+            parents: vec!["u:p@192.0.2.9:3128".into()],
+            direct: vec![],
+        },
+        ..Config::default()
+    };
+    let mut sim = Sim::with_shared(crate::Shared::allow_all(config()));
+    sim.client_sends(b"GET http://origin.test/x?q HTTP/1.1\r\nHost: origin.test\r\n\r\n");
+    assert!(
+        sim.resolves.is_empty(),
+        "the parent resolves the destination"
+    );
+    assert_eq!(sim.connects[0].1, "192.0.2.9:3128".parse().unwrap());
+    sim.connect_ok(false);
+    assert_eq!(
+        sim.sent_upstream(),
+        "GET http://origin.test/x?q HTTP/1.1\r\nHost: origin.test\r\nVia: 1.1 proxy-rs\r\nProxy-Authorization: Basic dTpw\r\n\r\n"
+    );
+    sim.upstream_sends(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    assert_eq!(
+        sim.logs[0].upstream,
+        Some("192.0.2.9:3128".parse().unwrap())
+    );
+
+    let mut sim = Sim::with_shared(crate::Shared::allow_all(config()));
+    sim.client_sends(b"CONNECT origin.test:443 HTTP/1.1\r\nHost: origin.test:443\r\n\r\n");
+    sim.connect_ok(false);
+    assert_eq!(
+        sim.sent_upstream(),
+        "CONNECT origin.test:443 HTTP/1.1\r\nHost: origin.test:443\r\nProxy-Authorization: Basic dTpw\r\n\r\n"
+    );
+    assert_eq!(sim.client_text(), "", "nothing before the parent says yes");
+    sim.upstream_sends(b"HTTP/1.1 200 Conn");
+    assert!(sim.tunnels.is_empty());
+    sim.upstream_sends(b"ection established\r\n\r\n");
+    assert_eq!(
+        sim.client_text(),
+        "HTTP/1.1 200 Connection established\r\n\r\n"
+    );
+    assert_eq!(sim.tunnels, vec![UpstreamId(0)]);
+
+    let mut sim = Sim::with_shared(crate::Shared::allow_all(config()));
+    sim.client_sends(b"CONNECT origin.test:443 HTTP/1.1\r\nHost: origin.test:443\r\n\r\n");
+    sim.connect_ok(false);
+    sim.upstream_sends(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
+    assert!(sim
+        .client_text()
+        .starts_with("HTTP/1.1 502 Bad Gateway\r\n"));
+    assert!(sim
+        .client_text()
+        .contains("parent proxy 192.0.2.9:3128 answered 403 Forbidden to CONNECT"));
+    assert!(sim.tunnels.is_empty());
+    assert_eq!(sim.logs[0].status, 502);
+}
+
 #[test]
 fn upgrade_switches_to_a_relay_after_101() {
     let mut sim = Sim::default();

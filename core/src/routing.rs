@@ -1,0 +1,174 @@
+//! Where a request goes after policy allows it: straight to the origin,
+//! or through parent proxies (Squid's `cache_peer`, tinyproxy's
+//! `upstream`), tried in order until one answers, with names and ranges
+//! that still go direct.
+//!
+//! Through a parent, plain HTTP is sent in absolute form and CONNECT is
+//! sent on as a CONNECT; the parent resolves the destination. So the SSRF
+//! guard judges what the client asked for (an IP literal, before any
+//! connection) but cannot judge what a name resolves to at the parent:
+//! that is the parent's to guard.
+
+use crate::http::target::Host;
+use crate::policy::domain::{Action, DomainRules};
+use crate::policy::list::parse_list;
+use crate::policy::{cidr::CidrRule, cidr::CidrTable};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+/// Routing as configured.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Parent proxies, in order of preference: `"host:port"` or
+    /// `"user:password@host:port"` (Basic authentication to the parent).
+    /// Empty: every request goes direct.
+    pub parents: Vec<String>,
+    /// Destinations that go direct even when there are parents: names
+    /// (`"intranet.example"`, `"*.corp.example"`) and address ranges
+    /// (`"10.0.0.0/8"`, for IP literals), as in `policy.allow`.
+    pub direct: Vec<String>,
+}
+
+/// One parent proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parent {
+    /// Where it listens.
+    pub host: Host,
+    /// Its port.
+    pub port: u16,
+    /// `Proxy-Authorization` to send it, if it wants credentials.
+    pub authorization: Option<String>,
+}
+
+impl Parent {
+    /// `[user:password@]host:port`.
+    pub fn parse(text: &str) -> Result<Parent, String> {
+        let text = text.trim();
+        let (credentials, address) = match text.rsplit_once('@') {
+            Some((c, a)) => (Some(c), a),
+            None => (None, text),
+        };
+        let authority = crate::http::target::Authority::parse(address, None)
+            .map_err(|_| format!("{address:?} is not a host:port, like \"parent.example:3128\""))?;
+        let authorization = match credentials {
+            None => None,
+            Some(c) if c.contains(':') => Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(c)
+            )),
+            Some(_) => return Err("credentials are written user:password@host:port".to_owned()),
+        };
+        Ok(Parent {
+            host: authority.host,
+            port: authority.port,
+            authorization,
+        })
+    }
+
+    /// `host:port`, for logs and errors (never the credentials).
+    pub fn name(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Routing, compiled.
+#[derive(Debug, Clone, Default)]
+pub struct Routes {
+    parents: Vec<Parent>,
+    direct_names: DomainRules,
+    direct_nets: CidrTable,
+}
+
+impl Routes {
+    /// Compiles `config`; errors name the entry.
+    pub fn compile(config: &RoutingConfig) -> Result<Routes, String> {
+        let parents = config
+            .parents
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Parent::parse(p).map_err(|e| format!("routing.parents[{i}]: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let entries = parse_list("routing.direct", &config.direct.join("\n"), Action::Allow);
+        if let Some(e) = entries.errors.first() {
+            return Err(format!("routing.direct: {}", e.message));
+        }
+        let mut direct_nets = CidrTable::default();
+        for (net, origin) in entries.nets {
+            direct_nets.add(CidrRule {
+                net,
+                action: Action::Allow,
+                origin,
+            });
+        }
+        Ok(Routes {
+            parents,
+            direct_names: DomainRules::new(entries.domains),
+            direct_nets,
+        })
+    }
+
+    /// The parents to try for `host`, in order; empty when it goes direct.
+    pub fn parents_for(&self, host: &Host) -> &[Parent] {
+        if self.parents.is_empty() {
+            return &[];
+        }
+        let direct = match host {
+            Host::Name(name) => self.direct_names.lookup(name).is_some(),
+            Host::Ip(ip) => self.direct_nets.lookup(*ip).is_some(),
+        };
+        if direct {
+            &[]
+        } else {
+            &self.parents
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parents_parse_with_and_without_credentials() {
+        let p = Parent::parse("parent-a:3128").unwrap();
+        assert_eq!(
+            (p.name(), p.authorization),
+            ("parent-a:3128".to_owned(), None)
+        );
+        let p = Parent::parse("alice:s3cret@10.0.0.5:8080").unwrap();
+        assert_eq!(p.name(), "10.0.0.5:8080");
+        assert_eq!(p.authorization.as_deref(), Some("Basic YWxpY2U6czNjcmV0"));
+        let p = Parent::parse("[::1]:3128").unwrap();
+        assert_eq!(p.name(), "[::1]:3128");
+        assert!(Parent::parse("parent-a").is_err(), "a port is needed");
+        assert!(Parent::parse("alice@parent:3128").is_err());
+    }
+
+    #[test]
+    fn direct_exceptions_skip_the_parents() {
+        let routes = Routes::compile(&RoutingConfig {
+            parents: vec!["p1:3128".into(), "p2:3128".into()],
+            direct: vec![
+                "*.corp.example".into(),
+                "intranet".into(),
+                "10.0.0.0/8".into(),
+            ],
+        })
+        .unwrap();
+        let host = |h: &str| Host::parse(h).unwrap();
+        assert_eq!(routes.parents_for(&host("example.com")).len(), 2);
+        assert!(routes.parents_for(&host("a.corp.example")).is_empty());
+        assert!(routes.parents_for(&host("intranet")).is_empty());
+        assert!(routes.parents_for(&host("10.1.2.3")).is_empty());
+        assert_eq!(routes.parents_for(&host("192.0.2.1")).len(), 2);
+        let none = Routes::compile(&RoutingConfig::default()).unwrap();
+        assert!(none.parents_for(&host("example.com")).is_empty());
+        assert!(Routes::compile(&RoutingConfig {
+            parents: vec!["nope".into()],
+            direct: vec![],
+        })
+        .unwrap_err()
+        .starts_with("routing.parents[0]: "));
+    }
+}
