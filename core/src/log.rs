@@ -75,6 +75,9 @@ pub struct AccessRecord {
     /// where log analysers read browsers from them, and JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<Box<Agent>>,
+    /// `upstream` is a parent proxy (`routing.parents`), not the origin.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parent: bool,
 }
 
 /// What a request said about where it came from. Boxed in the record:
@@ -188,7 +191,7 @@ impl AccessRecord {
     /// One JSON object, fields always present and in this order (`null`
     /// when absent):
     ///
-    /// `{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"GET","target":"http://example.com/","upstream":"93.184.216.34:80","status":200,"bytes_to_client":1256,"bytes_from_client":80,"duration_ms":12.4,"kind":"http","decision":"allowed","rule":null,"error":null,"sni":null,"sni_malformed":false,"cache":null,"referer":null,"user_agent":"curl/8.5.0","conn":1}`
+    /// `{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"GET","target":"http://example.com/","upstream":"93.184.216.34:80","status":200,"bytes_to_client":1256,"bytes_from_client":80,"duration_ms":12.4,"kind":"http","decision":"allowed","rule":null,"error":null,"sni":null,"sni_malformed":false,"cache":null,"referer":null,"user_agent":"curl/8.5.0","parent":false,"conn":1}`
     ///
     /// `duration_ms` has microsecond precision; `kind` is `http`,
     /// `tunnel`, `upgrade` or `local`; `cache` is what the cache did
@@ -244,7 +247,7 @@ impl AccessRecord {
         json_opt(&mut s, agent.and_then(|a| a.referer.as_deref()));
         s.push_str(",\"user_agent\":");
         json_opt(&mut s, agent.and_then(|a| a.user_agent.as_deref()));
-        let _ = write!(s, ",\"conn\":{}}}", self.conn.0);
+        let _ = write!(s, ",\"parent\":{},\"conn\":{}}}", self.parent, self.conn.0);
         s
     }
 
@@ -260,7 +263,8 @@ impl AccessRecord {
     /// (`TCP_MEM_HIT`, `TCP_REFRESH_UNMODIFIED`, ...) when it took part,
     /// and `TCP_MISS` otherwise, with `_ABORTED` when the client went away; the
     /// status is `000` when none was sent. The peer is `HIER_DIRECT/ip`
-    /// once connected, `HIER_NONE/-` before; the content type is not
+    /// once connected (`FIRSTUP_PARENT/ip` through a parent proxy),
+    /// `HIER_NONE/-` before; the content type is not
     /// recorded (`-`).
     pub fn squid(&self, at: UnixTime) -> String {
         let code = if !self.decision.is_allowed() {
@@ -292,9 +296,14 @@ impl AccessRecord {
         squid_field(&mut s, &self.target);
         s.push(' ');
         squid_field(&mut s, self.user.as_deref().unwrap_or("-"));
+        let hierarchy = if self.parent {
+            "FIRSTUP_PARENT"
+        } else {
+            "HIER_DIRECT"
+        };
         match self.upstream {
             Some(a) => {
-                let _ = write!(s, " HIER_DIRECT/{} -", a.ip());
+                let _ = write!(s, " {hierarchy}/{} -", a.ip());
             }
             None => s.push_str(" HIER_NONE/- -"),
         }
@@ -464,6 +473,7 @@ mod tests {
             tls: None,
             cache: None,
             agent: None,
+            parent: false,
         };
         assert_eq!(
             r.human(UnixTime(1_795_270_203_000_000)),
@@ -536,6 +546,7 @@ mod tests {
                 referer: None,
                 user_agent: Some("curl/8.5.0".into()),
             })),
+            parent: false,
         }
     }
 
@@ -606,19 +617,19 @@ mod tests {
     fn json_lines() {
         assert_eq!(
             get().json(AT),
-            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"GET","target":"http://example.com/","upstream":"93.184.216.34:80","status":200,"bytes_to_client":1256,"bytes_from_client":80,"duration_ms":12.4,"kind":"http","decision":"allowed","rule":null,"error":null,"sni":null,"sni_malformed":false,"cache":null,"referer":null,"user_agent":"curl/8.5.0","conn":1}"#
+            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"GET","target":"http://example.com/","upstream":"93.184.216.34:80","status":200,"bytes_to_client":1256,"bytes_from_client":80,"duration_ms":12.4,"kind":"http","decision":"allowed","rule":null,"error":null,"sni":null,"sni_malformed":false,"cache":null,"referer":null,"user_agent":"curl/8.5.0","parent":false,"conn":1}"#
         );
         assert_eq!(
             denied().json(AT),
-            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":"alice","method":"GET","target":"http://example.com/","upstream":null,"status":403,"bytes_to_client":475,"bytes_from_client":80,"duration_ms":0.3,"kind":"http","decision":"denied_domain","rule":"deny example.com (blocklist.txt:3)","error":"http_request_denied","sni":null,"sni_malformed":false,"cache":null,"referer":null,"user_agent":"curl/8.5.0","conn":1}"#
+            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":"alice","method":"GET","target":"http://example.com/","upstream":null,"status":403,"bytes_to_client":475,"bytes_from_client":80,"duration_ms":0.3,"kind":"http","decision":"denied_domain","rule":"deny example.com (blocklist.txt:3)","error":"http_request_denied","sni":null,"sni_malformed":false,"cache":null,"referer":null,"user_agent":"curl/8.5.0","parent":false,"conn":1}"#
         );
         assert_eq!(
             tunnel().json(AT),
-            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"CONNECT","target":"example.com:443","upstream":"93.184.216.34:443","status":200,"bytes_to_client":5000,"bytes_from_client":700,"duration_ms":1500,"kind":"tunnel","decision":"allowed","rule":null,"error":null,"sni":null,"sni_malformed":false,"cache":null,"referer":null,"user_agent":"curl/8.5.0","conn":7}"#
+            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"CONNECT","target":"example.com:443","upstream":"93.184.216.34:443","status":200,"bytes_to_client":5000,"bytes_from_client":700,"duration_ms":1500,"kind":"tunnel","decision":"allowed","rule":null,"error":null,"sni":null,"sni_malformed":false,"cache":null,"referer":null,"user_agent":"curl/8.5.0","parent":false,"conn":7}"#
         );
         assert!(hit()
             .json(AT)
-            .ends_with(r#""sni_malformed":false,"cache":"hit","referer":null,"user_agent":"curl/8.5.0","conn":1}"#));
+            .ends_with(r#""sni_malformed":false,"cache":"hit","referer":null,"user_agent":"curl/8.5.0","parent":false,"conn":1}"#));
         // Both fields, escaped like every string.
         let browser = AccessRecord {
             agent: Some(Box::new(Agent {
@@ -628,7 +639,7 @@ mod tests {
             ..get()
         };
         assert!(browser.json(AT).ends_with(
-            r#""referer":"http://a.test/\"x\"","user_agent":"Mozilla/5.0 (X11; Linux x86_64)","conn":1}"#
+            r#""referer":"http://a.test/\"x\"","user_agent":"Mozilla/5.0 (X11; Linux x86_64)","parent":false,"conn":1}"#
         ));
         assert!(browser
             .combined(AT)
@@ -698,6 +709,15 @@ mod tests {
         assert!(revalidated
             .squid(AT)
             .contains(" TCP_REFRESH_UNMODIFIED/200 "));
+        // Through a parent proxy, the hierarchy code says so.
+        let parented = AccessRecord {
+            parent: true,
+            ..get()
+        };
+        assert!(parented
+            .squid(AT)
+            .ends_with(" FIRSTUP_PARENT/93.184.216.34 -"));
+        assert!(parented.json(AT).ends_with(r#""parent":true,"conn":1}"#));
         let odd = AccessRecord {
             client: "[::1]:5000".parse().unwrap(),
             user: Some("j doe".into()),

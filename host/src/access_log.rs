@@ -596,6 +596,7 @@ mod tests {
             tls: None,
             cache: None,
             agent: None,
+            parent: false,
         }
     }
 

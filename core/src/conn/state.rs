@@ -1826,6 +1826,7 @@ impl Connection {
             tls: None,
             cache: None,
             agent: None,
+            parent: false,
         }
     }
 
@@ -1834,6 +1835,7 @@ impl Connection {
     /// record instead of being copied.
     fn record(&self, now: Instant, ex: Box<Exchange>, error: Option<ErrorType>) -> AccessRecord {
         let ex = *ex;
+        let parent = ex.upstream_addr.is_some() && ex.via_parent().is_some();
         let decision = ex
             .denial
             .as_ref()
@@ -1855,6 +1857,7 @@ impl Connection {
             rule: ex.denial.map(|d| d.rule),
             tls: ex.hello,
             cache: ex.cache.as_ref().map(|c| c.result),
+            parent,
             agent: ex.agent,
         }
     }

@@ -922,6 +922,7 @@ mod tests {
             tls: None,
             cache: None,
             agent: None,
+            parent: false,
         }
     }
 

@@ -42,6 +42,15 @@ cases! {
         assert_log(&parent, "GET", &url, 200, Some(&origin.addr().to_string()), None);
         // Keep-alive through the chain.
         assert_eq!(c.get(&origin.url("/again")).text(), "/again");
+
+        // Squid's format names the hop as Squid does.
+        let squid = Proxy::start_with_config(bin, CHILD, &[
+            "--parent", &parent.addr().to_string(), "--log-format", "squid",
+        ]);
+        let url = origin.url("/squid");
+        assert_eq!(squid.connect().get(&url).status(), 200);
+        let line = squid.wait_for_log(|l| l.contains(&url), proxy_tests::IO_TIMEOUT);
+        assert!(line.ends_with(&format!(" FIRSTUP_PARENT/{} -", parent.addr().ip())), "{line}");
     }
 
     /// CONNECT is sent on to the parent as a CONNECT; the tunnel works
