@@ -13,8 +13,16 @@ use crate::http::target::Host;
 use crate::policy::domain::{Action, DomainRules};
 use crate::policy::list::parse_list;
 use crate::policy::{cidr::CidrRule, cidr::CidrTable};
+use crate::time::Instant;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How long a parent that could not be reached is tried only after the
+/// others: long enough to spare requests the wait, short enough that a
+/// parent back up is used again soon.
+pub const DOWN_FOR: Duration = Duration::from_secs(30);
 
 /// Routing as configured.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +41,8 @@ pub struct RoutingConfig {
 /// One parent proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parent {
+    /// Its place in `routing.parents`.
+    pub index: usize,
     /// Where it listens.
     pub host: Host,
     /// Its port.
@@ -60,6 +70,7 @@ impl Parent {
             Some(_) => return Err("credentials are written user:password@host:port".to_owned()),
         };
         Ok(Parent {
+            index: 0,
             host: authority.host,
             port: authority.port,
             authorization,
@@ -72,10 +83,15 @@ impl Parent {
     }
 }
 
-/// Routing, compiled.
-#[derive(Debug, Clone, Default)]
+/// Routing, compiled, with what is known of each parent's health: a
+/// parent that could not be reached is tried after the others for
+/// [`DOWN_FOR`] (a passive health check: every request is a probe).
+#[derive(Debug, Default)]
 pub struct Routes {
     parents: Vec<Parent>,
+    /// Per parent: until when (microseconds of [`Instant`]) it counts
+    /// as down; 0 when up.
+    down_until: Vec<AtomicU64>,
     direct_names: DomainRules,
     direct_nets: CidrTable,
 }
@@ -87,8 +103,13 @@ impl Routes {
             .parents
             .iter()
             .enumerate()
-            .map(|(i, p)| Parent::parse(p).map_err(|e| format!("routing.parents[{i}]: {e}")))
+            .map(|(i, p)| {
+                Parent::parse(p)
+                    .map(|parent| Parent { index: i, ..parent })
+                    .map_err(|e| format!("routing.parents[{i}]: {e}"))
+            })
             .collect::<Result<Vec<_>, _>>()?;
+        let down_until = parents.iter().map(|_| AtomicU64::new(0)).collect();
         let entries = parse_list("routing.direct", &config.direct.join("\n"), Action::Allow);
         if let Some(e) = entries.errors.first() {
             return Err(format!("routing.direct: {}", e.message));
@@ -103,24 +124,49 @@ impl Routes {
         }
         Ok(Routes {
             parents,
+            down_until,
             direct_names: DomainRules::new(entries.domains),
             direct_nets,
         })
     }
 
-    /// The parents to try for `host`, in order; empty when it goes direct.
-    pub fn parents_for(&self, host: &Host) -> &[Parent] {
+    /// The parents to try for `host` at `now`: those up in order of
+    /// preference, then those down; empty when it goes direct.
+    pub fn parents_for(&self, host: &Host, now: Instant) -> Vec<Parent> {
         if self.parents.is_empty() {
-            return &[];
+            return Vec::new();
         }
         let direct = match host {
             Host::Name(name) => self.direct_names.lookup(name).is_some(),
             Host::Ip(ip) => self.direct_nets.lookup(*ip).is_some(),
         };
         if direct {
-            &[]
-        } else {
-            &self.parents
+            return Vec::new();
+        }
+        let (up, down): (Vec<&Parent>, Vec<&Parent>) = self
+            .parents
+            .iter()
+            .partition(|p| !self.is_down(p.index, now));
+        up.into_iter().chain(down).cloned().collect()
+    }
+
+    fn is_down(&self, index: usize, now: Instant) -> bool {
+        self.down_until
+            .get(index)
+            .is_some_and(|d| d.load(Ordering::Relaxed) > now.as_micros())
+    }
+
+    /// The parent could not be reached at `now`.
+    pub fn mark_down(&self, parent: &Parent, now: Instant) {
+        if let Some(d) = self.down_until.get(parent.index) {
+            d.store((now + DOWN_FOR).as_micros(), Ordering::Relaxed);
+        }
+    }
+
+    /// The parent answered.
+    pub fn mark_up(&self, parent: &Parent) {
+        if let Some(d) = self.down_until.get(parent.index) {
+            d.store(0, Ordering::Relaxed);
         }
     }
 }
@@ -146,6 +192,32 @@ mod tests {
     }
 
     #[test]
+    fn a_parent_down_is_tried_last_until_it_has_had_time() {
+        let routes = Routes::compile(&RoutingConfig {
+            parents: vec!["p1:3128".into(), "p2:3128".into()],
+            direct: vec![],
+        })
+        .unwrap();
+        let host = Host::parse("example.com").unwrap();
+        let order = |now| -> Vec<String> {
+            routes
+                .parents_for(&host, now)
+                .iter()
+                .map(Parent::name)
+                .collect()
+        };
+        let t0 = Instant::from_micros(5_000_000);
+        assert_eq!(order(t0), ["p1:3128", "p2:3128"]);
+        let p1 = routes.parents_for(&host, t0)[0].clone();
+        routes.mark_down(&p1, t0);
+        assert_eq!(order(t0), ["p2:3128", "p1:3128"], "still tried, last");
+        assert_eq!(order(t0 + DOWN_FOR), ["p1:3128", "p2:3128"], "time passed");
+        routes.mark_down(&p1, t0);
+        routes.mark_up(&p1);
+        assert_eq!(order(t0), ["p1:3128", "p2:3128"], "it answered");
+    }
+
+    #[test]
     fn direct_exceptions_skip_the_parents() {
         let routes = Routes::compile(&RoutingConfig {
             parents: vec!["p1:3128".into(), "p2:3128".into()],
@@ -157,13 +229,14 @@ mod tests {
         })
         .unwrap();
         let host = |h: &str| Host::parse(h).unwrap();
-        assert_eq!(routes.parents_for(&host("example.com")).len(), 2);
-        assert!(routes.parents_for(&host("a.corp.example")).is_empty());
-        assert!(routes.parents_for(&host("intranet")).is_empty());
-        assert!(routes.parents_for(&host("10.1.2.3")).is_empty());
-        assert_eq!(routes.parents_for(&host("192.0.2.1")).len(), 2);
+        let t = Instant::ZERO;
+        assert_eq!(routes.parents_for(&host("example.com"), t).len(), 2);
+        assert!(routes.parents_for(&host("a.corp.example"), t).is_empty());
+        assert!(routes.parents_for(&host("intranet"), t).is_empty());
+        assert!(routes.parents_for(&host("10.1.2.3"), t).is_empty());
+        assert_eq!(routes.parents_for(&host("192.0.2.1"), t).len(), 2);
         let none = Routes::compile(&RoutingConfig::default()).unwrap();
-        assert!(none.parents_for(&host("example.com")).is_empty());
+        assert!(none.parents_for(&host("example.com"), t).is_empty());
         assert!(Routes::compile(&RoutingConfig {
             parents: vec!["nope".into()],
             direct: vec![],

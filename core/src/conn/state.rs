@@ -387,7 +387,7 @@ impl Connection {
         policy.check_method_and_port(head.method, ex.authority.port, connect, user)?;
         policy.check_host(&ex.authority.host)?;
         policy.check_rate(client_ip, user, now)?;
-        ex.parents = self.routes.parents_for(&ex.authority.host).to_vec();
+        ex.parents = self.routes.parents_for(&ex.authority.host, now);
 
         let Some(path_and_query) = path_and_query else {
             return Ok(Prepared::Forward);
@@ -786,7 +786,11 @@ impl Connection {
     /// The parent being tried cannot be reached: the next one, in order;
     /// after the last, a 502 naming them all.
     fn next_parent(&mut self, now: Instant) {
+        let routes = self.routes.clone();
         let ex = self.exchange_mut();
+        if let Some(down) = ex.via_parent() {
+            routes.mark_down(down, now);
+        }
         ex.parent += 1;
         ex.addrs.clear();
         ex.next_addr = 0;
@@ -823,6 +827,9 @@ impl Connection {
             }
         };
         ex.reused = connected.reused;
+        if let Some(parent) = ex.via_parent() {
+            self.routes.mark_up(parent);
+        }
         self.upstream_in_use = Some(self.shared.metrics().upstream_in_use());
         let Phase::Exchange(ex) = &mut self.phase else {
             return;
@@ -1453,11 +1460,16 @@ impl Connection {
             return self.fail(now, UpstreamError::DnsTimeout(host).into(), false);
         }
         if self.timers.is_expired(Timer::Connect, now) {
+            self.timers.stop(Timer::Connect);
             if let Some(upstream) = ex.upstream.take() {
                 self.outbox.push(Action::Release {
                     upstream,
                     reuse: false,
                 });
+            }
+            // A parent that does not answer gives way to the next.
+            if ex.via_parent().is_some() {
+                return self.next_parent(now);
             }
             return self.fail(now, UpstreamError::ConnectTimeout(host).into(), false);
         }

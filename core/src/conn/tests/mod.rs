@@ -659,6 +659,43 @@ fn requests_go_through_a_parent_when_routed_so() {
         .contains("parent proxy 192.0.2.9:3128 answered 403 Forbidden to CONNECT"));
     assert!(sim.tunnels.is_empty());
     assert_eq!(sim.logs[0].status, 502);
+
+    // A parent that does not answer in time gives way to the next, and
+    // is tried last by later requests for a while.
+    let shared = crate::Shared::allow_all(Config {
+        routing: crate::routing::RoutingConfig {
+            parents: vec!["192.0.2.9:3128".into(), "192.0.2.10:3128".into()],
+            direct: vec![],
+        },
+        ..Config::default()
+    });
+    let mut sim = Sim::with_shared(shared.clone());
+    sim.client_sends(b"GET http://origin.test/x HTTP/1.1\r\nHost: origin.test\r\n\r\n");
+    sim.advance(Config::default().timeouts.connect);
+    assert_eq!(sim.connects.len(), 2, "{:?}", sim.connects);
+    assert_eq!(sim.connects[1].1, "192.0.2.10:3128".parse().unwrap());
+    sim.connect_ok(false);
+    sim.upstream_sends(b"HTTP/1.1 204 No Content\r\n\r\n");
+    assert_eq!(
+        sim.logs[0].upstream,
+        Some("192.0.2.10:3128".parse().unwrap())
+    );
+    assert!(sim.logs[0].parent);
+    let later = sim.now;
+    let mut sim = Sim::with_shared_at(shared.clone(), later);
+    sim.client_sends(b"GET http://origin.test/y HTTP/1.1\r\nHost: origin.test\r\n\r\n");
+    assert_eq!(
+        sim.connects[0].1,
+        "192.0.2.10:3128".parse().unwrap(),
+        "the one that answered first"
+    );
+    let mut sim = Sim::with_shared_at(shared, later + crate::routing::DOWN_FOR);
+    sim.client_sends(b"GET http://origin.test/z HTTP/1.1\r\nHost: origin.test\r\n\r\n");
+    assert_eq!(
+        sim.connects[0].1,
+        "192.0.2.9:3128".parse().unwrap(),
+        "given another chance"
+    );
 }
 
 #[test]
