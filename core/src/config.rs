@@ -41,6 +41,8 @@ pub struct Config {
     pub cache: crate::cache::CacheConfig,
     /// Parent proxies, and what goes direct.
     pub routing: crate::routing::RoutingConfig,
+    /// The PROXY protocol header from load balancers.
+    pub proxy_protocol: crate::proxy_protocol::ProxyProtocolConfig,
 }
 
 impl Default for Config {
@@ -55,6 +57,7 @@ impl Default for Config {
             admin: Admin::default(),
             cache: crate::cache::CacheConfig::default(),
             routing: crate::routing::RoutingConfig::default(),
+            proxy_protocol: crate::proxy_protocol::ProxyProtocolConfig::default(),
         }
     }
 }

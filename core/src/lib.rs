@@ -32,6 +32,7 @@ pub mod io;
 pub mod log;
 pub mod metrics;
 pub mod policy;
+pub mod proxy_protocol;
 pub mod reason;
 pub mod routing;
 pub mod shared;

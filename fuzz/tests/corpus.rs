@@ -86,6 +86,11 @@ fn file_and_credential_corpora() {
 }
 
 #[test]
+fn proxy_header_corpus() {
+    replay("proxy_header", 4, proxy_core::proxy_protocol::fuzz_parse);
+}
+
+#[test]
 fn cache_corpus() {
     replay("cache", 6, |data| {
         if let Some(script) = structured(data) {

@@ -138,6 +138,15 @@ pub struct Args {
     )]
     pub parent: Vec<String>,
 
+    /// Require a PROXY protocol header (v1 or v2) on every connection
+    ///
+    /// For running behind a load balancer (HAProxy `send-proxy-v2`): the
+    /// client it names is the one policy, caps, rate limits and the log
+    /// see. Only senders in `proxy_protocol.trusted` (loopback unless
+    /// configured) may connect.
+    #[arg(long = "proxy-protocol", help_heading = "Listening", action = ArgAction::SetTrue)]
+    pub proxy_protocol: bool,
+
     /// Cache responses in memory (RFC 9111) [default: off]
     ///
     /// A shared cache of `cache.memory` bytes (256 MiB unless the

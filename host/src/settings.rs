@@ -263,6 +263,9 @@ pub fn apply_flags(args: &Args, config: &mut Config) {
     if !args.parent.is_empty() {
         config.routing.parents = args.parent.clone();
     }
+    if args.proxy_protocol {
+        config.proxy_protocol.required = true;
+    }
     if args.dev_allow_private {
         config.policy.allow_private_destinations = true;
     }

@@ -263,6 +263,13 @@ pub(super) fn validate(c: &Config) -> Result<(), Invalid> {
 
     validate_cache(c)?;
     validate_routing(c)?;
+    let pp = root().key("proxy_protocol");
+    for (i, t) in c.proxy_protocol.trusted.iter().enumerate() {
+        parse_net(t).map_err(|e| bad(pp.key("trusted").index(i), e))?;
+    }
+    if c.proxy_protocol.timeout.is_zero() {
+        return Err(bad(pp.key("timeout"), "more than \"0s\", like \"3s\""));
+    }
     validate_policy(c)
 }
 

@@ -62,10 +62,10 @@ use crate::http::date::DateCache;
 use crate::id::ConnId;
 use crate::io::{Role, Side};
 use crate::metrics::UpstreamInUse;
-use crate::policy::caps::ConnPermit;
+use crate::policy::caps::{CapExceeded, ConnPermit};
 use crate::policy::Policy;
 use crate::shared::Shared;
-use crate::time::{Instant, TimerTable, WallAnchor};
+use crate::time::{Instant, Timer, TimerTable, WallAnchor};
 pub(crate) use action::Action;
 use exchange::Exchange;
 use std::collections::VecDeque;
@@ -116,6 +116,9 @@ pub(crate) struct Connection {
 
 #[derive(Debug)]
 enum Phase {
+    /// Reading the PROXY protocol header a balancer sends first
+    /// (`proxy_protocol.required`), in `head.buf`.
+    ProxyHeader,
     /// Waiting for, or reading, a request head.
     Head,
     /// Serving one request.
@@ -180,7 +183,6 @@ impl Connection {
     ) -> Self {
         let generation = shared.generation();
         let snapshot = shared.snapshot();
-        let permit = shared.caps().try_acquire(client.ip());
         let mut conn = Connection {
             id,
             client,
@@ -205,21 +207,44 @@ impl Connection {
             shutting_down: false,
             segments: Vec::new(),
         };
-        match permit {
-            Ok(p) => {
-                conn._permit = Some(p);
-                conn.await_first_request(now);
+        let pp = &conn.config.proxy_protocol;
+        if pp.required && role == Role::Proxy {
+            // The peer is a balancer: the client it names takes the caps.
+            let trusted = pp.trusted.iter().any(|t| {
+                crate::policy::cidr::parse_net(t)
+                    .is_ok_and(|n| n.contains(&crate::policy::cidr::canonical(client.ip())))
+            });
+            if trusted {
+                conn.phase = Phase::ProxyHeader;
+                let deadline = now + conn.config.proxy_protocol.timeout;
+                conn.timers.set(Timer::HeadRead, deadline);
+            } else {
+                conn.refuse_proxy_header(now, 0, "sender not in proxy_protocol.trusted");
             }
-            Err(exceeded) => conn.refuse_over_cap(now, exceeded),
+            return conn;
         }
+        let permit = conn.shared.caps().try_acquire(client.ip());
+        conn.admit(now, permit);
         conn
     }
 
     /// Whether the connection would consume client bytes now. While true,
     /// any non-empty input is at least partly consumed.
+    /// Takes the connection's place under the caps, then waits for its
+    /// first request; over a cap, answers 503 and closes.
+    fn admit(&mut self, now: Instant, permit: Result<ConnPermit, CapExceeded>) {
+        match permit {
+            Ok(p) => {
+                self._permit = Some(p);
+                self.await_first_request(now);
+            }
+            Err(exceeded) => self.refuse_over_cap(now, exceeded),
+        }
+    }
+
     pub(crate) fn wants_client_data(&self) -> bool {
         match &self.phase {
-            Phase::Head => true,
+            Phase::Head | Phase::ProxyHeader => true,
             Phase::Exchange(ex) => ex.wants_client_data(),
             Phase::Tunnel(_) | Phase::Closed => false,
         }

@@ -19,6 +19,7 @@ use crate::log::{AccessRecord, ExchangeKind};
 use crate::policy::auth::VerifyJob;
 use crate::policy::caps::CapExceeded;
 use crate::policy::{Authn, Denial, DenyKind};
+use crate::proxy_protocol;
 use crate::reason::{Decision, ErrorType};
 use crate::time::{Instant, Timer};
 use crate::tls::client_hello::{HelloPeeker, Peek};
@@ -42,6 +43,7 @@ impl Connection {
     pub(crate) fn handle_client_data(&mut self, now: Instant, data: &[u8]) -> usize {
         self.debug_assert_drained();
         match &self.phase {
+            Phase::ProxyHeader => self.read_proxy_header(now, data),
             Phase::Head => self.read_head(now, data),
             Phase::Exchange(ex) if matches!(ex.stage, Stage::Peeking { .. }) => {
                 self.read_hello(now, data)
@@ -57,6 +59,13 @@ impl Connection {
         self.debug_assert_drained();
         self.client_eof = true;
         match &self.phase {
+            Phase::ProxyHeader => {
+                let bytes = self.head.buf.len() as u64;
+                if bytes > 0 {
+                    return self.refuse_proxy_header(now, bytes, "closed within the PROXY header");
+                }
+                self.close(CloseReason::ClientDone);
+            }
             Phase::Head => {
                 if !self.head.buf.is_empty() {
                     let bytes = self.head.buf.len() as u64;
@@ -81,9 +90,55 @@ impl Connection {
         self.debug_assert_drained();
         match &self.phase {
             Phase::Exchange(_) => self.abort(now, ErrorType::ClientError),
-            Phase::Head => self.close(CloseReason::Aborted),
+            Phase::Head | Phase::ProxyHeader => self.close(CloseReason::Aborted),
             Phase::Tunnel(_) | Phase::Closed => {}
         }
+    }
+
+    /// The PROXY header a balancer sends first: once whole, the client
+    /// it names is this connection's client for everything after (ACL,
+    /// caps, rate limits, records); the rest of `data` is offered again
+    /// as the first request.
+    fn read_proxy_header(&mut self, now: Instant, data: &[u8]) -> usize {
+        let old = self.head.buf.len();
+        let take = data
+            .len()
+            .min(proxy_protocol::V2_MAX - old.min(proxy_protocol::V2_MAX));
+        self.head.buf.extend_from_slice(&data[..take]);
+        match proxy_protocol::parse(&self.head.buf) {
+            proxy_protocol::Parsed::Incomplete if take == data.len() => take,
+            proxy_protocol::Parsed::Incomplete => {
+                let bytes = self.head.buf.len() as u64;
+                self.refuse_proxy_header(now, bytes, "PROXY header too large");
+                data.len()
+            }
+            proxy_protocol::Parsed::Invalid(why) => {
+                let bytes = self.head.buf.len() as u64;
+                self.refuse_proxy_header(now, bytes, why);
+                data.len()
+            }
+            proxy_protocol::Parsed::Done { consumed, source } => {
+                if let Some(client) = source {
+                    self.client = client;
+                }
+                self.head = HeadBuf::default();
+                self.timers.stop(Timer::HeadRead);
+                self.phase = Phase::Head;
+                let permit = self.shared.caps().try_acquire(self.client.ip());
+                self.admit(now, permit);
+                consumed - old
+            }
+        }
+    }
+
+    /// A connection whose PROXY header is missing, broken, late, or from
+    /// a sender not trusted to send one: logged and closed without an
+    /// answer (it is not HTTP yet, and the sender is a balancer).
+    pub(super) fn refuse_proxy_header(&mut self, now: Instant, bytes_in: u64, why: &str) {
+        let mut record = self.unparsed_record(now, now, bytes_in, 0, ErrorType::HttpRequestError);
+        record.rule = Some(format!("PROXY protocol: {why}"));
+        self.log(now, record);
+        self.close(CloseReason::BadRequest);
     }
 
     fn read_head(&mut self, now: Instant, data: &[u8]) -> usize {
@@ -1435,6 +1490,11 @@ impl Connection {
     /// Acts on every timer due at `now`. Spurious calls do nothing.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         self.debug_assert_drained();
+        if matches!(self.phase, Phase::ProxyHeader) && self.timers.is_expired(Timer::HeadRead, now)
+        {
+            let bytes = self.head.buf.len() as u64;
+            return self.refuse_proxy_header(now, bytes, "no whole PROXY header in time");
+        }
         if self.timers.is_expired(Timer::ClientIdle, now) {
             return self.close(CloseReason::IdleTimeout);
         }
@@ -1597,7 +1657,7 @@ impl Connection {
         self.shutting_down = true;
         match self.phase {
             Phase::Exchange(_) => self.abort(now, ErrorType::Shutdown),
-            Phase::Head => self.close(CloseReason::Shutdown),
+            Phase::Head | Phase::ProxyHeader => self.close(CloseReason::Shutdown),
             Phase::Tunnel(_) | Phase::Closed => {}
         }
     }

@@ -14,7 +14,8 @@
 //!   credentials;
 //! - [`cache::cache`]: the shared cache through connections, against its
 //!   invariants;
-//! - the ClientHello peek is `crate::tls::client_hello::fuzz_peek`.
+//! - the ClientHello peek is `crate::tls::client_hello::fuzz_peek`, the
+//!   PROXY protocol header `crate::proxy_protocol::fuzz_parse`.
 
 pub mod cache;
 pub mod chunked;

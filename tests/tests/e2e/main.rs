@@ -15,6 +15,7 @@ mod metrics;
 mod operations;
 mod parents;
 mod policy;
+mod proxy_protocol;
 mod resources;
 mod status_page;
 mod timeouts;
