@@ -3,6 +3,9 @@
 //! - **SIGHUP**: read the configuration, lists and user files again and
 //!   put them in force without dropping a connection; a reload that fails
 //!   keeps the running configuration and says why on stderr.
+//!   The access-log file is reopened too.
+//! - **SIGUSR1**: reopen the access-log file only (after logrotate moved
+//!   it away), as nginx and Squid do; nothing else changes.
 //! - **SIGINT, SIGTERM**: the first starts a graceful shutdown
 //!   ([`Lifecycle::begin_drain`]; the main thread does the rest, see
 //!   [`Lifecycle::run_until_shutdown`]). A second one exits at once with
@@ -10,7 +13,7 @@
 
 use crate::lifecycle::Lifecycle;
 use crate::settings::Settings;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 use std::io::Write;
 use std::time::Duration;
@@ -22,16 +25,17 @@ pub const FORCED_EXIT: i32 = 130;
 /// How long a second signal lets the access log write out what it holds.
 const SECOND_SIGNAL_FLUSH: Duration = Duration::from_millis(200);
 
-/// Takes over SIGHUP, SIGINT and SIGTERM and answers them on a thread of
+/// Takes over SIGHUP, SIGUSR1, SIGINT and SIGTERM and answers them on a thread of
 /// its own for the life of the process. `name` prefixes what it prints.
 /// Call early: until then the default actions apply.
 pub fn watch(name: &'static str, settings: Settings, life: Lifecycle) -> std::io::Result<()> {
-    let mut signals = Signals::new([SIGHUP, SIGINT, SIGTERM])?;
+    let mut signals = Signals::new([SIGHUP, SIGUSR1, SIGINT, SIGTERM])?;
     std::thread::Builder::new()
         .name("signals".to_owned())
         .spawn(move || {
             for signal in signals.forever() {
                 match signal {
+                    SIGUSR1 => settings.access_log.reopen(),
                     SIGHUP => match settings.reload() {
                         Ok(()) => eprintln!("reloaded configuration"),
                         Err(e) => {

@@ -353,6 +353,33 @@ cases! {
         assert!(proxy.log_lines().is_empty(), "stdout: {:#?}", proxy.log_lines());
     }
 
+    /// As logrotate does it: the file is moved away, SIGUSR1 makes the
+    /// proxy write a new one; records before it stay in the moved file,
+    /// records after it go to the new one, none lost.
+    fn sigusr1_reopens_the_log_file_after_logrotate(bin) {
+        let dir = TempDir::new("rotate");
+        let origin = Origin::echo_target();
+        let proxy = Proxy::start(bin, &["--log-dir", dir.name()]);
+        let mut c = proxy.connect();
+        assert_eq!(c.get(&origin.url("/before")).status(), 200);
+        let log = dir.path().join("access.log");
+        eventually("the first record", || {
+            std::fs::read_to_string(&log).ok().filter(|t| t.contains("/before"))
+        });
+        let moved = dir.path().join("access.log-rotated");
+        std::fs::rename(&log, &moved).unwrap();
+        proxy.signal(rustix::process::Signal::USR1);
+        eventually("a new file", || log.exists().then_some(()));
+        assert_eq!(c.get(&origin.url("/after")).status(), 200);
+        let now = eventually("the second record", || {
+            std::fs::read_to_string(&log).ok().filter(|t| t.contains("/after"))
+        });
+        assert!(!now.contains("/before"), "{now}");
+        let old = std::fs::read_to_string(&moved).unwrap();
+        assert!(old.contains("/before") && !old.contains("/after"), "{old}");
+        proxy.stderr_lines().iter().for_each(|l| assert!(!l.contains("reloaded"), "{l}"));
+    }
+
     /// Squid's native format on the console: a forwarded request, a
     /// denial and a tunnel.
     fn squid_format_lines(bin) {
