@@ -202,6 +202,11 @@ pub struct Timeouts {
     /// A body transfer with no progress either way is aborted after this.
     #[serde(with = "units::duration")]
     pub transfer_idle: Duration,
+    /// A client that stops sending its request body for this long gets
+    /// 408 (at most `transfer_idle`): a stalled upload holds an upstream
+    /// connection too.
+    #[serde(with = "units::duration")]
+    pub body_read: Duration,
     /// A tunnel with no bytes either way is closed after this.
     #[serde(with = "units::duration")]
     pub tunnel_idle: Duration,
@@ -223,6 +228,7 @@ impl Default for Timeouts {
             connect: Duration::from_secs(10),
             response: Duration::from_secs(60),
             transfer_idle: Duration::from_secs(60),
+            body_read: Duration::from_secs(20),
             tunnel_idle: Duration::from_secs(300),
             upstream_idle: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(30),

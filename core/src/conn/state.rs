@@ -710,8 +710,8 @@ impl Connection {
                         self.finish(now);
                     }
                 } else {
-                    self.timers
-                        .set(Timer::Transfer, now + self.config.timeouts.transfer_idle);
+                    let wait = self.request_body_wait();
+                    self.timers.set(Timer::Transfer, now + wait);
                 }
                 n
             }
@@ -947,9 +947,16 @@ impl Connection {
             self.timers
                 .set(Timer::Response, now + self.config.timeouts.response);
         } else {
-            self.timers
-                .set(Timer::Transfer, now + self.config.timeouts.transfer_idle);
+            let wait = self.request_body_wait();
+            self.timers.set(Timer::Transfer, now + wait);
         }
+    }
+
+    /// How long a request body may stall: `body_read`, within
+    /// `transfer_idle`.
+    fn request_body_wait(&self) -> std::time::Duration {
+        let t = &self.config.timeouts;
+        t.body_read.min(t.transfer_idle)
     }
 
     /// The tunnel's upstream is there (the origin, or a parent that said

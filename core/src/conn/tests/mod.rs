@@ -579,6 +579,27 @@ fn timeouts_answer_408_504_and_close_idle_clients() {
     assert_eq!(sim.closed, Some(CloseReason::IdleTimeout));
 }
 
+/// A client that stops mid-body gets 408 after `body_read`, well before
+/// `transfer_idle`, which still bounds responses.
+#[test]
+fn a_request_body_that_stalls_gets_408_after_body_read() {
+    let t = Config::default().timeouts;
+    assert!(t.body_read < t.transfer_idle);
+    let mut sim = Sim::default();
+    sim.client_sends(
+        b"POST http://192.0.2.1/up HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n01234",
+    );
+    sim.connect_ok(false);
+    sim.advance(t.body_read - Duration::from_millis(1));
+    assert!(sim.client_text().is_empty());
+    sim.advance(Duration::from_millis(1));
+    assert!(
+        sim.client_text().starts_with("HTTP/1.1 408 "),
+        "{}",
+        sim.client_text()
+    );
+}
+
 #[test]
 fn connect_tunnel_answers_200_then_hands_over() {
     let mut sim = Sim::default();
