@@ -289,36 +289,31 @@ fn load_all(args: &Args) -> Result<(Config, Sources), String> {
     let config = effective_config(args)?;
     let policy = &config.policy;
     // Each file with what named it, so a missing one says where to look.
-    let flagged = |name: &String, flag: &'static str, key: &'static str| {
-        let from_flag = match flag {
-            "--blocklist" => args
-                .blocklist
-                .iter()
-                .any(|p| p.display().to_string() == *name),
-            _ => args.auth_file.is_some(),
-        };
-        if from_flag {
-            flag
-        } else {
-            key
-        }
+    let from_blocklist = |name: &String| {
+        args.blocklist
+            .iter()
+            .any(|p| p.display().to_string() == *name)
     };
     let mut named: Vec<(&String, &str)> = policy
         .allow_lists
         .iter()
         .map(|n| (n, "policy.allow_lists"))
-        .chain(
-            policy
-                .deny_lists
-                .iter()
-                .map(|n| (n, flagged(n, "--blocklist", "policy.deny_lists"))),
-        )
+        .chain(policy.deny_lists.iter().map(|n| {
+            let by = if from_blocklist(n) {
+                "--blocklist"
+            } else {
+                "policy.deny_lists"
+            };
+            (n, by)
+        }))
         .collect();
     if let Some(auth) = &policy.auth {
-        named.push((
-            &auth.htpasswd,
-            flagged(&auth.htpasswd, "--auth-file", "policy.auth.htpasswd"),
-        ));
+        let by = if args.auth_file.is_some() {
+            "--auth-file"
+        } else {
+            "policy.auth.htpasswd"
+        };
+        named.push((&auth.htpasswd, by));
     }
     let mut sources = Sources::new();
     for (name, by) in named {

@@ -301,33 +301,26 @@ mod tests {
         );
     }
 
-    #[test]
-    fn repeated_content_lengths_are_forwarded_once() {
-        for raw in [
-            &b"POST http://a.test/ HTTP/1.1\r\nContent-Length: 3\r\nX: 1\r\nContent-Length: 3\r\n\r\n"[..],
-            b"POST http://a.test/ HTTP/1.1\r\nContent-Length: 3 , 3\r\nX: 1\r\n\r\n",
-        ] {
-            let head = parse_request(raw, 50, 1000).unwrap();
-            let mut out = Vec::new();
-            RequestRewrite {
-                target: "/",
-                host: "a.test",
-                proxy_name: "me",
-                max_forwards: None,
-                upgrade: false,
-                validators: None,
-            }
-            .write(&head, &mut out);
-            assert_eq!(
-                String::from_utf8(out).unwrap(),
-                "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 3\r\nX: 1\r\nVia: 1.1 me\r\n\r\n"
-            );
+    /// A request head forwarded plainly (no Max-Forwards, upgrade or
+    /// validators) to `/` at a.test by proxy `me`.
+    fn forwarded_request(raw: &[u8]) -> String {
+        let head = parse_request(raw, 50, 1000).unwrap();
+        let mut out = Vec::new();
+        RequestRewrite {
+            target: "/",
+            host: "a.test",
+            proxy_name: "me",
+            max_forwards: None,
+            upgrade: false,
+            validators: None,
         }
-        let head = parse_response(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\n",
-            50,
-        )
-        .unwrap();
+        .write(&head, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    /// A response head forwarded to a keep-alive HTTP/1.1 client.
+    fn forwarded_response(raw: &[u8]) -> String {
+        let head = parse_response(raw, 50).unwrap();
         let mut out = Vec::new();
         ResponseRewrite {
             proxy_name: "me",
@@ -337,7 +330,23 @@ mod tests {
             cache_status: None,
         }
         .write(&head, &mut out);
-        let text = String::from_utf8(out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn repeated_content_lengths_are_forwarded_once() {
+        for raw in [
+            &b"POST http://a.test/ HTTP/1.1\r\nContent-Length: 3\r\nX: 1\r\nContent-Length: 3\r\n\r\n"[..],
+            b"POST http://a.test/ HTTP/1.1\r\nContent-Length: 3 , 3\r\nX: 1\r\n\r\n",
+        ] {
+            assert_eq!(
+                forwarded_request(raw),
+                "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 3\r\nX: 1\r\nVia: 1.1 me\r\n\r\n"
+            );
+        }
+        let text = forwarded_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\n",
+        );
         assert_eq!(text.matches("Content-Length").count(), 1, "{text}");
         assert!(text.contains("\r\nContent-Length: 2\r\n"), "{text}");
     }
@@ -348,17 +357,7 @@ mod tests {
             &b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX: 1\r\n\r\n"[..],
             b"HTTP/1.1 103 Early Hints\r\nContent-Length: 0\r\nX: 1\r\n\r\n",
         ] {
-            let head = parse_response(raw, 50).unwrap();
-            let mut out = Vec::new();
-            ResponseRewrite {
-                proxy_name: "me",
-                date: "D",
-                connection: ClientConnection::KeepAlive11,
-                dechunk: false,
-                cache_status: None,
-            }
-            .write(&head, &mut out);
-            let text = String::from_utf8(out).unwrap();
+            let text = forwarded_response(raw);
             assert!(!text.contains("Content-Length"), "{text}");
             assert!(text.contains("\r\nX: 1\r\n"), "{text}");
         }
