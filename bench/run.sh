@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The benchmark: proxy-std, proxy-smol, tinyproxy and Squid (cache off)
-# against direct-to-origin, with the same load, in one run; prints one
+# The benchmark: proxy-std, proxy-smol, HAProxy, tinyproxy and Squid (cache
+# off) and a minimal relay against direct-to-origin, with the same load, in
+# one run; prints one
 # Markdown table with ratios (see bench/README.md). Not part of the tests.
 #   bench/run.sh [--secs N] [--only proxy-std,proxy-smol,...] [--out FILE]
 #                [--idle-conns N] [--idle-tunnels N]
@@ -14,20 +15,21 @@ cd "$root"
 # Debian's packages, installed only when a program is missing; the package
 # lists are refreshed only if the first try fails.
 missing=()
-for program in nginx wrk tinyproxy squid; do
+for program in nginx wrk tinyproxy squid haproxy hey openssl; do
   command -v "$program" >/dev/null 2>&1 || missing+=("$program")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "bench/run.sh: installing nginx-light wrk tinyproxy squid (missing: ${missing[*]})" >&2
+  packages="nginx-light wrk tinyproxy squid haproxy hey openssl"
+  echo "bench/run.sh: installing $packages (missing: ${missing[*]})" >&2
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y nginx-light wrk tinyproxy squid >&2 ||
-    { apt-get update >&2 && apt-get install -y nginx-light wrk tinyproxy squid >&2; }
+  apt-get install -y $packages >&2 ||
+    { apt-get update >&2 && apt-get install -y $packages >&2; }
   # Debian's postinst may have started the services of what was just
   # installed: nginx on 80, Squid on 3128 and tinyproxy on 8888, the port
   # our proxy listens on by default. Stop those (the run starts its own, on
   # ports 18000-19999); a service that was already installed is left alone.
   for name in "${missing[@]}"; do
-    [ "$name" = wrk ] && continue
+    case "$name" in wrk | hey | openssl) continue ;; esac
     if service "$name" status >/dev/null 2>&1; then
       echo "bench/run.sh: stopping the $name service that installing it started" >&2
       service "$name" stop >&2 || true

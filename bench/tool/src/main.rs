@@ -1,5 +1,6 @@
 //! proxy-bench: the benchmark of proxy-std and proxy-smol against
-//! tinyproxy, Squid and direct-to-origin, in one run (see bench/README.md;
+//! HAProxy, tinyproxy, Squid, a minimal relay and direct-to-origin, in one
+//! run (see bench/README.md;
 //! run it through bench/run.sh, which installs the tools and raises the
 //! open-files limit).
 
@@ -7,11 +8,13 @@ mod cleanup;
 mod download;
 mod error;
 mod fetch;
+mod hey;
 mod idle;
 mod origin;
 mod pattern;
 mod ports;
 mod procstat;
+mod relay;
 mod report;
 mod run;
 mod service;
@@ -45,6 +48,21 @@ enum Cmd {
     Run(RunArgs),
     /// The TCP sink/source/hold servers (started by `run`).
     Origin(OriginArgs),
+    /// The minimal relay, the physical-limit column (started by `run`).
+    Relay(RelayArgs),
+}
+
+#[derive(Args)]
+struct RelayArgs {
+    /// LISTEN=TO: forward every connection to LISTEN to TO (repeatable).
+    #[arg(long = "route", value_parser = parse_route, required = true)]
+    routes: Vec<(SocketAddr, SocketAddr)>,
+}
+
+fn parse_route(s: &str) -> std::result::Result<(SocketAddr, SocketAddr), String> {
+    let (listen, to) = s.split_once('=').ok_or("expected LISTEN=TO")?;
+    let addr = |a: &str| a.parse::<SocketAddr>().map_err(|e| format!("{a}: {e}"));
+    Ok((addr(listen)?, addr(to)?))
 }
 
 #[derive(Args)]
@@ -52,7 +70,7 @@ struct RunArgs {
     /// Seconds each throughput figure runs.
     #[arg(long, default_value_t = 10)]
     secs: u32,
-    /// Targets to run besides direct, comma-separated: proxy-std, proxy-smol, proxy-std+cache, proxy-smol+cache, tinyproxy, squid.
+    /// Targets to run besides direct, comma-separated: relay, proxy-std, proxy-smol, proxy-std+cache, proxy-smol+cache, haproxy, tinyproxy, squid.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Idle incomplete requests held for the RSS figure.
@@ -90,6 +108,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Run(args) => run(args),
         Cmd::Origin(args) => origin::serve(args.sink, args.source, args.hold).map(|()| true),
+        Cmd::Relay(args) => relay::serve(&args.routes).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -9,24 +9,30 @@ pub(crate) enum Figure {
     Latency1k,
     Cpu1k,
     NewConnection,
+    CpuNewConnection,
     KeepAlive64k,
     Download10m,
     ConnectUpload,
     ConnectDownload,
+    Https1k,
+    HttpsCpu,
     IdleRequest,
     IdleTunnel,
 }
 
 impl Figure {
-    pub(crate) const ALL: [Figure; 10] = [
+    pub(crate) const ALL: [Figure; 13] = [
         Figure::KeepAlive1k,
         Figure::Latency1k,
         Figure::Cpu1k,
         Figure::NewConnection,
+        Figure::CpuNewConnection,
         Figure::KeepAlive64k,
         Figure::Download10m,
         Figure::ConnectUpload,
         Figure::ConnectDownload,
+        Figure::Https1k,
+        Figure::HttpsCpu,
         Figure::IdleRequest,
         Figure::IdleTunnel,
     ];
@@ -37,10 +43,13 @@ impl Figure {
             Figure::Latency1k => "keep-alive 1 KiB p50 / p99",
             Figure::Cpu1k => "proxy CPU per request (keep-alive 1 KiB)",
             Figure::NewConnection => "new connection per request, 1 KiB req/s",
+            Figure::CpuNewConnection => "proxy CPU per request (new connection per request)",
             Figure::KeepAlive64k => "keep-alive 64 KiB req/s",
             Figure::Download10m => "10 MiB download MB/s",
             Figure::ConnectUpload => "CONNECT upload MB/s",
             Figure::ConnectDownload => "CONNECT download MB/s",
+            Figure::Https1k => "HTTPS 1 KiB through CONNECT req/s (hey -c64, keep-alive in TLS)",
+            Figure::HttpsCpu => "proxy CPU per HTTPS request",
             Figure::IdleRequest => "RSS per idle incomplete request",
             Figure::IdleTunnel => "RSS per idle CONNECT tunnel",
         }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::download;
 use crate::error::{bail, Context, Result};
 use crate::fetch;
+use crate::hey;
 use crate::idle::{self, Hold};
 use crate::origin::{self, addr};
 use crate::ports::Ports;
@@ -16,7 +17,7 @@ use crate::procstat;
 use crate::report::{self, Cell, Column, Figure};
 use crate::service::Service;
 use crate::sysinfo;
-use crate::targets::{self, Kind, Setup, Target};
+use crate::targets::{self, start_relay, Kind, Setup, Target};
 use crate::tunnel::{self, Direction};
 use crate::workdir::{Workdir, FILES};
 use crate::wrk::{self, Load};
@@ -43,7 +44,7 @@ const PAUSE: Duration = Duration::from_secs(1);
 /// Runs the whole benchmark; true if every figure was measured.
 pub(crate) fn run(opts: &Options) -> Result<bool> {
     let targets = select(&opts.only)?;
-    for tool in ["nginx", "wrk"] {
+    for tool in ["nginx", "wrk", "hey", "openssl"] {
         if !sysinfo::has_program(tool) {
             bail!("{tool} is not installed (bench/run.sh installs it)");
         }
@@ -54,12 +55,13 @@ pub(crate) fn run(opts: &Options) -> Result<bool> {
     let work = Workdir::create()?;
     let mut ports = Ports::new();
     let origin_addr = addr(ports.take()?);
-    let nginx = origin::start_nginx(&work, origin_addr.port())?;
+    let tls_addr = addr(ports.take()?);
+    let nginx = origin::start_nginx(&work, origin_addr.port(), tls_addr.port())?;
     let sink = addr(ports.take()?);
     let source = addr(ports.take()?);
     let _streams = origin::start_tcp(&work, "tcp-origin", &[("sink", sink), ("source", source)])?;
     eprintln!(
-        "proxy-bench: origin http://{origin_addr}/ (nginx), sink {sink}, source {source}, temp dir {}",
+        "proxy-bench: origin http://{origin_addr}/ and https://{tls_addr}/ (nginx), sink {sink}, source {source}, temp dir {}",
         work.path().display()
     );
 
@@ -69,11 +71,15 @@ pub(crate) fn run(opts: &Options) -> Result<bool> {
             work: &work,
             bin_dir: &opts.bin_dir,
             proxy_config: &opts.proxy_config,
+            origin: origin_addr,
         },
-        origin: origin_addr,
+        dests: Dests {
+            http: origin_addr,
+            tls: tls_addr,
+            sink,
+            source,
+        },
         nginx_pid: nginx.pid(),
-        sink,
-        source,
         ticks,
     };
     let mut columns = Vec::new();
@@ -83,7 +89,7 @@ pub(crate) fn run(opts: &Options) -> Result<bool> {
     }
 
     let settings = format!(
-        "{} s per figure; wrk -t2 -c{CONNS} (10 MiB: our client, {DOWNLOAD_CONNS} connections), every response checked; \
+        "{} s per figure; wrk -t2 -c{CONNS} (10 MiB: our client, {DOWNLOAD_CONNS} connections; HTTPS: hey -c{CONNS}), every response checked; \
          {TUNNELS} tunnels per direction; {} idle requests and {} idle tunnels, each set on a freshly started proxy",
         opts.secs,
         report::thousands(opts.idle_conns as u64),
@@ -176,29 +182,103 @@ fn check_open_files(needed: usize) -> Result<()> {
     Ok(())
 }
 
+/// The destinations: the HTTP origin, the TLS origin (both nginx), and
+/// the TCP sink and source.
+#[derive(Clone, Copy, Debug)]
+struct Dests {
+    http: SocketAddr,
+    tls: SocketAddr,
+    sink: SocketAddr,
+    source: SocketAddr,
+}
+
+/// How a target's clients reach each destination.
+#[derive(Clone, Copy, Debug)]
+enum Route {
+    /// Straight to it (`direct`).
+    Direct,
+    /// Through a proxy: requests in absolute form, CONNECT for tunnels
+    /// and HTTPS.
+    Proxy(SocketAddr),
+    /// Through the minimal relay: a listener of its own stands for each
+    /// destination and is spoken to as if it were the destination.
+    Relay(Dests),
+}
+
+impl Route {
+    /// Where HTTP clients connect, and whether requests go in absolute
+    /// form (to a proxy).
+    fn http(self, d: &Dests) -> (SocketAddr, bool) {
+        match self {
+            Route::Direct => (d.http, false),
+            Route::Proxy(p) => (p, true),
+            Route::Relay(r) => (r.http, false),
+        }
+    }
+
+    /// The proxy (if any) and the address for a stream to `pick`'s
+    /// destination.
+    fn stream(self, d: &Dests, pick: fn(&Dests) -> SocketAddr) -> (Option<SocketAddr>, SocketAddr) {
+        match self {
+            Route::Direct => (None, pick(d)),
+            Route::Proxy(p) => (Some(p), pick(d)),
+            Route::Relay(r) => (None, pick(&r)),
+        }
+    }
+}
+
 /// The run's fixed parts, shared by every target.
 struct Bench<'a> {
     opts: &'a Options,
     setup: Setup<'a>,
-    origin: SocketAddr,
+    dests: Dests,
     nginx_pid: u32,
-    sink: SocketAddr,
-    source: SocketAddr,
     ticks: u64,
 }
 
 impl Bench<'_> {
     fn target(&self, target: Target, ports: &mut Ports) -> Column {
         let mut column = Column::new(target.name);
-        if target.kind == Kind::Direct {
-            if let Err(e) = self.check_files(None) {
-                column.fail(format!("failed the checks: {e}"));
-                return column;
-            }
-            self.throughput(&mut column, None, self.nginx_pid, None, false, true);
+        let no_idle = |column: &mut Column| {
             column.set(Figure::IdleRequest, Cell::NotApplicable);
             column.set(Figure::IdleTunnel, Cell::NotApplicable);
-            return column;
+        };
+        match target.kind {
+            Kind::Direct => {
+                if let Err(e) = self.check_files(Route::Direct) {
+                    column.fail(format!("failed the checks: {e}"));
+                    return column;
+                }
+                self.throughput(
+                    &mut column,
+                    Route::Direct,
+                    self.nginx_pid,
+                    None,
+                    false,
+                    true,
+                );
+                no_idle(&mut column);
+                return column;
+            }
+            Kind::Relay => {
+                let mut relay = match self.start_relay(ports) {
+                    Ok(started) => started,
+                    Err(e) => {
+                        column.fail(format!("did not start: {e}"));
+                        return column;
+                    }
+                };
+                let route = relay.1;
+                if let Err(e) = self.check_files(route) {
+                    column.fail(format!("failed the checks: {e}"));
+                    return column;
+                }
+                let pid = relay.0.pid();
+                self.throughput(&mut column, route, pid, Some(&mut relay.0), false, true);
+                no_idle(&mut column);
+                return column;
+            }
+            _ => {}
         }
         if let Some(program) = target.program(&self.setup) {
             if !sysinfo::has_program(&program) {
@@ -213,7 +293,8 @@ impl Bench<'_> {
                 return column;
             }
         };
-        if let Err(e) = self.check_files(Some(at)) {
+        let route = Route::Proxy(at);
+        if let Err(e) = self.check_files(route) {
             column.fail(format!("failed the checks: {e}"));
             return column;
         }
@@ -226,7 +307,7 @@ impl Bench<'_> {
                 return column;
             }
         }
-        let silent_closes = match fetch::closes_silently(at, self.origin) {
+        let silent_closes = match fetch::closes_silently(at, self.dests.http) {
             Ok(silent) => silent,
             Err(e) => {
                 column.fail(format!("failed the keep-alive probe: {e}"));
@@ -237,33 +318,32 @@ impl Bench<'_> {
             column.mark(&WRK_FIGURES, SILENT_CLOSES.to_string());
             eprintln!("  closes client connections after each response without Connection: close");
         }
+        // Tunnels do not meet the cache, and HAProxy (a reverse proxy)
+        // has none.
+        let streams = !cached && target.kind != Kind::Haproxy;
         let pid = proxy.pid();
         self.throughput(
             &mut column,
-            Some(at),
+            route,
             pid,
             Some(&mut proxy),
             silent_closes,
-            !cached,
+            streams,
         );
         drop(proxy);
         if cached {
-            // Tunnels and idle connections do not meet the cache.
-            for figure in [
-                Figure::ConnectUpload,
-                Figure::ConnectDownload,
-                Figure::IdleRequest,
-                Figure::IdleTunnel,
-            ] {
-                column.set(figure, Cell::NotApplicable);
-            }
+            no_idle(&mut column);
             return column;
         }
         // Each idle figure gets a fresh proxy, so that neither inherits
         // memory freed but kept by the allocator from the figures before.
         let requests = self.idle(target, ports, false);
         column.set(Figure::IdleRequest, requests);
-        let tunnels = self.idle(target, ports, true);
+        let tunnels = if streams {
+            self.idle(target, ports, true)
+        } else {
+            Cell::NotApplicable
+        };
         column.set(Figure::IdleTunnel, tunnels);
         column
     }
@@ -274,11 +354,29 @@ impl Bench<'_> {
         Ok((service, addr(port)))
     }
 
+    /// The minimal relay, with a listener for each destination.
+    fn start_relay(&self, ports: &mut Ports) -> Result<(Service, Route)> {
+        let d = &self.dests;
+        let listen = Dests {
+            http: addr(ports.take()?),
+            tls: addr(ports.take()?),
+            sink: addr(ports.take()?),
+            source: addr(ports.take()?),
+        };
+        let routes = [
+            (listen.http, d.http),
+            (listen.tls, d.tls),
+            (listen.sink, d.sink),
+            (listen.source, d.source),
+        ];
+        Ok((start_relay(&self.setup, &routes)?, Route::Relay(listen)))
+    }
+
     /// A second GET of each file through `proxy`: answered by its cache.
     fn check_hits(&self, proxy: SocketAddr) -> Result<()> {
         for (name, size) in FILES {
             let path = format!("/{name}");
-            let head = fetch::check_head(Some(proxy), self.origin, &path, size)?;
+            let head = fetch::check_head(Some(proxy), self.dests.http, &path, size)?;
             let status = head
                 .lines()
                 .find_map(|l| l.strip_prefix("cache-status:"))
@@ -290,25 +388,32 @@ impl Bench<'_> {
         Ok(())
     }
 
-    /// One GET of each file, checked; through the proxy if given.
-    fn check_files(&self, proxy: Option<SocketAddr>) -> Result<()> {
+    /// One GET of each file, checked, by `route`.
+    fn check_files(&self, route: Route) -> Result<()> {
+        let (to, proxied) = route.http(&self.dests);
+        let (proxy, origin) = if proxied {
+            (Some(to), self.dests.http)
+        } else {
+            (None, to)
+        };
         for (name, size) in FILES {
-            fetch::check(proxy, self.origin, &format!("/{name}"), size)?;
+            fetch::check(proxy, origin, &format!("/{name}"), size)?;
         }
         Ok(())
     }
 
     /// The request-rate and throughput figures. `cpu_pid` is the process
     /// tree whose CPU is counted; `service`, when given, is asked whether it
-    /// is still alive after a failure.
+    /// is still alive after a failure; `streams`: whether the target
+    /// carries tunnels (CONNECT, and HTTPS through it).
     fn throughput(
         &self,
         column: &mut Column,
-        proxy: Option<SocketAddr>,
+        route: Route,
         cpu_pid: u32,
         mut service: Option<&mut Service>,
         silent_closes: bool,
-        tunnels: bool,
+        streams: bool,
     ) {
         let mut record = |column: &mut Column, figure: Figure, result: Result<Cell>| {
             let cell = result.unwrap_or_else(|e| {
@@ -323,12 +428,29 @@ impl Bench<'_> {
             column.set(figure, cell);
             thread::sleep(PAUSE);
         };
+        let origin_cpu = matches!(route, Route::Direct);
+        let micros = |us| Cell::Micros {
+            us,
+            origin: origin_cpu,
+        };
 
-        match self.keep_alive_1k(proxy, cpu_pid, silent_closes) {
-            Ok((rate, latency, cpu)) => {
-                record(column, Figure::KeepAlive1k, Ok(rate));
+        let keep_alive = self.with_cpu(cpu_pid, || {
+            let o = self.wrk(route, "/1k", 1024, false, silent_closes)?;
+            Ok((o.ok, o))
+        });
+        match keep_alive {
+            Ok((o, us)) => {
+                record(
+                    column,
+                    Figure::KeepAlive1k,
+                    Ok(Cell::Rate(o.requests_per_sec)),
+                );
+                let latency = Cell::Latency {
+                    p50_ms: o.p50_ms,
+                    p99_ms: o.p99_ms,
+                };
                 record(column, Figure::Latency1k, Ok(latency));
-                record(column, Figure::Cpu1k, Ok(cpu));
+                record(column, Figure::Cpu1k, Ok(micros(us)));
             }
             Err(e) => {
                 let reason = e.to_string();
@@ -337,64 +459,98 @@ impl Bench<'_> {
                 column.set(Figure::Cpu1k, Cell::Failed(reason));
             }
         }
-        let new_conn = self
-            .wrk(proxy, "/1k", 1024, true, silent_closes)
-            .map(|o| Cell::Rate(o.requests_per_sec));
-        record(column, Figure::NewConnection, new_conn);
+        let new_conn = self.with_cpu(cpu_pid, || {
+            let o = self.wrk(route, "/1k", 1024, true, silent_closes)?;
+            Ok((o.ok, o))
+        });
+        match new_conn {
+            Ok((o, us)) => {
+                record(
+                    column,
+                    Figure::NewConnection,
+                    Ok(Cell::Rate(o.requests_per_sec)),
+                );
+                record(column, Figure::CpuNewConnection, Ok(micros(us)));
+            }
+            Err(e) => {
+                column.set(Figure::CpuNewConnection, Cell::Failed(e.to_string()));
+                record(column, Figure::NewConnection, Err(e));
+            }
+        }
         let medium = self
-            .wrk(proxy, "/64k", 64 * 1024, false, silent_closes)
+            .wrk(route, "/64k", 64 * 1024, false, silent_closes)
             .map(|o| Cell::Rate(o.requests_per_sec));
         record(column, Figure::KeepAlive64k, medium);
-        let download = self.download(proxy).map(Cell::Rate);
+        let download = self.download(route).map(Cell::Rate);
         record(column, Figure::Download10m, download);
-        if !tunnels {
+        if !streams {
+            for figure in [
+                Figure::ConnectUpload,
+                Figure::ConnectDownload,
+                Figure::Https1k,
+                Figure::HttpsCpu,
+            ] {
+                column.set(figure, Cell::NotApplicable);
+            }
             return;
         }
         let secs = self.opts.secs;
-        let up = tunnel::throughput(proxy, self.sink, Direction::Upload, TUNNELS, secs);
+        let (proxy, sink) = route.stream(&self.dests, |d| d.sink);
+        let up = tunnel::throughput(proxy, sink, Direction::Upload, TUNNELS, secs);
         record(column, Figure::ConnectUpload, up.map(Cell::Rate));
-        let down = tunnel::throughput(proxy, self.source, Direction::Download, TUNNELS, secs);
+        let (proxy, source) = route.stream(&self.dests, |d| d.source);
+        let down = tunnel::throughput(proxy, source, Direction::Download, TUNNELS, secs);
         record(column, Figure::ConnectDownload, down.map(Cell::Rate));
+        let (proxy, tls) = route.stream(&self.dests, |d| d.tls);
+        let https = self.with_cpu(cpu_pid, || {
+            let o = hey::run(&hey::Load {
+                origin: tls,
+                proxy,
+                path: "/1k",
+                size: 1024,
+                connections: CONNS,
+                secs,
+            })?;
+            eprintln!("    (p99 {:.1} ms)", o.p99_ms);
+            Ok((o.ok, o))
+        });
+        match https {
+            Ok((o, us)) => {
+                record(column, Figure::Https1k, Ok(Cell::Rate(o.requests_per_sec)));
+                record(column, Figure::HttpsCpu, Ok(micros(us)));
+            }
+            Err(e) => {
+                column.set(Figure::HttpsCpu, Cell::Failed(e.to_string()));
+                record(column, Figure::Https1k, Err(e));
+            }
+        }
     }
 
-    /// Keep-alive 1 KiB: rate, latency and CPU per response from one run.
-    fn keep_alive_1k(
-        &self,
-        proxy: Option<SocketAddr>,
-        cpu_pid: u32,
-        silent_closes: bool,
-    ) -> Result<(Cell, Cell, Cell)> {
-        let before = procstat::cpu_ticks(cpu_pid)?;
-        let outcome = self.wrk(proxy, "/1k", 1024, false, silent_closes)?;
-        let after = procstat::cpu_ticks(cpu_pid)?;
-        let us = after.saturating_sub(before) as f64 * 1e6 / self.ticks as f64 / outcome.ok as f64;
-        Ok((
-            Cell::Rate(outcome.requests_per_sec),
-            Cell::Latency {
-                p50_ms: outcome.p50_ms,
-                p99_ms: outcome.p99_ms,
-            },
-            Cell::Micros {
-                us,
-                origin: proxy.is_none(),
-            },
-        ))
+    /// Runs `f`, which says how many responses it checked, and adds the
+    /// CPU time `pid`'s process tree spent meanwhile per response, in µs.
+    fn with_cpu<T>(&self, pid: u32, f: impl FnOnce() -> Result<(u64, T)>) -> Result<(T, f64)> {
+        let before = procstat::cpu_ticks(pid)?;
+        let (responses, out) = f()?;
+        let after = procstat::cpu_ticks(pid)?;
+        let us = after.saturating_sub(before) as f64 * 1e6 / self.ticks as f64 / responses as f64;
+        Ok((out, us))
     }
 
     fn wrk(
         &self,
-        proxy: Option<SocketAddr>,
+        route: Route,
         path: &str,
         size: usize,
         close: bool,
         silent_closes: bool,
     ) -> Result<wrk::Outcome> {
+        let (connect_to, proxied) = route.http(&self.dests);
         let outcome = wrk::run(
             self.setup.work,
             &Load {
-                connect_to: proxy.unwrap_or(self.origin),
-                origin: self.origin,
-                proxied: proxy.is_some(),
+                connect_to,
+                origin: self.dests.http,
+                proxied,
                 path,
                 size,
                 close,
@@ -413,13 +569,14 @@ impl Bench<'_> {
     }
 
     /// The 10 MiB download, with our own client: MB/s of checked bodies.
-    fn download(&self, proxy: Option<SocketAddr>) -> Result<f64> {
+    fn download(&self, route: Route) -> Result<f64> {
         let path = self.setup.work.www().join("10m");
         let body = std::fs::read(&path).context(format!("reading {}", path.display()))?;
+        let (connect_to, proxied) = route.http(&self.dests);
         let outcome = download::run(&download::Load {
-            connect_to: proxy.unwrap_or(self.origin),
-            origin: self.origin,
-            proxied: proxy.is_some(),
+            connect_to,
+            origin: self.dests.http,
+            proxied,
             path: "/10m",
             body: &body,
             connections: DOWNLOAD_CONNS,
@@ -466,10 +623,16 @@ impl Bench<'_> {
             (
                 None,
                 Hold::IncompleteRequest {
-                    origin: self.origin,
+                    origin: self.dests.http,
                 },
                 self.opts.idle_conns,
             )
+        };
+        // HAProxy's maxconn (see targets.rs) is under 10,000.
+        let n = if target.kind == Kind::Haproxy {
+            n.min(HAPROXY_IDLE)
+        } else {
+            n
         };
         let held =
             idle::measure(at, proxy.pid(), &hold, n).map_err(|e| match proxy.check_alive() {
@@ -487,6 +650,9 @@ impl Bench<'_> {
         Ok(held.kib_per_conn)
     }
 }
+
+/// Idle connections held on HAProxy, within its `maxconn`.
+const HAPROXY_IDLE: usize = 9_000;
 
 /// A cell for the progress lines on stderr.
 fn brief(cell: &Cell) -> String {

@@ -33,6 +33,12 @@ pub(crate) fn header(settings: &str) -> String {
         first_line(&["wrk", "-v"]),
         first_line(&["tinyproxy", "-v"]),
         first_line(&["squid", "-v"]).replace("Squid Cache: Version ", "squid "),
+        first_line(&["haproxy", "-v"])
+            .split(" - ")
+            .next()
+            .unwrap_or("")
+            .replace("HAProxy version ", "haproxy "),
+        format!("hey {}", package_version("hey")),
     ];
     format!(
         "- date: {date}\n\
@@ -88,4 +94,14 @@ fn first_line(argv: &[&str]) -> String {
         .find(|l| !l.is_empty())
         .unwrap_or("?");
     line.split(" Copyright").next().unwrap_or(line).to_string()
+}
+
+/// A Debian package's version (hey has no version flag).
+fn package_version(package: &str) -> String {
+    let v = first_line(&["dpkg-query", "-W", "-f", "${Version}", package]);
+    if v.is_empty() {
+        "?".into()
+    } else {
+        v
+    }
 }
