@@ -6,7 +6,7 @@
 #   bench/run.sh [--secs N] [--only proxy-std,proxy-smol,...] [--out FILE]
 #                [--idle-conns N] [--idle-tunnels N]
 # Installs what it needs from Debian (as root), and stops the services
-# that the install started. Exits 1 if any figure failed. Takes about 10
+# that the install started. Exits 1 if any figure failed. Takes about 15
 # minutes on 2 cores with the default 10 s per figure.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
