@@ -37,6 +37,21 @@ pub const PIPE_SIZE: usize = 1 << 20;
 /// Most bytes one splice call asks for: a full pipe.
 pub const SPLICE_MAX: usize = PIPE_SIZE;
 
+/// Where a tunnel's relay switches between copying and splicing, per
+/// direction: a read of at least this much (a full 16 KiB buffer) means
+/// bulk bytes, and the next reads splice; a splice that moves less means
+/// small records again, and the next reads copy.
+///
+/// A splice costs two system calls per burst plus taking and returning a
+/// pipe, and spliced bytes still cross the kernel twice; a copy costs a
+/// read and a write through a pooled buffer. For the small TLS records
+/// of interactive HTTPS (a 1 KiB exchange is one record each way) the
+/// copy is cheaper; for a download, splice moves up to a pipe's worth
+/// per call without touching user space. A TLS record is at most 16 KiB
+/// of plaintext, so a read that fills the buffer has more than one
+/// record waiting: a stream, not an exchange.
+pub const BULK: usize = 16 * 1024;
+
 /// `splice(from, to)` for up to `len` bytes: both ends are a pipe or a
 /// socket, neither with an offset. `Ok(0)` from a socket is its end of
 /// stream. Blocks only if the socket side is blocking.

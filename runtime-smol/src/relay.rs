@@ -2,14 +2,18 @@
 //! until both directions end, one fails, or nothing moves for the idle
 //! timeout.
 //!
-//! On Linux the bytes go socket → pipe → socket with splice(2)
-//! (`proxy_host::splice`) and never enter user space. Either way a
-//! direction holds a pipe or a buffer only while bytes are moving: it
-//! takes one when its source has bytes and gives it back once they are
-//! all written, so an idle tunnel costs its two sockets and little else.
-//! Copying, with a pooled [`InBuf`], is the fallback where splice is not
-//! available (another system, or no descriptors left for a pipe), and
-//! how the leftover bytes the driver already read go out.
+//! Each direction adapts to what it carries (`proxy_host::splice::BULK`):
+//! small records (interactive HTTPS) are copied through a pooled
+//! [`InBuf`], a read and a write each; once a read fills the buffer the
+//! direction is carrying bulk bytes, and on Linux they go socket → pipe →
+//! socket with splice(2) and never enter user space, until a splice
+//! moves less than a buffer's worth again. Either way a direction holds
+//! a pipe or a buffer only while bytes are moving: it takes one when its
+//! source has bytes and gives it back once they are all written, so an
+//! idle tunnel costs its two sockets and little else. Copying is also
+//! the fallback where splice is not available (another system, or no
+//! descriptors left for a pipe), and how the leftover bytes the driver
+//! already read go out.
 
 use crate::net::poll_read_into;
 #[cfg(target_os = "linux")]
@@ -20,7 +24,7 @@ use proxy_core::{TunnelEnd, TunnelEndReason};
 use proxy_host::buf::{InBuf, Pooled};
 use proxy_host::lifecycle::Lifecycle;
 #[cfg(target_os = "linux")]
-use proxy_host::splice::PIPES;
+use proxy_host::splice::{BULK, PIPES};
 use smol::{Async, Timer};
 use std::future::Future;
 use std::io;
@@ -165,9 +169,12 @@ struct Direction {
     /// empty (it is back in the pool then).
     #[cfg(target_os = "linux")]
     pipe: Option<proxy_host::splice::Pipe>,
-    /// Whether to splice.
+    /// Whether to splice at all (tests turn it off).
     #[cfg(target_os = "linux")]
     splice: bool,
+    /// The last read moved a buffer's worth or more: splice the next.
+    #[cfg(target_os = "linux")]
+    bulk: bool,
     /// The source reached end of stream.
     eof: bool,
     /// End of stream was passed on: this direction is finished.
@@ -197,6 +204,8 @@ impl Direction {
             pipe: None,
             #[cfg(target_os = "linux")]
             splice,
+            #[cfg(target_os = "linux")]
+            bulk: false,
             eof,
             done: false,
             count: 0,
@@ -266,7 +275,7 @@ impl Direction {
     /// had, copied into `buf` otherwise.
     fn read(&mut self, cx: &mut Context<'_>, src: &Async<TcpStream>) -> io::Result<Step> {
         #[cfg(target_os = "linux")]
-        if self.splice {
+        if self.splice && self.bulk {
             // Out of descriptors, say: copy this burst instead.
             if let Ok(pipe) = PIPES.take() {
                 return self.read_spliced(cx, src, pipe);
@@ -278,7 +287,13 @@ impl Direction {
                 self.moved = true;
                 Ok(Step::Again)
             }
-            Poll::Ready(Ok(_)) => {
+            Poll::Ready(Ok(n)) => {
+                #[cfg(target_os = "linux")]
+                {
+                    self.bulk = n >= BULK;
+                }
+                #[cfg(not(target_os = "linux"))]
+                let _ = n;
                 self.moved = true;
                 Ok(Step::Again)
             }
@@ -313,7 +328,8 @@ impl Direction {
                 self.moved = true;
                 Ok(Step::Again)
             }
-            Ok(_) => {
+            Ok(n) => {
+                self.bulk = n >= BULK;
                 self.pipe = Some(pipe);
                 self.moved = true;
                 Ok(Step::Again)
@@ -526,6 +542,64 @@ mod tests {
         drop(dst);
         assert!(r.join().unwrap() == data);
         assert_eq!(dir.count, data.len() as u64);
+    }
+
+    /// A small record is copied (no pipe is taken); a burst that fills
+    /// the buffer switches the direction to splicing; a small record
+    /// after it switches back.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn small_records_are_copied_and_bulk_is_spliced() {
+        let (src, mut writer) = pair();
+        let (dst, mut reader) = pair();
+        let mut dir = Direction::new(InBuf::default(), false, true);
+        let record = pattern(1024, 3);
+        let big = pattern(4 << 20, 4);
+        let mut sent = record.clone();
+        sent.extend_from_slice(&big);
+        sent.extend_from_slice(&record);
+        sent.extend_from_slice(&record);
+        let total = sent.len();
+        let r = std::thread::spawn(move || {
+            let mut all = vec![0; total];
+            reader.read_exact(&mut all).unwrap();
+            all
+        });
+
+        writer.write_all(&record).unwrap();
+        while dir.count < 1024 {
+            assert!(!dir.has_spliced(), "a small record takes no pipe");
+            step(&mut dir, &src, &dst);
+        }
+        assert!(!dir.bulk && holds_nothing(&dir));
+
+        let w = std::thread::spawn(move || {
+            writer.write_all(&big).unwrap();
+            writer
+        });
+        // Two full reads in a row: the second was a splice.
+        let mut full_reads = 0;
+        while dir.count < 1024 + (4 << 20) {
+            let was_bulk = dir.bulk;
+            step(&mut dir, &src, &dst);
+            if was_bulk && dir.bulk {
+                full_reads += 1;
+            }
+        }
+        assert!(full_reads > 0, "bulk bytes went through a pipe");
+        let mut writer = w.join().unwrap();
+
+        // The first small read after the burst is a short splice, which
+        // turns splicing off; the next one is copied.
+        for k in 2..4u64 {
+            writer.write_all(&record).unwrap();
+            while dir.count < k * 1024 + (4 << 20) {
+                step(&mut dir, &src, &dst);
+            }
+            assert!(!dir.bulk, "back to copying");
+        }
+        assert!(holds_nothing(&dir));
+        assert!(r.join().unwrap() == sent, "the bytes, in order");
     }
 
     #[cfg(target_os = "linux")]

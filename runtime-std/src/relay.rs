@@ -5,8 +5,13 @@
 //! ends, or until nothing has moved for the caller's park limit; then it
 //! gives its buffers back and returns [`RelayStep::Idle`], and the caller
 //! parks the connection until a socket is readable (an idle tunnel holds
-//! no buffer and no thread). A plain copy through a scratch buffer taken
-//! from a small shared pool for each read.
+//! no buffer and no thread).
+//!
+//! Each direction adapts to what it carries (`proxy_host::splice::BULK`):
+//! small records (interactive HTTPS) are copied through a scratch buffer
+//! taken from a small shared pool for each read; once a read brings a
+//! buffer's worth or more, the direction splices (on Linux) until a
+//! splice moves less than that again.
 
 use crate::sys::{self, POLLIN, POLLOUT};
 use proxy_core::{TunnelEnd, TunnelEndReason};
@@ -17,7 +22,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Mutex;
 
 #[cfg(target_os = "linux")]
-use proxy_host::splice::PIPES;
+use proxy_host::splice::{BULK, PIPES};
 #[cfg(target_os = "linux")]
 use proxy_host::splice::{Pipe, SPLICE_MAX};
 use std::time::{Duration, Instant};
@@ -219,6 +224,9 @@ struct Half {
     /// Spliced in, not yet out (the destination was full); likewise.
     #[cfg(target_os = "linux")]
     pipe: Option<Pipe>,
+    /// The last read moved a buffer's worth or more: splice the next.
+    #[cfg(target_os = "linux")]
+    bulk: bool,
     /// The source sent its end of stream.
     eof: bool,
     /// We shut down the destination's writing side.
@@ -254,6 +262,8 @@ impl Half {
             pending: start.leftover.to_vec(),
             #[cfg(target_os = "linux")]
             pipe: None,
+            #[cfg(target_os = "linux")]
+            bulk: false,
             eof: start.eof,
             shut: false,
             moved: 0,
@@ -303,15 +313,16 @@ impl Half {
     /// keeping what `dst` does not take. Returns whether anything happened
     /// (bytes or end of stream).
     ///
-    /// On Linux the bytes go through a pooled pipe with splice(2) and
-    /// never enter this process; a copy through a scratch buffer where
-    /// that is not possible.
+    /// Bulk bytes go through a pooled pipe with splice(2) on Linux and
+    /// never enter this process; small records, and everything where
+    /// splicing is not possible, are copied through a scratch buffer.
     fn forward(&mut self, src: &TcpStream, dst: &TcpStream) -> io::Result<bool> {
         #[cfg(target_os = "linux")]
-        if let Ok(mut pipe) = PIPES.take() {
+        if let Some(mut pipe) = self.bulk.then(|| PIPES.take().ok()).flatten() {
             match pipe.fill_from(src, SPLICE_MAX) {
                 Ok(0) => self.eof = true,
-                Ok(_) => {
+                Ok(n) => {
+                    self.bulk = n >= BULK;
                     let drained = drain_some(&mut pipe, dst);
                     self.moved += *drained.as_ref().unwrap_or(&0) as u64;
                     // What the destination did not take waits in the pipe.
@@ -352,6 +363,10 @@ impl Half {
             if n == 0 {
                 self.eof = true;
                 return Ok(true);
+            }
+            #[cfg(target_os = "linux")]
+            {
+                self.bulk = n >= BULK;
             }
             let written = write_some(dst, &scratch[..n])?;
             self.moved += written as u64;
@@ -508,6 +523,62 @@ mod tests {
         assert_eq!(got, b"pong");
         assert_eq!(end.reason, TunnelEndReason::Closed);
         assert_eq!((end.to_upstream, end.to_client), (4, 4));
+    }
+
+    /// A small record is copied (no pipe is taken); a burst of a buffer's
+    /// worth or more switches the direction to splicing; small records
+    /// after it switch it back. Every byte arrives, in order.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn small_records_are_copied_and_bulk_is_spliced() {
+        let (mut writer, src) = pair();
+        let (dst, mut reader) = pair();
+        src.set_nonblocking(true).unwrap();
+        dst.set_nonblocking(true).unwrap();
+        let mut half = Half::new(open(b""));
+        let record: Vec<u8> = (0..1024).map(|i| (i % 241) as u8).collect();
+        let big: Vec<u8> = (0..4usize << 20).map(|i| (i % 251) as u8).collect();
+        let mut sent = record.clone();
+        sent.extend_from_slice(&big);
+        sent.extend_from_slice(&record);
+        sent.extend_from_slice(&record);
+        let total = sent.len();
+        let r = std::thread::spawn(move || {
+            let mut all = vec![0; total];
+            reader.read_exact(&mut all).unwrap();
+            all
+        });
+        // Moves bytes until `until` are written; whether a step that began
+        // splicing went on splicing (a full splice happened).
+        let mut pump = |half: &mut Half, until: u64| {
+            let mut full_splices = 0;
+            while half.moved < until {
+                let was_bulk = half.bulk;
+                half.flush_to(&dst).unwrap();
+                if half.forward(&src, &dst).unwrap() && was_bulk && half.bulk {
+                    full_splices += 1;
+                }
+            }
+            full_splices
+        };
+
+        writer.write_all(&record).unwrap();
+        pump(&mut half, 1024);
+        assert!(!half.bulk && half.pipe.is_none(), "a small record is copied");
+
+        let w = std::thread::spawn(move || {
+            writer.write_all(&big).unwrap();
+            writer
+        });
+        let bulk_end = 1024 + (4u64 << 20);
+        assert!(pump(&mut half, bulk_end) > 0, "bulk bytes are spliced");
+        let mut writer = w.join().unwrap();
+        for k in 1..3 {
+            writer.write_all(&record).unwrap();
+            pump(&mut half, bulk_end + k * 1024);
+            assert!(!half.bulk, "back to copying");
+        }
+        assert!(r.join().unwrap() == sent, "the bytes, in order");
     }
 
     #[test]
