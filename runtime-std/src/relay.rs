@@ -22,9 +22,9 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Mutex;
 
 #[cfg(target_os = "linux")]
-use proxy_host::splice::{BULK, PIPES};
-#[cfg(target_os = "linux")]
 use proxy_host::splice::{Pipe, SPLICE_MAX};
+#[cfg(target_os = "linux")]
+use proxy_host::splice::{BULK, PIPES};
 use std::time::{Duration, Instant};
 
 /// Per-direction buffer size.
@@ -233,6 +233,9 @@ struct Half {
     shut: bool,
     /// Bytes written to the destination.
     moved: u64,
+    /// Reads that went through a pipe.
+    #[cfg(test)]
+    spliced_reads: usize,
 }
 
 /// Scratch buffers for relays to read into, shared by every worker: one
@@ -267,6 +270,8 @@ impl Half {
             eof: start.eof,
             shut: false,
             moved: 0,
+            #[cfg(test)]
+            spliced_reads: 0,
         }
     }
 
@@ -322,6 +327,10 @@ impl Half {
             match pipe.fill_from(src, SPLICE_MAX) {
                 Ok(0) => self.eof = true,
                 Ok(n) => {
+                    #[cfg(test)]
+                    {
+                        self.spliced_reads += 1;
+                    }
                     self.bulk = n >= BULK;
                     let drained = drain_some(&mut pipe, dst);
                     self.moved += *drained.as_ref().unwrap_or(&0) as u64;
@@ -548,35 +557,51 @@ mod tests {
             reader.read_exact(&mut all).unwrap();
             all
         });
-        // Moves bytes until `until` are written; whether a step that began
-        // splicing went on splicing (a full splice happened).
-        let mut pump = |half: &mut Half, until: u64| {
-            let mut full_splices = 0;
+        // Moves bytes until `until` are written, each step once
+        // `until`'s bytes or two buffers' worth wait at the source (so a
+        // burst shows as one: a full copy, then a splice).
+        let pump = |half: &mut Half, until: u64| {
+            let mut scratch = vec![0; 2 * BULK];
             while half.moved < until {
-                let was_bulk = half.bulk;
+                let want = ((until - half.moved) as usize).min(2 * BULK);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !matches!(src.peek(&mut scratch[..want]), Ok(k) if k >= want) {
+                    assert!(Instant::now() < deadline, "the bytes never arrived");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
                 half.flush_to(&dst).unwrap();
-                if half.forward(&src, &dst).unwrap() && was_bulk && half.bulk {
-                    full_splices += 1;
+                half.forward(&src, &dst).unwrap();
+                half.flush_to(&dst).unwrap();
+                if half.pending() > 0 || half.bulk {
+                    half.forward(&src, &dst).unwrap();
                 }
             }
-            full_splices
         };
 
         writer.write_all(&record).unwrap();
         pump(&mut half, 1024);
-        assert!(!half.bulk && half.pipe.is_none(), "a small record is copied");
+        assert!(
+            !half.bulk && half.pipe.is_none(),
+            "a small record is copied"
+        );
+        assert_eq!(half.spliced_reads, 0);
 
         let w = std::thread::spawn(move || {
             writer.write_all(&big).unwrap();
             writer
         });
         let bulk_end = 1024 + (4u64 << 20);
-        assert!(pump(&mut half, bulk_end) > 0, "bulk bytes are spliced");
+        pump(&mut half, bulk_end);
+        assert!(half.spliced_reads > 0, "bulk bytes are spliced");
         let mut writer = w.join().unwrap();
         for k in 1..3 {
             writer.write_all(&record).unwrap();
+            let spliced = half.spliced_reads;
             pump(&mut half, bulk_end + k * 1024);
             assert!(!half.bulk, "back to copying");
+            if k == 2 {
+                assert_eq!(half.spliced_reads, spliced, "a small record is copied");
+            }
         }
         assert!(r.join().unwrap() == sent, "the bytes, in order");
     }
