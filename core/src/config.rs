@@ -43,6 +43,8 @@ pub struct Config {
     pub routing: crate::routing::RoutingConfig,
     /// The PROXY protocol header from load balancers.
     pub proxy_protocol: crate::proxy_protocol::ProxyProtocolConfig,
+    /// Whom the process runs as once its sockets are bound.
+    pub process: Process,
 }
 
 impl Default for Config {
@@ -58,8 +60,24 @@ impl Default for Config {
             cache: crate::cache::CacheConfig::default(),
             routing: crate::routing::RoutingConfig::default(),
             proxy_protocol: crate::proxy_protocol::ProxyProtocolConfig::default(),
+            process: Process::default(),
         }
     }
+}
+
+/// Least privilege: a proxy started as root (to bind port 80 or 3128, say)
+/// gives root up for this user and group once its listening sockets are
+/// bound, before it serves anyone, as Squid's `cache_effective_user` and
+/// tinyproxy's `User`/`Group` do. Read at start-up only: a reload cannot
+/// take privileges back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Process {
+    /// The user to run as (a name or a numeric uid); `None`: stay as
+    /// started.
+    pub user: Option<String>,
+    /// The group; `None`: the user's own group.
+    pub group: Option<String>,
 }
 
 /// Access-log and diagnostic-log settings.

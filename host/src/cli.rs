@@ -147,6 +147,14 @@ pub struct Args {
     #[arg(long = "proxy-protocol", help_heading = "Listening", action = ArgAction::SetTrue)]
     pub proxy_protocol: bool,
 
+    /// Run as USER (and GROUP) once the listening sockets are bound
+    ///
+    /// For starting as root to bind a port below 1024: root is given up
+    /// before anyone is served. A name or a number; the group defaults
+    /// to the user's own. Same as `process.user` / `process.group`.
+    #[arg(long = "user", value_name = "USER[:GROUP]", help_heading = "Listening")]
+    pub user: Option<String>,
+
     /// Cache responses in memory (RFC 9111) [default: off]
     ///
     /// A shared cache of `cache.memory` bytes (256 MiB unless the

@@ -15,6 +15,7 @@ pub mod io_error;
 pub mod lifecycle;
 pub mod offload;
 pub mod pool;
+pub mod privileges;
 pub mod resolver;
 pub mod settings;
 pub mod signals;

@@ -266,6 +266,14 @@ pub fn apply_flags(args: &Args, config: &mut Config) {
     if args.proxy_protocol {
         config.proxy_protocol.required = true;
     }
+    if let Some(spec) = &args.user {
+        let (user, group) = match spec.split_once(':') {
+            Some((u, g)) => (u, Some(g.to_owned())),
+            None => (spec.as_str(), None),
+        };
+        config.process.user = Some(user.to_owned());
+        config.process.group = group;
+    }
     if args.dev_allow_private {
         config.policy.allow_private_destinations = true;
     }

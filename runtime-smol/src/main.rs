@@ -112,6 +112,11 @@ fn main() -> ExitCode {
         }
     }
 
+    // Bound: root (if we had it) is no longer needed.
+    if !proxy_host::privileges::drop_at_start("proxy-smol", &settings.config().process) {
+        return ExitCode::from(1);
+    }
+
     let traces = match &settings.record {
         Some(dir) => match trace_writer(dir.clone()) {
             Ok(sender) => Some(sender),

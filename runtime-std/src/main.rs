@@ -84,6 +84,10 @@ fn main() {
         }
         let _ = err.flush();
     }
+    // Bound: root (if we had it) is no longer needed.
+    if !proxy_host::privileges::drop_at_start("proxy-std", &settings.config().process) {
+        std::process::exit(1);
+    }
 
     let server = match Server::new(settings, life.clone()) {
         Ok(s) => s,

@@ -521,4 +521,46 @@ cases! {
         assert!(!dir.path().join("access.log").exists());
         assert!(proxy.stderr_lines().contains(&"access log: off (--quiet)".to_owned()));
     }
+
+    /// Started as root with `--user nobody`, the proxy binds, then gives
+    /// root up before serving anyone: every uid and gid in /proc is
+    /// nobody's, there are no supplementary groups, start-up says whom it
+    /// runs as, and it still serves. Not started as root, asking for
+    /// another user is refused at start-up, saying why.
+    fn gives_up_root_after_binding(bin) {
+        let id = |flag: &str| {
+            let out = Command::new("id").args([flag, "nobody"]).output().expect("id");
+            text(&out.stdout).trim().to_owned()
+        };
+        let (uid, gid) = (id("-u"), id("-g"));
+        if !rustix::process::geteuid().is_root() {
+            let out = run(bin, &["--user", "nobody", "--listen", "127.0.0.1:0"]);
+            assert_eq!(out.status.code(), Some(1));
+            assert!(text(&out.stderr).contains("not started as root"), "{}", text(&out.stderr));
+            return;
+        }
+        let origin = Origin::echo_target();
+        let proxy = Proxy::start(bin, &["--user", "nobody"]);
+        // Said after the sockets are bound (and before any is accepted
+        // from): the listening line comes first.
+        let said = eventually("the running-as line", || {
+            proxy.stderr_lines().into_iter().find(|l| l.starts_with("running as "))
+        });
+        assert_eq!(said, format!("running as nobody:{} (uid {uid}, gid {gid})", id("-gn")));
+        let status = std::fs::read_to_string(format!("/proc/{}/status", proxy.pid())).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {status}"))
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(field("Uid:"), vec![uid.clone(); 4], "real, effective, saved, fs uid");
+        assert_eq!(field("Gid:"), vec![gid.clone(); 4]);
+        assert_eq!(field("Groups:"), vec![gid.clone()], "supplementary groups");
+        let mut c = proxy.connect();
+        assert_eq!(c.get(&origin.url("/as-nobody")).status(), 200);
+    }
 }
