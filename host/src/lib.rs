@@ -19,6 +19,7 @@ pub mod privileges;
 pub mod resolver;
 pub mod settings;
 pub mod signals;
+pub mod sockopt;
 pub mod splice;
 
 pub use cli::Args;

@@ -74,6 +74,8 @@ pub(crate) async fn serve(
         told: Stage::Running,
         life_listener: None,
         upstream_first: false,
+        client_drained: false,
+        client_shut: false,
     };
     let linger = conn.run().await;
 
@@ -81,6 +83,7 @@ pub(crate) async fn serve(
         driver,
         client,
         upstream,
+        client_shut,
         ..
     } = conn;
     // Close the upstream (if any) before the slow parts below.
@@ -91,7 +94,11 @@ pub(crate) async fn serve(
     }
     if linger {
         // Not past the end of the grace period, though.
-        future::or(net::linger_close(&client), shared.life.stopping()).await;
+        future::or(
+            net::linger_close(&client, client_shut),
+            shared.life.stopping(),
+        )
+        .await;
     }
 }
 
@@ -121,6 +128,11 @@ struct Conn {
     /// Which socket a wait tries first, alternating so a busy side
     /// cannot starve the other.
     upstream_first: bool,
+    /// The next wait on the client registers for readiness without trying
+    /// a read first: the last read drained it (see [`read_noting_drained`]).
+    client_drained: bool,
+    /// The client's sending side was shut down (`Op::Close`).
+    client_shut: bool,
 }
 
 /// What [`Conn::turn`] came to.
@@ -233,6 +245,7 @@ impl Conn {
             // stream now, not after the trace is saved.
             Op::Close(_) => {
                 let _ = self.client.get_ref().shutdown(Shutdown::Write);
+                self.client_shut = true;
             }
         }
         Turn::Again
@@ -332,6 +345,7 @@ impl Conn {
             alarm,
             life_listener,
             upstream_first,
+            client_drained,
             ..
         } = self;
         let clock = &shared.clock;
@@ -370,10 +384,14 @@ impl Conn {
                         return Poll::Ready(Woke::Handled);
                     }
                 } else if w.client {
-                    let read = net::poll_read(cx, client, &mut false, |s| {
-                        driver.read_from(clock.now(), Side::Client, |room| (&*s).read(room))
+                    let mut drained = false;
+                    let read = net::poll_read(cx, client, client_drained, |s| {
+                        driver.read_from(clock.now(), Side::Client, |room| {
+                            read_noting_drained(s, room, &mut drained)
+                        })
                     });
                     if read.is_ready() {
+                        *client_drained = drained;
                         return Poll::Ready(Woke::Handled);
                     }
                 }
@@ -422,4 +440,21 @@ impl Conn {
             self.failed(Side::Client);
         }
     }
+}
+
+/// Reads from `s` into `room`, noting whether the read left the socket
+/// empty: a TCP read takes all there is up to the room, so fewer bytes
+/// than there was room for means the kernel had no more. A client that
+/// sent a whole request sends nothing more until it is answered, so the
+/// next wait on it (watching for a close while the response comes)
+/// registers for readiness instead of trying a read that would come up
+/// empty.
+fn read_noting_drained(
+    mut s: &std::net::TcpStream,
+    room: &mut [u8],
+    drained: &mut bool,
+) -> std::io::Result<usize> {
+    let n = s.read(room)?;
+    *drained = n > 0 && n < room.len();
+    Ok(n)
 }

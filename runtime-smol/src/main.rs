@@ -40,9 +40,9 @@ use proxy_core::{ConnId, Role};
 use proxy_host::lifecycle::{ConnGuard, Lifecycle};
 use proxy_host::pool::Pool;
 use proxy_host::{Clock, Settings};
-use smol::{LocalExecutor, Timer};
+use smol::{Async, LocalExecutor, Timer};
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +52,11 @@ use std::time::Duration;
 
 /// Pending connections each listening socket queues before accepting.
 const BACKLOG: i32 = 1024;
+
+/// How long the kernel holds a silent new connection before handing it
+/// over anyway (`proxy_host::sockopt::defer_accept`).
+#[cfg(target_os = "linux")]
+const DEFER_ACCEPT_SECS: u32 = 1;
 
 /// Connection ids, unique for the life of the process.
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
@@ -195,6 +200,9 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     sockopt::set_socket_reuseport(&socket, true)?;
     rustix::net::bind(&socket, &addr)?;
     rustix::net::listen(&socket, BACKLOG)?;
+    // An optimisation only: a refusal changes nothing else.
+    #[cfg(target_os = "linux")]
+    let _ = proxy_host::sockopt::defer_accept(&socket, DEFER_ACCEPT_SECS);
     Ok(TcpListener::from(socket))
 }
 
@@ -238,7 +246,7 @@ async fn accept_loop(
     shared: Arc<Shared>,
     _done: Signal,
 ) {
-    let listener = match async_net::TcpListener::try_from(listener) {
+    let listener = match Async::new(listener) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("proxy-smol: cannot accept connections: {e}");
@@ -253,14 +261,18 @@ async fn accept_loop(
                 life.draining().await;
                 None
             },
-            async { Some(listener.accept().await) },
+            async { Some(listener.read_with(accept).await) },
         )
         .await;
         match accepted {
             None => return,
             Some(Ok((stream, peer))) => {
                 let id = ConnId(NEXT_CONN.fetch_add(1, Ordering::Relaxed));
-                let stream: net::Stream = stream.into();
+                let stream: net::Stream = match Async::new_nonblocking(stream) {
+                    Ok(s) => Arc::new(s),
+                    // Out of reactor room: like a failed accept.
+                    Err(_) => continue,
+                };
                 // Live until the task ends, however it ends.
                 let guard = life.track();
                 let task = conn::serve(shared.clone(), stream, peer, id, role, guard);
@@ -284,6 +296,18 @@ async fn accept_loop(
             }
         }
     }
+}
+
+/// Accepts a connection already non-blocking (`accept4` with
+/// `SOCK_NONBLOCK`), saving the `ioctl` that std's accept and async-io's
+/// `Async::new` would spend on every connection.
+fn accept(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+    use rustix::net::{acceptfrom_with, SocketAddrAny, SocketFlags};
+    let (fd, peer) = acceptfrom_with(listener, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC)?;
+    let peer = peer
+        .and_then(|a: SocketAddrAny| SocketAddr::try_from(a).ok())
+        .ok_or_else(|| io::Error::other("accepted a connection without an IP address"))?;
+    Ok((TcpStream::from(fd), peer))
 }
 
 /// Closes idle pooled connections once they expire, rather than when next

@@ -389,16 +389,17 @@ pub(crate) fn write_all<'a>(
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
 
-/// Finishes closing a client connection whose write side is already shut
-/// down, without losing the answer already written.
+/// Finishes closing a client connection (shutting its write side down
+/// unless `already_shut`), without losing the answer already written.
 ///
 /// Dropping a socket that still has unread input makes the kernel send a
 /// reset, and a reset can destroy the response before the client reads it
 /// (an error page sent while the client is still uploading, say). So read
 /// and discard until the client closes too, for a bounded time and amount.
-pub(crate) async fn linger_close(stream: &Async<TcpStream>) {
-    // Harmless if already done.
-    let _ = stream.get_ref().shutdown(Shutdown::Write);
+pub(crate) async fn linger_close(stream: &Async<TcpStream>, already_shut: bool) {
+    if !already_shut {
+        let _ = stream.get_ref().shutdown(Shutdown::Write);
+    }
     let deadline = Instant::now() + LINGER_TIME;
     let mut timer = Timer::at(deadline);
     let mut scratch = vec![0u8; 16 * 1024];

@@ -59,7 +59,12 @@ fn main() {
     let mut listeners = Vec::with_capacity(settings.listen.len() + 1);
     for (addr, role) in settings.listeners() {
         match TcpListener::bind(addr) {
-            Ok(l) => listeners.push((l, role)),
+            Ok(l) => {
+                // An optimisation only: a refusal changes nothing else.
+                #[cfg(target_os = "linux")]
+                let _ = proxy_host::sockopt::defer_accept(&l, 1);
+                listeners.push((l, role));
+            }
             Err(e) => {
                 eprintln!("proxy-std: cannot listen on {addr}: {e}");
                 std::process::exit(1);
