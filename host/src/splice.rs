@@ -16,11 +16,10 @@
 //! [`io::ErrorKind::WouldBlock`], as with reads and writes.
 
 #![cfg(target_os = "linux")]
-// splice(2), pipe2(2) and fcntl(2) have no safe std wrapper.
-#![allow(unsafe_code)]
 
+use rustix::pipe::{PipeFlags, SpliceFlags};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Mutex, MutexGuard};
 
 /// The size pipes are grown to, when the system allows.
@@ -56,25 +55,8 @@ pub const BULK: usize = 16 * 1024;
 /// socket, neither with an offset. `Ok(0)` from a socket is its end of
 /// stream. Blocks only if the socket side is blocking.
 pub fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
-    // SAFETY: both descriptors are open for the length of the call (they
-    // are borrowed); null offsets mean "the file's own position", which
-    // is what pipes and sockets require; no memory is passed.
-    let n = unsafe {
-        libc::splice(
-            from.as_raw_fd(),
-            std::ptr::null_mut(),
-            to.as_raw_fd(),
-            std::ptr::null_mut(),
-            len,
-            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-        )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        // Non-negative and at most `len`, which is a usize.
-        Ok(n as usize)
-    }
+    let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+    Ok(rustix::pipe::splice(from, None, to, None, len, flags)?)
 }
 
 /// A non-blocking pipe, and how many bytes sit in it.
@@ -90,25 +72,8 @@ impl Pipe {
     /// A new empty pipe, grown to [`PIPE_SIZE`] if the system allows
     /// (it is only an optimisation, so a refusal is ignored).
     pub fn new() -> io::Result<Pipe> {
-        let mut fds = [0 as libc::c_int; 2];
-        // SAFETY: `fds` is an array of two ints, which pipe2 fills on
-        // success and leaves alone on failure.
-        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: pipe2 succeeded, so both descriptors are open and
-        // nothing else owns them.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // SAFETY: F_SETPIPE_SZ takes an int argument; the descriptor is
-        // ours and open.
-        let _ = unsafe {
-            libc::fcntl(
-                write.as_raw_fd(),
-                libc::F_SETPIPE_SZ,
-                PIPE_SIZE as libc::c_int,
-            )
-        };
+        let (read, write) = rustix::pipe::pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
+        let _ = rustix::pipe::fcntl_setpipe_size(&write, PIPE_SIZE);
         Ok(Pipe {
             read,
             write,
@@ -212,6 +177,7 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
 
     /// A connected loopback TCP pair.
     fn tcp_pair() -> (TcpStream, TcpStream) {

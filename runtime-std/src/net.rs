@@ -11,7 +11,7 @@ use proxy_host::offload::Ticket;
 use proxy_host::pool::Pool;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -77,7 +77,7 @@ pub(crate) fn connect_or_reuse(
 ) -> io::Result<(TcpStream, bool)> {
     if let Some(pool) = pool {
         while let Some(stream) = pool.take(addr) {
-            if sys::nothing_to_read(stream.as_raw_fd()) {
+            if sys::nothing_to_read(stream.as_fd()) {
                 return Ok((stream, true));
             }
         }

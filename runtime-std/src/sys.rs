@@ -1,9 +1,15 @@
 //! The system calls std does not wrap: poll(2), epoll(7) for the parking
-//! lot, and a send(2) that never blocks.
+//! lot, and a peek that never blocks.
+//!
+//! poll and epoll are raw libc calls: the loops that use them keep fixed
+//! slots with absent entries (`fd = -1`, which poll skips) and parked
+//! descriptors by number, which rustix's borrowed-descriptor API cannot
+//! express without an unsafe borrow of its own. Each call says what
+//! makes it sound.
 
 use proxy_core::Instant;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
 
 /// Readable (or end of stream, or error: a read will tell).
 pub(crate) const POLLIN: i16 = libc::POLLIN;
@@ -110,20 +116,13 @@ pub(crate) fn epoll_event() -> libc::epoll_event {
 /// Whether an idle connection is still usable: nothing to read and no
 /// end of stream, checked with one recv(2) that never blocks (even on a
 /// blocking socket) and never consumes anything.
-#[allow(unsafe_code)]
-pub(crate) fn nothing_to_read(fd: RawFd) -> bool {
-    let mut byte = 0u8;
-    // SAFETY: the kernel writes at most one byte, into `byte`, which
-    // lives across the call.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+pub(crate) fn nothing_to_read(socket: BorrowedFd<'_>) -> bool {
+    use rustix::net::RecvFlags;
+    let mut byte = [0u8; 1];
+    matches!(
+        rustix::net::recv(socket, &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT),
+        Err(rustix::io::Errno::WOULDBLOCK)
+    )
 }
 
 /// The poll timeout in milliseconds until `deadline` (rounded up, so we
