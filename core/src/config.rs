@@ -273,6 +273,54 @@ impl Config {
         load(&layers)
     }
 
+    /// Every problem in the layers, in the order found, each with the
+    /// file, line and column of the value it is about; empty when they
+    /// load. For `--check-config`: after each problem the entry it is
+    /// about (`key: value`, a list element) is blanked out of its text,
+    /// spaces for characters, so the next problem's line and column are
+    /// still the file's own, and the layers are loaded again. A syntax
+    /// error ends the list: nothing after it in that file means anything.
+    pub fn check_layers(layers: &[(&str, &str)]) -> Vec<ConfigError> {
+        /// Enough for any file a person wrote; a bound on the loop.
+        const MAX: usize = 50;
+        let mut texts: Vec<String> = layers.iter().map(|l| l.1.to_owned()).collect();
+        let mut errors: Vec<ConfigError> = Vec::new();
+        while errors.len() < MAX {
+            let current: Vec<(&str, &str)> = layers
+                .iter()
+                .zip(&texts)
+                .map(|(l, t)| (l.0, t.as_str()))
+                .collect();
+            let Err(e) = Config::from_layers(&current) else {
+                break;
+            };
+            let layer = layers
+                .iter()
+                .rposition(|l| e.file.as_deref() == Some(l.0) && e.line > 0);
+            let blank = layer.and_then(|i| {
+                let text = &texts[i];
+                let doc = tree::parse(text, i).ok()?;
+                let at = tree::char_offset(text, e.line, e.column);
+                tree::entry_at(&doc.root, text, at).map(|span| (i, span))
+            });
+            if errors.contains(&e) {
+                break;
+            }
+            errors.push(e);
+            let Some((i, span)) = blank else {
+                break;
+            };
+            let blanked: String = texts[i][span.clone()]
+                .chars()
+                .map(|c| if c == '\n' { c } else { ' ' })
+                .collect();
+            // Same length in bytes is not needed, same lines and columns
+            // are: one space per character.
+            texts[i].replace_range(span, &blanked);
+        }
+        errors
+    }
+
     /// Checks values that parse but cannot be right (a zero connection
     /// cap, a bad CIDR, limits that contradict each other).
     pub fn validate(&self) -> Result<(), Invalid> {
@@ -574,6 +622,47 @@ mod tests {
         for s in says {
             assert!(m.contains(s), "{m:?} does not say {s:?}");
         }
+    }
+
+    /// `--check-config` sees every problem in a file, each where it is:
+    /// an unknown key, a value of the wrong type, values that parse but
+    /// are not acceptable (in a list, in another section), across two
+    /// layers; a syntax error ends the list.
+    #[test]
+    fn check_layers_reports_every_problem_where_it_is() {
+        let base = "(\n  listen: [\"127.0.0.1:3128\", \"127.0.0.1:3128\"],\n  timeouts: (conect: \"3s\", head_read: true),\n)\n";
+        let over = "(\n  limits: (max_headers: 0),\n  proxy_name: \"two words\",\n  admin: (enabled: true),\n)\n";
+        let errors = Config::check_layers(&[("base.ron", base), ("over.ron", over)]);
+        let found: Vec<(String, usize, usize)> = errors
+            .iter()
+            .map(|e| (e.file.clone().unwrap(), e.line, e.column))
+            .collect();
+        let mut want = vec![
+            ("base.ron".to_owned(), 3, 14),
+            ("base.ron".to_owned(), 3, 39),
+            ("base.ron".to_owned(), 2, 30),
+            ("over.ron".to_owned(), 2, 25),
+            ("over.ron".to_owned(), 3, 15),
+        ];
+        // The order is the loader's; the set is what matters.
+        let mut got = found.clone();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "{errors:#?}");
+        assert!(errors[0].message.contains("conect"), "{}", errors[0]);
+        assert!(errors.iter().any(|e| e.message.contains("listed twice")));
+        assert!(errors.iter().any(|e| e.message.contains("max_headers")));
+        // Each is also what loading alone would say first, once the
+        // problems before it are fixed: the first is exactly that.
+        assert_eq!(
+            errors[0],
+            Config::from_layers(&[("base.ron", base), ("over.ron", over)]).unwrap_err()
+        );
+
+        assert!(Config::check_layers(&[("ok.ron", "(proxy_name: \"edge\")")]).is_empty());
+        let broken = "(\n  proxy_name: \"a\",\n  limits: (max_headers: 0\n  listen: [],\n";
+        let errors = Config::check_layers(&[("broken.ron", broken)]);
+        assert_eq!(errors.len(), 1, "a syntax error ends the list: {errors:#?}");
     }
 
     #[test]

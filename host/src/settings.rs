@@ -189,10 +189,40 @@ pub fn config_command(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> 
             }
         }
         Err(e) => {
-            let _ = writeln!(err, "{e}");
+            // Every problem in the files, not just the first, each where
+            // it is; the first is the one start-up would give.
+            let all = config_file_problems(&args.config);
+            if all.len() > 1 {
+                for p in &all {
+                    let _ = writeln!(err, "{p}");
+                }
+                let _ = writeln!(err, "{} problems in the configuration", all.len());
+            } else {
+                let _ = writeln!(err, "{e}");
+            }
             1
         }
     })
+}
+
+/// Every problem in the configuration files (see
+/// `Config::check_layers`), or the one that stops reading them.
+fn config_file_problems(files: &[PathBuf]) -> Vec<String> {
+    let mut texts = Vec::with_capacity(files.len());
+    for file in files {
+        match std::fs::read_to_string(file) {
+            Ok(text) => texts.push((file.display().to_string(), text)),
+            Err(e) => return vec![format!("{}: {e} (named by --config)", file.display())],
+        }
+    }
+    let layers: Vec<(&str, &str)> = texts
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    Config::check_layers(&layers)
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 /// What the configuration was made of: `defaults + a.ron + flags`.

@@ -925,6 +925,58 @@ pub(super) fn ron_offset(text: &str, line: usize, col: usize) -> usize {
     (start + col.saturating_sub(1)).min(text.len())
 }
 
+/// 1-based line and column in characters (as [`line_col`] gives them) →
+/// byte offset.
+pub(super) fn char_offset(text: &str, line: usize, col: usize) -> usize {
+    let start = ron_offset(text, line, 1);
+    let rest = &text[start..];
+    rest.char_indices()
+        .nth(col.saturating_sub(1))
+        .map_or(text.len(), |(i, _)| start + i)
+}
+
+/// The byte range of the innermost struct field (`key: value`), list
+/// element or map entry containing `offset`, with the comma after it if
+/// there is one: what to blank out of the text so the rest still parses
+/// without it. `None` if only the top level contains `offset`.
+pub(super) fn entry_at(root: &Node, text: &str, offset: usize) -> Option<Span> {
+    fn walk(node: &Node, offset: usize, best: &mut Option<Span>) {
+        let mut visit = |range: Span, inner: &Node| {
+            if range.start <= offset && offset <= range.end {
+                *best = Some(range);
+                walk(inner, offset, best);
+            }
+        };
+        match &node.kind {
+            Kind::Struct { fields, .. } => {
+                for f in fields {
+                    visit(f.key_span.start..f.value.span.end, &f.value);
+                }
+            }
+            Kind::Tuple { items, .. } | Kind::Seq(items) => {
+                for n in items {
+                    visit(n.span.clone(), n);
+                }
+            }
+            Kind::Map(entries) => {
+                for (k, v) in entries {
+                    visit(k.span.start..v.span.end, v);
+                }
+            }
+            Kind::Atom => {}
+        }
+    }
+    let mut best = None;
+    walk(root, offset, &mut best);
+    let mut span = best?;
+    let after = &text[span.end..];
+    let ws = after.len() - after.trim_start().len();
+    if after[ws..].starts_with(',') {
+        span.end += ws + 1;
+    }
+    Some(span)
+}
+
 fn floor_char_boundary(text: &str, mut i: usize) -> usize {
     while i > 0 && !text.is_char_boundary(i) {
         i -= 1;

@@ -265,6 +265,34 @@ cases! {
         }
     }
 
+    /// `--check-config` lists every problem in the files, each with its
+    /// file, line and column, then how many; start-up stops at the first,
+    /// which is the first listed.
+    fn check_config_reports_every_problem(bin) {
+        let base = TempFile::new("many-base.ron", "(\n  listen: [\"127.0.0.1:3128\", \"127.0.0.1:3128\"],\n  timeouts: (conect: \"3s\", head_read: true),\n)\n");
+        let over = TempFile::new("many-over.ron", "(\n  limits: (max_headers: 0),\n  proxy_name: \"two words\",\n)\n");
+        let out = run(bin, &["--config", base.name(), "--config", over.name(), "--check-config"]);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let err = text(&out.stderr);
+        let lines: Vec<&str> = err.lines().collect();
+        let (b, o) = (base.name(), over.name());
+        for want in [
+            format!("{b}:3:14: unknown key `conect` in `timeouts`"),
+            format!("{b}:3:39: `timeouts.head_read`: expected a duration"),
+            format!("{b}:2:30: `listen[1]`: 127.0.0.1:3128 is listed twice"),
+            format!("{o}:2:25: `limits.max_headers`: must be more than zero"),
+            format!("{o}:3:15: `proxy_name`: \"two words\" cannot be sent in `Via`"),
+        ] {
+            assert_eq!(lines.iter().filter(|l| l.starts_with(&want)).count(), 1, "{want}\n{err}");
+        }
+        assert_eq!(lines.last(), Some(&"5 problems in the configuration"), "{err}");
+        assert_eq!(lines.len(), 6, "{err}");
+
+        let start = run(bin, &["--config", base.name(), "--config", over.name(), "--listen", "127.0.0.1:0"]);
+        assert_eq!(start.status.code(), Some(2), "{start:?}");
+        assert_eq!(text(&start.stderr).lines().last().map(|l| l.trim_start_matches(&format!("{}: ", bin.name()))), Some(lines[0]), "{start:?}");
+    }
+
     /// A configuration error stops start-up with the file, line, column
     /// and what was expected, before anything listens.
     fn a_bad_configuration_stops_start_up_with_where_and_why(bin) {
