@@ -141,6 +141,32 @@ impl Client {
         }
     }
 
+    /// Connects to `addr` from `source` (any loopback address, say
+    /// 127.0.0.2: several clients with addresses of their own).
+    pub fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> Client {
+        use rustix::net::{AddressFamily, SocketType};
+        let family = match source {
+            std::net::IpAddr::V4(_) => AddressFamily::INET,
+            std::net::IpAddr::V6(_) => AddressFamily::INET6,
+        };
+        let socket = rustix::net::socket(family, SocketType::STREAM, None)
+            .unwrap_or_else(|e| panic!("socket: {e}"));
+        rustix::net::bind(&socket, &SocketAddr::new(source, 0))
+            .unwrap_or_else(|e| panic!("bind {source}: {e}"));
+        rustix::net::connect(&socket, &addr)
+            .unwrap_or_else(|e| panic!("connect from {source} to {addr}: {e}"));
+        let stream = TcpStream::from(socket);
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+            eof: false,
+            received: 0,
+        }
+    }
+
     /// The socket, for tests that need it directly.
     pub fn stream(&self) -> &TcpStream {
         &self.stream

@@ -3,8 +3,67 @@
 //! balancer on loopback (a trusted sender by default).
 
 use crate::request;
-use proxy_tests::{cases, Origin, Proxy};
-use std::time::Duration;
+use proxy_tests::{cases, free_port, Client, Origin, Proxy, TempFile};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Debian's HAProxy in TCP mode in front of `backends`, sending a PROXY
+/// v2 header on every connection (`send-proxy-v2`), round robin; stopped
+/// on drop.
+struct Haproxy {
+    child: Child,
+    addr: SocketAddr,
+    _config: TempFile,
+}
+
+impl Haproxy {
+    fn start(backends: &[SocketAddr]) -> Haproxy {
+        let port = free_port();
+        let servers: String = backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| format!("  server p{i} {b} send-proxy-v2\n"))
+            .collect();
+        let config = TempFile::new(
+            "haproxy.cfg",
+            &format!(
+                "global\n  maxconn 200\n\
+                 defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
+                 frontend balancer\n  bind 127.0.0.1:{port}\n  default_backend proxies\n\
+                 backend proxies\n  balance roundrobin\n{servers}"
+            ),
+        );
+        let child = Command::new("haproxy")
+            .args(["-db", "-f", config.name()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haproxy is installed (./test installs Debian's haproxy)");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "haproxy did not listen on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Haproxy {
+            child,
+            addr,
+            _config: config,
+        }
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 /// A v2 header naming `ip:port` (IPv4) as the client.
 fn v2_header(ip: [u8; 4], port: u16) -> Vec<u8> {
@@ -87,5 +146,67 @@ cases! {
         c.send("PROXY TCP4 203.0.113.7 127.0.0.1 51234 3128\r\n");
         assert!(c.closes_within(Duration::from_secs(3)));
         untrusted.wait_for_log(|l| l.contains("rule=\"PROXY protocol: sender not in proxy_protocol.trusted\""), proxy_tests::IO_TIMEOUT);
+    }
+
+    /// Through Debian's HAProxy (TCP mode, `send-proxy-v2`, round robin
+    /// over two instances): each instance logs the client's own address
+    /// and port, judges the client ACL by the client (127.0.0.2 allowed,
+    /// 127.0.0.3 refused, the balancer itself at 127.0.0.1 is not in the
+    /// list), and rate-limits per client across its connections.
+    fn behind_haproxy_each_instance_sees_the_client(bin) {
+        let origin = Origin::echo_target();
+        let config = "(policy: (clients: [\"127.0.0.2/32\", \"127.0.0.3/32\"], \
+                      rate: Some((requests: 4, per: \"1m\"))))";
+        let layer = TempFile::new("behind.ron", proxy_tests::proxy::LOOPBACK_ORIGINS);
+        let deny3 = TempFile::new("deny3.ron", "(policy: (clients: [\"127.0.0.2/32\"]))");
+        let a = Proxy::start_with_config(bin, config, &["--proxy-protocol", "--config", layer.name(), "--config", deny3.name()]);
+        let b = Proxy::start_with_config(bin, config, &["--proxy-protocol", "--config", layer.name(), "--config", deny3.name()]);
+        let lb = Haproxy::start(&[a.addr(), b.addr()]);
+        let two = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+        let three = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
+
+        // Four connections from 127.0.0.2: two land on each instance.
+        let mut ports = Vec::new();
+        for i in 0..4 {
+            let mut c = Client::connect_from(two, lb.addr);
+            ports.push(c.local_addr().port());
+            assert_eq!(c.get(&origin.url(&format!("/lb/{i}"))).status(), 200);
+        }
+        // Round robin: the instances take turns, whichever starts.
+        let url0 = origin.url("/lb/0");
+        let deadline = Instant::now() + proxy_tests::IO_TIMEOUT;
+        let first = loop {
+            if let Some(i) = [&a, &b].iter().position(|p| p.log_lines().iter().any(|l| l.contains(&url0))) {
+                break i;
+            }
+            assert!(Instant::now() < deadline, "no instance logged {url0}");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        for (i, port) in ports.iter().enumerate() {
+            let url = origin.url(&format!("/lb/{i}"));
+            let proxy = if (i + first) % 2 == 0 { &a } else { &b };
+            let line = proxy.wait_for_record("GET", &url);
+            assert_eq!(line.client, format!("127.0.0.2:{port}"), "request {i}");
+        }
+
+        // 127.0.0.3 is refused as itself, by whichever instance.
+        let mut c = Client::connect_from(three, lb.addr);
+        let port = c.local_addr().port();
+        assert_eq!(c.get(&origin.url("/lb/three")).status(), 403);
+        let line = [&a, &b]
+            .iter()
+            .find_map(|p| p.log_lines().into_iter().find(|l| l.contains("/lb/three")))
+            .expect("a record of the refusal");
+        assert!(line.contains(&format!("127.0.0.3:{port}")), "{line}");
+
+        // The rate limit counts 127.0.0.2's requests on each instance (4
+        // a minute): two more on each are over it, on new connections.
+        let mut statuses = Vec::new();
+        for i in 0..6 {
+            let mut c = Client::connect_from(two, lb.addr);
+            statuses.push(c.get(&origin.url(&format!("/lb/more/{i}"))).status());
+        }
+        assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 6 - 4, "{statuses:?}");
+        assert_eq!(origin.requests().len(), 4 + 4, "the refused ones never reached it");
     }
 }
