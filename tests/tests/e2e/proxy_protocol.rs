@@ -172,41 +172,48 @@ cases! {
             ports.push(c.local_addr().port());
             assert_eq!(c.get(&origin.url(&format!("/lb/{i}"))).status(), 200);
         }
-        // Round robin: the instances take turns, whichever starts.
-        let url0 = origin.url("/lb/0");
-        let deadline = Instant::now() + proxy_tests::IO_TIMEOUT;
-        let first = loop {
-            if let Some(i) = [&a, &b].iter().position(|p| p.log_lines().iter().any(|l| l.contains(&url0))) {
-                break i;
+        // The record of `path`, from whichever instance served it, and
+        // which one that was.
+        let record_of = |path: &str| {
+            let url = origin.url(path);
+            let deadline = Instant::now() + proxy_tests::IO_TIMEOUT;
+            loop {
+                for (i, p) in [&a, &b].iter().enumerate() {
+                    if let Some(l) = p.log_lines().into_iter().find(|l| l.contains(&url)) {
+                        return (i, l);
+                    }
+                }
+                assert!(Instant::now() < deadline, "no instance logged {url}");
+                std::thread::sleep(Duration::from_millis(10));
             }
-            assert!(Instant::now() < deadline, "no instance logged {url0}");
-            std::thread::sleep(Duration::from_millis(10));
         };
+        let mut served = [0, 0];
         for (i, port) in ports.iter().enumerate() {
-            let url = origin.url(&format!("/lb/{i}"));
-            let proxy = if (i + first) % 2 == 0 { &a } else { &b };
-            let line = proxy.wait_for_record("GET", &url);
-            assert_eq!(line.client, format!("127.0.0.2:{port}"), "request {i}");
+            let (by, line) = record_of(&format!("/lb/{i}"));
+            served[by] += 1;
+            assert!(line.contains(&format!(" 127.0.0.2:{port} ")), "request {i}: {line}");
         }
+        assert!(served[0] > 0 && served[1] > 0, "balanced over both: {served:?}");
 
         // 127.0.0.3 is refused as itself, by whichever instance.
         let mut c = Client::connect_from(three, lb.addr);
         let port = c.local_addr().port();
         assert_eq!(c.get(&origin.url("/lb/three")).status(), 403);
-        let line = [&a, &b]
-            .iter()
-            .find_map(|p| p.log_lines().into_iter().find(|l| l.contains("/lb/three")))
-            .expect("a record of the refusal");
-        assert!(line.contains(&format!("127.0.0.3:{port}")), "{line}");
+        let (_, line) = record_of("/lb/three");
+        assert!(line.contains(&format!(" 127.0.0.3:{port} ")), "{line}");
 
         // The rate limit counts 127.0.0.2's requests on each instance (4
-        // a minute): two more on each are over it, on new connections.
+        // a minute each, 8 across the two, 4 used): of 6 more, on new
+        // connections, at least the 2 over the pair's 8 are refused, by
+        // the instance whose count ran out.
         let mut statuses = Vec::new();
         for i in 0..6 {
             let mut c = Client::connect_from(two, lb.addr);
             statuses.push(c.get(&origin.url(&format!("/lb/more/{i}"))).status());
         }
-        assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 6 - 4, "{statuses:?}");
-        assert_eq!(origin.requests().len(), 4 + 4, "the refused ones never reached it");
+        let refused = statuses.iter().filter(|s| **s == 429).count();
+        assert!(refused >= 2, "{statuses:?}");
+        assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+        assert_eq!(origin.requests().len(), 4 + 6 - refused, "the refused ones never reached it");
     }
 }
