@@ -1330,6 +1330,7 @@ impl Connection {
     /// Counts `passed` response body bytes sent to the client, and moves
     /// on if the body is `done`.
     fn response_body_moved(&mut self, now: Instant, passed: u64, done: bool) {
+        let body_wait = self.request_body_wait();
         let ex = self.exchange_mut();
         ex.bytes_to_client += passed;
         if done {
@@ -1337,6 +1338,12 @@ impl Connection {
             Self::cache_store(ex);
             if ex.req_done() {
                 self.timers.stop(Timer::Transfer);
+            } else {
+                // Answered before the request body ended (an early 413,
+                // say): only the client's upload is left, and it gets
+                // what any upload gets, `body_read`, not the response's
+                // `transfer_idle`.
+                self.timers.set(Timer::Transfer, now + body_wait);
             }
         } else {
             self.timers

@@ -600,6 +600,36 @@ fn a_request_body_that_stalls_gets_408_after_body_read() {
     );
 }
 
+/// An origin that answers before the upload ends (an early 413, say):
+/// the client has its response, and the rest of its upload gets
+/// `body_read` like any upload, not the response's `transfer_idle`.
+#[test]
+fn an_upload_left_after_an_early_answer_gets_body_read() {
+    let t = Config::default().timeouts;
+    let mut sim = Sim::default();
+    sim.client_sends(
+        b"POST http://192.0.2.1/up HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n01234",
+    );
+    sim.connect_ok(false);
+    sim.upstream_sends(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 2\r\n\r\nno");
+    assert!(
+        sim.client_text().starts_with("HTTP/1.1 413 "),
+        "{}",
+        sim.client_text()
+    );
+    assert!(
+        sim.client_text().ends_with("\r\n\r\nno"),
+        "{}",
+        sim.client_text()
+    );
+    sim.advance(t.body_read - Duration::from_millis(1));
+    assert_eq!(sim.closed, None);
+    sim.advance(Duration::from_millis(1));
+    assert!(sim.closed.is_some(), "closed at body_read");
+    assert_eq!(sim.logs.len(), 1);
+    assert_eq!(sim.logs[0].status, 413);
+}
+
 #[test]
 fn connect_tunnel_answers_200_then_hands_over() {
     let mut sim = Sim::default();
