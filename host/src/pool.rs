@@ -10,10 +10,14 @@ use std::time::{Duration, Instant};
 /// As many as the clients that use one origin at once, so that a busy
 /// origin's connections are all reused: with 8, 64 keep-alive clients of
 /// one origin opened a new upstream connection for a fifth of their
-/// requests (connect and close were 15% of the proxy's CPU). An idle
-/// pooled connection costs a socket and no buffer, and goes after
-/// `timeouts.upstream_idle`.
-pub const MAX_IDLE_PER_ADDR: usize = 256;
+/// requests (connect and close were 15% of the proxy's CPU); with 256,
+/// 2,000 clients of one origin (`bench/soak.sh --conns 2000`) churned so
+/// many upstream connections that the origin's accept queue overflowed
+/// and about 1 request in 3,000 got a 504. An idle pooled connection
+/// costs a socket and no buffer, and goes after `timeouts.upstream_idle`;
+/// the descriptor limit and `limits.max_connections` bound how many
+/// clients there are to pool for in the first place.
+pub const MAX_IDLE_PER_ADDR: usize = 8192;
 
 /// A pool of idle connections of type `T`, keyed by the address they are
 /// connected to. Entries older than the idle timeout are dropped (closing

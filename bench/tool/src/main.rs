@@ -18,6 +18,7 @@ mod relay;
 mod report;
 mod run;
 mod service;
+mod soak;
 mod sysinfo;
 mod targets;
 mod tunnel;
@@ -50,6 +51,27 @@ enum Cmd {
     Origin(OriginArgs),
     /// The minimal relay, the physical-limit column (started by `run`).
     Relay(RelayArgs),
+    /// Many keep-alive clients and tunnels through one proxy for minutes:
+    /// no failure, flat memory, no descriptor left (bench/soak.sh).
+    Soak(SoakArgs),
+}
+
+#[derive(Args)]
+struct SoakArgs {
+    /// The proxy binary (proxy-smol or proxy-std).
+    binary: PathBuf,
+    /// Keep-alive clients (wrk connections).
+    #[arg(long, default_value_t = 8000)]
+    conns: u32,
+    /// CONNECT tunnels trickling data meanwhile.
+    #[arg(long, default_value_t = 200)]
+    tunnels: usize,
+    /// How long.
+    #[arg(long, default_value_t = 600)]
+    secs: u32,
+    /// The configuration layer given to the proxy.
+    #[arg(long, default_value = "bench/proxy.ron")]
+    proxy_config: PathBuf,
 }
 
 #[derive(Args)]
@@ -109,6 +131,7 @@ fn main() -> ExitCode {
         Cmd::Run(args) => run(args),
         Cmd::Origin(args) => origin::serve(args.sink, args.source, args.hold).map(|()| true),
         Cmd::Relay(args) => relay::serve(&args.routes).map(|()| true),
+        Cmd::Soak(args) => soak(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -118,6 +141,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn soak(args: SoakArgs) -> Result<bool> {
+    cleanup::watch_signals()?;
+    soak::check_limits(args.conns, args.tunnels)?;
+    let proxy_config = std::fs::canonicalize(&args.proxy_config)
+        .context(format!("the proxy config {}", args.proxy_config.display()))?;
+    soak::run(&soak::Options {
+        binary: args.binary,
+        proxy_config,
+        conns: args.conns,
+        tunnels: args.tunnels,
+        secs: args.secs,
+    })
 }
 
 fn run(args: RunArgs) -> Result<bool> {

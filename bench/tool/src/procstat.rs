@@ -97,6 +97,19 @@ pub(crate) fn open_fds(root: u32) -> usize {
         .sum()
 }
 
+/// Open sockets over the tree (descriptors that are sockets, not files
+/// or the pipes a proxy pools for splicing).
+pub(crate) fn open_sockets(root: u32) -> usize {
+    tree(root)
+        .into_iter()
+        .filter_map(|pid| fs::read_dir(format!("/proc/{pid}/fd")).ok())
+        .flat_map(|dir| dir.filter_map(|e| e.ok()))
+        .filter(|e| {
+            fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))
+        })
+        .count()
+}
+
 /// Clock ticks per second (USER_HZ), the unit of /proc's CPU times.
 pub(crate) fn ticks_per_second() -> Result<u64> {
     let out = Command::new("getconf")

@@ -95,10 +95,49 @@ pub(crate) fn throughput(
     Ok(bytes as f64 / secs / 1e6)
 }
 
+/// `streams` tunnels to the sink in parallel for `secs` seconds, each
+/// writing `chunk` bytes of the pattern every `pause` (a steady trickle,
+/// not a flood): the bytes the sink received intact, in all.
+pub(crate) fn trickle(
+    proxy: SocketAddr,
+    sink: SocketAddr,
+    streams: usize,
+    secs: u32,
+    chunk: usize,
+    pause: Duration,
+) -> Result<u64> {
+    let handles: Vec<_> = (0..streams)
+        .map(|_| {
+            thread::spawn(move || -> Result<u64> {
+                let mut stream = open(Some(proxy), sink)?;
+                let until = Instant::now() + Duration::from_secs(secs.into());
+                upload_paced(&mut stream, until, chunk.min(CHUNK), Some(pause)).map(|(n, _)| n)
+            })
+        })
+        .collect();
+    let mut bytes = 0;
+    for handle in handles {
+        bytes += handle
+            .join()
+            .map_err(|_| Error::new("a tunnel thread panicked"))??;
+    }
+    Ok(bytes)
+}
+
 /// Writes the pattern until `until`, then half-closes and waits for the
 /// sink's report and EOF: the bytes count once they have all been read
 /// and checked at the other end.
 fn upload(stream: &mut TcpStream, until: Instant) -> Result<(u64, Instant)> {
+    upload_paced(stream, until, CHUNK, None)
+}
+
+/// [`upload`] in writes of `chunk` bytes, with `pause` between them.
+fn upload_paced(
+    stream: &mut TcpStream,
+    until: Instant,
+    chunk: usize,
+    pause: Option<Duration>,
+) -> Result<(u64, Instant)> {
     stream
         .set_write_timeout(Some(STALL))
         .context("setting a write timeout")?;
@@ -109,9 +148,12 @@ fn upload(stream: &mut TcpStream, until: Instant) -> Result<(u64, Instant)> {
     let mut sent = 0u64;
     while Instant::now() < until {
         stream
-            .write_all(pattern.at(sent, CHUNK))
+            .write_all(pattern.at(sent, chunk))
             .context(format!("uploading after {sent} bytes"))?;
-        sent += CHUNK as u64;
+        sent += chunk as u64;
+        if let Some(p) = pause {
+            thread::sleep(p);
+        }
     }
     stream
         .shutdown(Shutdown::Write)
