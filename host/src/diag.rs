@@ -11,6 +11,8 @@ use proxy_core::config::LogLevel;
 use std::fmt::Display;
 use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 static LEVEL: AtomicU8 = AtomicU8::new(level_to_u8(LogLevel::Info));
 
@@ -114,5 +116,100 @@ mod tests {
         set_level(LogLevel::Debug);
         assert!(enabled(LogLevel::Debug));
         set_level(LogLevel::Info);
+    }
+}
+
+/// How long an accept loop waits after a failed accept (out of
+/// descriptors, say) before trying again: long enough not to spin, short
+/// enough that a freed descriptor is used at once.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Failed accepts (EMFILE and the like), reported as an error the first
+/// time and then at most once per [`AcceptErrors::EVERY`] with how many
+/// there were meanwhile, so that a proxy at its descriptor limit says so
+/// without writing 20 lines a second.
+#[derive(Debug)]
+pub struct AcceptErrors {
+    /// When the last line was written, and failures since.
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+/// Every accept loop's failures, together.
+pub static ACCEPT_ERRORS: AcceptErrors = AcceptErrors::new();
+
+impl AcceptErrors {
+    pub const EVERY: Duration = Duration::from_secs(60);
+
+    pub const fn new() -> Self {
+        AcceptErrors {
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    /// Counts a failed accept; returns the line to write, if one is due.
+    pub fn report_at(&self, now: Instant, e: &std::io::Error) -> Option<String> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (last, since) = &mut *state;
+        *since += 1;
+        if last.is_some_and(|l| now.duration_since(l) < Self::EVERY) {
+            return None;
+        }
+        let line = match last {
+            None => format!(
+                "cannot accept connections: {e}; retrying every {} ms, \
+                 reported once a minute while it lasts",
+                ACCEPT_BACKOFF.as_millis()
+            ),
+            Some(_) => format!(
+                "cannot accept connections: {e} ({} failed accepts in the last minute)",
+                *since
+            ),
+        };
+        *last = Some(now);
+        *since = 0;
+        Some(line)
+    }
+
+    /// [`report_at`](Self::report_at) now, writing the line as an error.
+    pub fn report(&self, e: &std::io::Error) {
+        if let Some(line) = self.report_at(Instant::now(), e) {
+            error(line);
+        }
+    }
+}
+
+impl Default for AcceptErrors {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod accept_tests {
+    use super::*;
+
+    #[test]
+    fn accept_failures_are_reported_once_a_minute_with_a_count() {
+        let errors = AcceptErrors::new();
+        let e = std::io::Error::from_raw_os_error(24);
+        let t0 = Instant::now();
+        let first = errors.report_at(t0, &e).expect("the first is reported");
+        assert!(
+            first.contains("Too many open files") && first.contains("once a minute"),
+            "{first}"
+        );
+        for i in 1..100 {
+            assert_eq!(
+                errors.report_at(t0 + Duration::from_millis(50 * i), &e),
+                None
+            );
+        }
+        let next = errors
+            .report_at(t0 + AcceptErrors::EVERY, &e)
+            .expect("a minute later");
+        assert!(
+            next.contains("(100 failed accepts in the last minute)"),
+            "{next}"
+        );
     }
 }

@@ -285,10 +285,11 @@ async fn accept_loop(
             }
             // Out of descriptors or the like: give connections time to
             // finish rather than spinning.
-            Some(Err(_)) => {
+            Some(Err(e)) => {
+                proxy_host::diag::ACCEPT_ERRORS.report(&e);
                 future::or(
                     async {
-                        Timer::after(Duration::from_millis(50)).await;
+                        Timer::after(proxy_host::diag::ACCEPT_BACKOFF).await;
                     },
                     life.draining(),
                 )

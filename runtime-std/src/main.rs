@@ -194,8 +194,8 @@ fn accept_loop(listener: TcpListener, role: Role, server: &Arc<Server>) {
                     io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => {}
                     _ => {
                         // Out of descriptors or memory: back off rather than spin.
-                        eprintln!("proxy-std: accept failed: {e}");
-                        std::thread::sleep(Duration::from_millis(50));
+                        proxy_host::diag::ACCEPT_ERRORS.report(&e);
+                        std::thread::sleep(proxy_host::diag::ACCEPT_BACKOFF);
                         break;
                     }
                 },

@@ -1,6 +1,6 @@
 //! The proxy as a whole: listeners (IPv4, IPv6), isolation between
-//! connections, abrupt clients, the access log switch, and memory while
-//! streaming a large download.
+//! connections, abrupt clients, the access log switch, memory while
+//! streaming a large download, and running out of descriptors.
 
 use crate::{assert_log, request};
 use proxy_tests::origin::{matches_pattern, read_request_head};
@@ -384,6 +384,63 @@ cases! {
             c.send("again");
             assert_eq!(c.read_exact_bytes(5), b"again");
         }
+    }
+
+    /// Out of descriptors (the limit lowered under a running proxy), the
+    /// proxy keeps serving the connections it holds (a keep-alive client
+    /// whose upstream connection is pooled), reports the failed accepts
+    /// once rather than twenty times a second, does not spin, and serves
+    /// new clients again as soon as descriptors free up.
+    fn out_of_descriptors_it_serves_what_it_holds_and_recovers(bin) {
+        use rustix::process::{prlimit, Pid, Resource, Rlimit};
+        let origin = Origin::echo_target();
+        let proxy = Proxy::start(bin, &[]);
+        let pid = proxy.pid();
+        let mut held = proxy.connect();
+        assert_eq!(held.get(&origin.url("/before")).status(), 200);
+
+        let open = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as u64;
+        let limit = Rlimit { current: Some(open + 4), maximum: Some(open + 4) };
+        prlimit(Pid::from_raw(pid as i32), Resource::Nofile, limit).expect("prlimit (needs root or CAP_SYS_RESOURCE)");
+        // More clients than descriptors left; each sends a little of a
+        // head, so the kernel hands it over at once.
+        let mut hoard = Vec::new();
+        for _ in 0..12 {
+            let mut c = proxy.connect();
+            c.send("GET http://hoard.test/ HTTP/1.1\r\n");
+            hoard.push(c);
+        }
+        let said = |proxy: &Proxy| {
+            proxy.stderr_lines().into_iter().filter(|l| l.contains("cannot accept connections: Too many open files")).count()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while said(&proxy) == 0 {
+            assert!(Instant::now() < deadline, "no report of the failed accepts: {:#?}", proxy.stderr_lines());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Not spinning while it lasts: well under a tenth of a CPU.
+        let cpu = || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            let fields: Vec<u64> = stat[stat.rfind(')').unwrap() + 2..]
+                .split_whitespace()
+                .map(|f| f.parse().unwrap_or(0))
+                .collect();
+            fields[11] + fields[12]
+        };
+        let before = cpu();
+        std::thread::sleep(Duration::from_secs(1));
+        let ticks = cpu() - before;
+        assert!(ticks < 10, "{ticks} clock ticks of CPU in 1 s at the limit");
+        assert_eq!(said(&proxy), 1, "reported once: {:#?}", proxy.stderr_lines());
+
+        // What it holds still works.
+        assert_eq!(held.get(&origin.url("/during")).status(), 200);
+
+        // Descriptors free up: the waiting clients are taken, new ones served.
+        drop(hoard);
+        let mut fresh = proxy.connect();
+        assert_eq!(fresh.get(&origin.url("/after")).status(), 200);
+        assert_eq!(held.get(&origin.url("/still")).status(), 200);
     }
 }
 
