@@ -1,8 +1,73 @@
 //! Chaining to parent proxies: a second instance of the proxy (the same
-//! binary) acts as the parent, as a Squid or tinyproxy upstream would.
+//! binary) acts as the parent, as a Squid or tinyproxy upstream would;
+//! and Debian's Squid itself.
 
 use crate::{assert_log, request};
-use proxy_tests::{cases, refused_addr, EchoServer, Origin, Proxy, TempFile};
+use proxy_tests::{cases, free_port, refused_addr, EchoServer, Origin, Proxy, TempFile};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Debian's Squid (cache off, any destination, any CONNECT port) in the
+/// foreground on a loopback port, with its files in a directory of its
+/// own; stopped on drop.
+struct Squid {
+    child: Child,
+    addr: SocketAddr,
+    dir: std::path::PathBuf,
+}
+
+impl Squid {
+    fn start() -> Squid {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("proxy-tests-squid-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Squid gives root up for its own user, which writes here.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let d = dir.display();
+        let conf = dir.join("squid.conf");
+        std::fs::write(&conf, format!(
+            "http_port 127.0.0.1:{port}\nhttp_access allow all\ncache deny all\ncache_mem 0 MB\n\
+             access_log stdio:{d}/access.log\ncache_log {d}/cache.log\npid_filename {d}/squid.pid\n\
+             coredump_dir {d}\nnetdb_filename none\npinger_enable off\nvisible_hostname squid-parent\n\
+             shutdown_lifetime 0 seconds\n"
+        )).unwrap();
+        let child = Command::new("squid")
+            .args(["-N", "-f"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("squid is installed (./test installs Debian's squid)");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "squid did not listen on {addr}: {}",
+                std::fs::read_to_string(dir.join("cache.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Squid { child, addr, dir }
+    }
+
+    /// Squid's own access log so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Squid {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
 
 /// The child's name, so the parent's loop detection (a `Via` naming
 /// itself) does not take the child for itself.
@@ -137,5 +202,43 @@ cases! {
         let mut c = child.connect();
         c.send(request("GET", &named, &[], b""));
         assert_eq!(c.read_response("GET").status(), 200);
+    }
+
+    /// Debian's Squid as the parent, as an operator's existing proxy
+    /// would be: plain HTTP and a CONNECT tunnel through it, the origin
+    /// sees both hops in `Via`, the child's record names Squid as its
+    /// hop (`FIRSTUP_PARENT` in Squid's own format), and Squid's log
+    /// shows the requests coming from the child.
+    fn squid_as_the_parent(bin) {
+        let squid = Squid::start();
+        let origin = Origin::echo_target();
+        let child = Proxy::start_with_config(bin, CHILD, &[
+            "--parent", &squid.addr.to_string(), "--log-format", "squid",
+        ]);
+        let url = origin.url("/via-squid");
+        let mut c = child.connect();
+        let resp = c.get(&url);
+        assert_eq!(resp.status(), 200, "{resp:#?}");
+        assert_eq!(resp.text(), "/via-squid");
+        let got = origin.wait_requests(1).pop().unwrap();
+        let via: Vec<&str> = got.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("via")).map(|(_, v)| v.as_str()).collect();
+        let via = via.join(", ");
+        assert!(via.starts_with("1.1 edge, 1.1 squid-parent"), "{via}");
+        let line = child.wait_for_log(|l| l.contains(&url), proxy_tests::IO_TIMEOUT);
+        assert!(line.ends_with(&format!(" FIRSTUP_PARENT/{} -", squid.addr.ip())), "{line}");
+
+        let echo = EchoServer::start();
+        let target = echo.addr().to_string();
+        let mut t = child.connect();
+        t.send(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"));
+        assert_eq!(t.read_head().status, 200);
+        t.send("through squid");
+        assert_eq!(t.read_exact_bytes(13), b"through squid");
+        drop(t);
+        let deadline = Instant::now() + proxy_tests::IO_TIMEOUT;
+        while !(squid.log().contains(&url) && squid.log().contains(&format!("CONNECT {target}"))) {
+            assert!(Instant::now() < deadline, "squid's log: {}", squid.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
