@@ -15,11 +15,11 @@ cd "$root"
 # Debian's packages, installed only when a program is missing; the package
 # lists are refreshed only if the first try fails.
 missing=()
-for program in nginx wrk tinyproxy squid haproxy hey openssl; do
+for program in nginx wrk tinyproxy squid haproxy; do
   command -v "$program" >/dev/null 2>&1 || missing+=("$program")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  packages="nginx-light wrk tinyproxy squid haproxy hey openssl"
+  packages="nginx-light wrk tinyproxy squid haproxy"
   echo "bench/run.sh: installing $packages (missing: ${missing[*]})" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y $packages >&2 ||
@@ -29,7 +29,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   # our proxy listens on by default. Stop those (the run starts its own, on
   # ports 18000-19999); a service that was already installed is left alone.
   for name in "${missing[@]}"; do
-    case "$name" in wrk | hey | openssl) continue ;; esac
+    [ "$name" = wrk ] && continue
     if service "$name" status >/dev/null 2>&1; then
       echo "bench/run.sh: stopping the $name service that installing it started" >&2
       service "$name" stop >&2 || true

@@ -6,7 +6,7 @@
 # growing after the warm-up, or a descriptor left behind.
 #   bench/soak.sh                              # proxy-smol, 8,000 clients, 200 tunnels, 10 minutes
 #   bench/soak.sh target/release/proxy-std --conns 2000 --secs 60
-# Needs nginx, wrk and openssl (bench/run.sh installs them).
+# Needs nginx and wrk (bench/run.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Two descriptors per client and per tunnel in the proxy, one per client in wrk.

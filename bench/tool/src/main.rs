@@ -8,7 +8,7 @@ mod cleanup;
 mod download;
 mod error;
 mod fetch;
-mod hey;
+mod https;
 mod idle;
 mod origin;
 mod pattern;

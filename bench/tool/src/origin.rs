@@ -18,7 +18,7 @@ use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
-use crate::error::{bail, Context, Result};
+use crate::error::{Context, Result};
 use crate::pattern::{Checker, Pattern, MAX_PIECE};
 use crate::service::Service;
 use crate::workdir::Workdir;
@@ -69,31 +69,18 @@ pub(crate) fn start_nginx(work: &Workdir, port: u16, tls_port: u16) -> Result<Se
     Ok(nginx)
 }
 
-/// A throwaway P-256 certificate for 127.0.0.1 (clients do not verify
-/// it: hey skips verification), made with openssl: (cert, key).
+/// The TLS origin's certificate, in the workdir (the HTTPS client trusts
+/// it alone).
+pub(crate) const CERT_FILE: &str = "origin-cert.pem";
+
+/// A throwaway certificate for the IP address 127.0.0.1 (rcgen, as the
+/// tests make theirs; P-256): (cert, key) files.
 fn self_signed(work: &Workdir) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
-    let (cert, key) = (work.file("origin-cert.pem"), work.file("origin-key.pem"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .context("running openssl for the TLS origin's certificate")?;
-    if !out.status.success() {
-        bail!(
-            "openssl could not make a certificate: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).map_err(|e| {
+        crate::error::Error::new(format!("making the TLS origin's certificate: {e}"))
+    })?;
+    let cert = work.write(CERT_FILE, &made.cert.pem())?;
+    let key = work.write("origin-key.pem", &made.signing_key.serialize_pem())?;
     Ok((cert, key))
 }
 

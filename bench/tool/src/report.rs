@@ -48,7 +48,7 @@ impl Figure {
             Figure::Download10m => "10 MiB download MB/s",
             Figure::ConnectUpload => "CONNECT upload MB/s",
             Figure::ConnectDownload => "CONNECT download MB/s",
-            Figure::Https1k => "HTTPS 1 KiB through CONNECT req/s (hey -c64, keep-alive in TLS)",
+            Figure::Https1k => "HTTPS 1 KiB through CONNECT req/s (64 TLS connections, keep-alive)",
             Figure::HttpsCpu => "proxy CPU per HTTPS request",
             Figure::IdleRequest => "RSS per idle incomplete request",
             Figure::IdleTunnel => "RSS per idle CONNECT tunnel",

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::download;
 use crate::error::{bail, Context, Result};
 use crate::fetch;
-use crate::hey;
+use crate::https;
 use crate::idle::{self, Hold};
 use crate::origin::{self, addr};
 use crate::ports::Ports;
@@ -44,7 +44,7 @@ const PAUSE: Duration = Duration::from_secs(1);
 /// Runs the whole benchmark; true if every figure was measured.
 pub(crate) fn run(opts: &Options) -> Result<bool> {
     let targets = select(&opts.only)?;
-    for tool in ["nginx", "wrk", "hey", "openssl"] {
+    for tool in ["nginx", "wrk"] {
         if !sysinfo::has_program(tool) {
             bail!("{tool} is not installed (bench/run.sh installs it)");
         }
@@ -89,7 +89,7 @@ pub(crate) fn run(opts: &Options) -> Result<bool> {
     }
 
     let settings = format!(
-        "{} s per figure; wrk -t2 -c{CONNS} (10 MiB: our client, {DOWNLOAD_CONNS} connections; HTTPS: hey -c{CONNS}), every response checked; \
+        "{} s per figure; wrk -t2 -c{CONNS} (10 MiB: our client, {DOWNLOAD_CONNS} connections; HTTPS: our client, {CONNS} TLS connections), every response checked; \
          {TUNNELS} tunnels per direction; {} idle requests and {} idle tunnels, each set on a freshly started proxy",
         opts.secs,
         report::thousands(opts.idle_conns as u64),
@@ -503,12 +503,14 @@ impl Bench<'_> {
         record(column, Figure::ConnectDownload, down.map(Cell::Rate));
         let (proxy, tls) = route.stream(&self.dests, |d| d.tls);
         let https = self.with_cpu(cpu_pid, || {
-            let o = hey::run(&hey::Load {
-                origin: tls,
+            let body = std::fs::read(self.setup.work.www().join("1k")).context("reading 1k")?;
+            let o = https::run(&https::Load {
                 proxy,
+                dest: tls,
+                cert: &self.setup.work.file(origin::CERT_FILE),
                 path: "/1k",
-                size: 1024,
-                connections: CONNS,
+                body: &body,
+                connections: CONNS as usize,
                 secs,
             })?;
             eprintln!("    (p99 {:.1} ms)", o.p99_ms);

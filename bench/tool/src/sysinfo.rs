@@ -38,7 +38,6 @@ pub(crate) fn header(settings: &str) -> String {
             .next()
             .unwrap_or("")
             .replace("HAProxy version ", "haproxy "),
-        format!("hey {}", package_version("hey")),
     ];
     format!(
         "- date: {date}\n\
@@ -94,14 +93,4 @@ fn first_line(argv: &[&str]) -> String {
         .find(|l| !l.is_empty())
         .unwrap_or("?");
     line.split(" Copyright").next().unwrap_or(line).to_string()
-}
-
-/// A Debian package's version (hey has no version flag).
-fn package_version(package: &str) -> String {
-    let v = first_line(&["dpkg-query", "-W", "-f", "${Version}", package]);
-    if v.is_empty() {
-        "?".into()
-    } else {
-        v
-    }
 }
