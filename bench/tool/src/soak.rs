@@ -39,6 +39,9 @@ pub(crate) fn run(opts: &Options) -> Result<bool> {
     let sink = addr(ports.take()?);
     let _tcp = origin::start_tcp(&work, "tcp-origin", &[("sink", sink)])?;
     let proxy_addr = addr(ports.take()?);
+    // Every record kept: the log would otherwise rotate the first ones
+    // away under this load.
+    let big_log = work.write("soak.ron", "(logging: (max_size: \"4GiB\"))\n")?;
     let mut proxy = Service::spawn(
         "proxy",
         std::process::Command::new(&opts.binary)
@@ -47,7 +50,9 @@ pub(crate) fn run(opts: &Options) -> Result<bool> {
             .arg("--log-dir")
             .arg(work.file("log"))
             .arg("--config")
-            .arg(&opts.proxy_config),
+            .arg(&opts.proxy_config)
+            .arg("--config")
+            .arg(&big_log),
         &work.file("proxy.log"),
     )?;
     proxy.wait_port(proxy_addr, Duration::from_secs(10))?;
@@ -174,7 +179,13 @@ pub(crate) fn run(opts: &Options) -> Result<bool> {
     }
     // The records of whatever did not end in a 200 (the tunnels' end in
     // their 200 too): what went wrong, from the proxy's side.
-    let log = std::fs::read_to_string(work.file("log").join("access.log")).unwrap_or_default();
+    // The log rotates under this load: every file of it.
+    let mut log = String::new();
+    if let Ok(dir) = std::fs::read_dir(work.file("log")) {
+        for entry in dir.flatten() {
+            log.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+    }
     let bad: Vec<&str> = log.lines().filter(|l| !l.contains(" 200 ")).collect();
     if !bad.is_empty() {
         println!("\n{} records other than 200, the first:", bad.len());
