@@ -117,6 +117,31 @@ mod tests {
         assert!(enabled(LogLevel::Debug));
         set_level(LogLevel::Info);
     }
+
+    #[test]
+    fn accept_failures_are_reported_once_a_minute_with_a_count() {
+        let errors = AcceptErrors::new();
+        let e = std::io::Error::from_raw_os_error(24);
+        let t0 = Instant::now();
+        let first = errors.report_at(t0, &e).expect("the first is reported");
+        assert!(
+            first.contains("Too many open files") && first.contains("once a minute"),
+            "{first}"
+        );
+        for i in 1..100 {
+            assert_eq!(
+                errors.report_at(t0 + Duration::from_millis(50 * i), &e),
+                None
+            );
+        }
+        let next = errors
+            .report_at(t0 + AcceptErrors::EVERY, &e)
+            .expect("a minute later");
+        assert!(
+            next.contains("(100 failed accepts in the last minute)"),
+            "{next}"
+        );
+    }
 }
 
 /// How long an accept loop waits after a failed accept (out of
@@ -181,35 +206,5 @@ impl AcceptErrors {
 impl Default for AcceptErrors {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-#[cfg(test)]
-mod accept_tests {
-    use super::*;
-
-    #[test]
-    fn accept_failures_are_reported_once_a_minute_with_a_count() {
-        let errors = AcceptErrors::new();
-        let e = std::io::Error::from_raw_os_error(24);
-        let t0 = Instant::now();
-        let first = errors.report_at(t0, &e).expect("the first is reported");
-        assert!(
-            first.contains("Too many open files") && first.contains("once a minute"),
-            "{first}"
-        );
-        for i in 1..100 {
-            assert_eq!(
-                errors.report_at(t0 + Duration::from_millis(50 * i), &e),
-                None
-            );
-        }
-        let next = errors
-            .report_at(t0 + AcceptErrors::EVERY, &e)
-            .expect("a minute later");
-        assert!(
-            next.contains("(100 failed accepts in the last minute)"),
-            "{next}"
-        );
     }
 }

@@ -130,6 +130,12 @@ impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
             .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        Client::over(stream)
+    }
+
+    /// A client over a connected `stream`, with [`IO_TIMEOUT`] on reads
+    /// and writes and Nagle off.
+    fn over(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
@@ -155,16 +161,7 @@ impl Client {
             .unwrap_or_else(|e| panic!("bind {source}: {e}"));
         rustix::net::connect(&socket, &addr)
             .unwrap_or_else(|e| panic!("connect from {source} to {addr}: {e}"));
-        let stream = TcpStream::from(socket);
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        Client {
-            stream,
-            buf: Vec::new(),
-            eof: false,
-            received: 0,
-        }
+        Client::over(TcpStream::from(socket))
     }
 
     /// The socket, for tests that need it directly.

@@ -110,6 +110,18 @@ pub(crate) fn open_sockets(root: u32) -> usize {
         .count()
 }
 
+/// This process's soft open-files limit (`usize::MAX` if unlimited or
+/// unreadable as a number), which every server it starts inherits.
+pub(crate) fn open_files_limit() -> Result<usize> {
+    let limits = fs::read_to_string("/proc/self/limits").context("reading /proc/self/limits")?;
+    Ok(limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(usize::MAX))
+}
+
 /// Clock ticks per second (USER_HZ), the unit of /proc's CPU times.
 pub(crate) fn ticks_per_second() -> Result<u64> {
     let out = Command::new("getconf")

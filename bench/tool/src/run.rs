@@ -165,14 +165,7 @@ fn select(only: &[String]) -> Result<Vec<Target>> {
 /// Our process and every server it starts inherit this limit: we hold the
 /// idle connections, a proxy holds two descriptors per idle tunnel.
 fn check_open_files(needed: usize) -> Result<()> {
-    let limits =
-        std::fs::read_to_string("/proc/self/limits").context("reading /proc/self/limits")?;
-    let soft = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(usize::MAX);
+    let soft = procstat::open_files_limit()?;
     if soft < needed {
         bail!(
             "the open-files limit is {soft}, the idle figures need {needed}: run through bench/run.sh \

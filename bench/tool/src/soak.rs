@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::error::{bail, Context, Result};
+use crate::error::{bail, Result};
 use crate::origin::{self, addr};
 use crate::ports::Ports;
 use crate::procstat;
@@ -199,18 +199,13 @@ pub(crate) fn run(opts: &Options) -> Result<bool> {
     Ok(failures.is_empty())
 }
 
-/// How a soak is asked for on the command line.
+/// Whether the open-files limit (inherited by the proxy and wrk) fits
+/// `conns` clients and `tunnels` tunnels.
 pub(crate) fn check_limits(conns: u32, tunnels: usize) -> Result<()> {
     // The proxy holds two descriptors per client (client and pooled
     // upstream at worst) and two per tunnel; wrk one per client.
     let needed = 2 * conns as usize + 2 * tunnels + 200;
-    let limits = std::fs::read_to_string("/proc/self/limits").context("reading limits")?;
-    let soft = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(usize::MAX);
+    let soft = procstat::open_files_limit()?;
     if soft < needed {
         bail!("the open-files limit is {soft}, {needed} are needed: run through bench/soak.sh");
     }
