@@ -45,6 +45,9 @@ pub struct Config {
     pub proxy_protocol: crate::proxy_protocol::ProxyProtocolConfig,
     /// Whom the process runs as once its sockets are bound.
     pub process: Process,
+    /// What origins are told about the client (`X-Forwarded-For`,
+    /// `Forwarded`).
+    pub forwarded_headers: ForwardedHeaders,
 }
 
 impl Default for Config {
@@ -61,8 +64,40 @@ impl Default for Config {
             routing: crate::routing::RoutingConfig::default(),
             proxy_protocol: crate::proxy_protocol::ProxyProtocolConfig::default(),
             process: Process::default(),
+            forwarded_headers: ForwardedHeaders::default(),
         }
     }
+}
+
+/// What a forwarded request tells the origin about the client it came
+/// from. A forward proxy's clients are usually people whose addresses
+/// are their own business, so by default nothing is added and what a
+/// client sent passes as it was sent. Tunnels carry no fields to change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForwardedHeaders {
+    /// `X-Forwarded-For` (Squid's `forwarded_for`).
+    pub x_forwarded_for: ClientAddressField,
+    /// `Forwarded` (RFC 7239): the element added is
+    /// `for=192.0.2.1;proto=http` (`for="[2001:db8::1]"` for IPv6).
+    pub forwarded: ClientAddressField,
+}
+
+/// What happens to one field that names clients.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientAddressField {
+    /// Forwarded as the client sent it, or not at all (Squid's
+    /// `transparent`).
+    #[default]
+    Pass,
+    /// The client's address is added after what the client sent (Squid's
+    /// `on`): the chain of hops, the last one ours.
+    Append,
+    /// Only the client's address, whatever the client sent (Squid's
+    /// `truncate`): for origins that trust the field.
+    Replace,
+    /// Removed (Squid's `delete`).
+    Remove,
 }
 
 /// Least privilege: a proxy started as root (to bind port 80 or 3128, say)
@@ -322,9 +357,12 @@ impl Config {
     }
 
     /// Checks values that parse but cannot be right (a zero connection
-    /// cap, a bad CIDR, limits that contradict each other).
+    /// cap, a bad CIDR, limits that contradict each other), in the
+    /// configuration in force: the layers merged and the flags applied.
+    /// (Loading layers checks each value, except against what a flag may
+    /// still replace.)
     pub fn validate(&self) -> Result<(), Invalid> {
-        validate::validate(self)
+        validate::validate_effective(self)
     }
 
     /// Serialises to pretty RON, itself a valid configuration.
@@ -474,8 +512,7 @@ fn load(layers: &[(Option<&str>, &str)]) -> Result<Config, ConfigError> {
     let merged = tree::emit(&attributes, &mut root, &texts);
     let config: Config = ron::from_str(&merged)
         .map_err(|e| explained(&e, &merged, Some(&root), In::Merged, layers.len() - 1))?;
-    config
-        .validate()
+    validate::validate(&config)
         .map_err(|invalid| locate_invalid(&invalid, &separate, &texts, layers))?;
     Ok(config)
 }
@@ -622,6 +659,35 @@ mod tests {
         for s in says {
             assert!(m.contains(s), "{m:?} does not say {s:?}");
         }
+    }
+
+    #[test]
+    fn proxy_protocol_listeners_are_listeners_and_not_beside_required() {
+        let c = Config::from_ron(
+            "(listen: [\"127.0.0.1:3128\", \"127.0.0.1:3129\"], proxy_protocol: (listeners: [\"127.0.0.1:3129\"]))",
+        )
+        .unwrap();
+        assert!(c.proxy_protocol.requires("127.0.0.1:3129".parse().unwrap()));
+        assert!(!c.proxy_protocol.requires("127.0.0.1:3128".parse().unwrap()));
+        // Checked once the flags are applied: `--listen` replaces `listen`.
+        let mut other = Config::from_ron(
+            "(listen: [\"127.0.0.1:3128\"], proxy_protocol: (listeners: [\"127.0.0.1:3128\", \"127.0.0.1:4000\"]))",
+        )
+        .unwrap();
+        let e = other.validate().unwrap_err().to_string();
+        assert!(e.contains("proxy_protocol.listeners[1]"), "{e}");
+        assert!(
+            e.contains("127.0.0.1:4000 is not one of the addresses listened on (127.0.0.1:3128;"),
+            "{e}"
+        );
+        other.listen.push("127.0.0.1:4000".parse().unwrap());
+        assert_eq!(other.validate(), Ok(()));
+        assert_err(
+            "(listen: [\"127.0.0.1:3128\"],\n proxy_protocol: (required: true, listeners: [\"127.0.0.1:3128\"]))",
+            2,
+            46,
+            &["already covers every listener"],
+        );
     }
 
     /// `--check-config` sees every problem in a file, each where it is:

@@ -14,6 +14,10 @@ pub enum Role {
     /// The admin listener (`admin.listen`): the proxy's own pages only,
     /// never forwarding anything; 404 for anything else.
     Admin,
+    /// A proxy port behind a load balancer: every connection begins with
+    /// a PROXY protocol header naming the client the balancer accepted
+    /// (`proxy_protocol`), and is a proxy port's after it.
+    Balanced,
 }
 
 /// One end of the proxy.

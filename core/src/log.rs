@@ -78,6 +78,22 @@ pub struct AccessRecord {
     /// `upstream` is a parent proxy (`routing.parents`), not the origin.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub parent: bool,
+    /// The load balancer the connection came through, when a PROXY
+    /// header named `client`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balancer: Option<Box<Balancer>>,
+}
+
+/// The load balancer that passed a connection on with a PROXY header.
+/// Boxed in the record: most proxies run without one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balancer {
+    /// The balancer's own address: the connection's peer.
+    pub peer: SocketAddr,
+    /// The id the balancer gave the connection (the v2 `UNIQUE_ID` TLV,
+    /// HAProxy's `unique-id-format`), to find it in the balancer's log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_id: Option<String>,
 }
 
 /// What a request said about where it came from. Boxed in the record:
@@ -170,6 +186,13 @@ impl AccessRecord {
         if let Some(u) = &self.user {
             let _ = write!(s, " user={u}");
         }
+        if let Some(b) = &self.balancer {
+            let _ = write!(s, " balancer={}", b.peer);
+            if let Some(id) = &b.unique_id {
+                let _ = write!(s, " balancer_id={id}");
+            }
+        }
+        // Last: the only field with spaces.
         if let Some(r) = &self.rule {
             let _ = write!(s, " rule=\"{}\"", r.replace('"', "'"));
         }
@@ -191,7 +214,7 @@ impl AccessRecord {
     /// One JSON object, fields always present and in this order (`null`
     /// when absent):
     ///
-    /// `{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"GET","target":"http://example.com/","upstream":"93.184.216.34:80","status":200,"bytes_to_client":1256,"bytes_from_client":80,"duration_ms":12.4,"kind":"http","decision":"allowed","rule":null,"error":null,"sni":null,"sni_malformed":false,"cache":null,"referer":null,"user_agent":"curl/8.5.0","parent":false,"conn":1}`
+    /// `{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"GET","target":"http://example.com/","upstream":"93.184.216.34:80","status":200,"bytes_to_client":1256,"bytes_from_client":80,"duration_ms":12.4,"kind":"http","decision":"allowed","rule":null,"error":null,"sni":null,"sni_malformed":false,"cache":null,"referer":null,"user_agent":"curl/8.5.0","parent":false,"balancer":null,"balancer_id":null,"conn":1}`
     ///
     /// `duration_ms` has microsecond precision; `kind` is `http`,
     /// `tunnel`, `upgrade` or `local`; `cache` is what the cache did
@@ -247,7 +270,19 @@ impl AccessRecord {
         json_opt(&mut s, agent.and_then(|a| a.referer.as_deref()));
         s.push_str(",\"user_agent\":");
         json_opt(&mut s, agent.and_then(|a| a.user_agent.as_deref()));
-        let _ = write!(s, ",\"parent\":{},\"conn\":{}}}", self.parent, self.conn.0);
+        let _ = write!(s, ",\"parent\":{},\"balancer\":", self.parent);
+        match &self.balancer {
+            Some(b) => {
+                let _ = write!(s, "\"{}\"", b.peer);
+            }
+            None => s.push_str("null"),
+        }
+        s.push_str(",\"balancer_id\":");
+        json_opt(
+            &mut s,
+            self.balancer.as_ref().and_then(|b| b.unique_id.as_deref()),
+        );
+        let _ = write!(s, ",\"conn\":{}}}", self.conn.0);
         s
     }
 
@@ -474,6 +509,7 @@ mod tests {
             cache: None,
             agent: None,
             parent: false,
+            balancer: None,
         };
         assert_eq!(
             r.human(UnixTime(1_795_270_203_000_000)),
@@ -547,6 +583,7 @@ mod tests {
                 user_agent: Some("curl/8.5.0".into()),
             })),
             parent: false,
+            balancer: None,
         }
     }
 
@@ -617,19 +654,19 @@ mod tests {
     fn json_lines() {
         assert_eq!(
             get().json(AT),
-            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"GET","target":"http://example.com/","upstream":"93.184.216.34:80","status":200,"bytes_to_client":1256,"bytes_from_client":80,"duration_ms":12.4,"kind":"http","decision":"allowed","rule":null,"error":null,"sni":null,"sni_malformed":false,"cache":null,"referer":null,"user_agent":"curl/8.5.0","parent":false,"conn":1}"#
+            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"GET","target":"http://example.com/","upstream":"93.184.216.34:80","status":200,"bytes_to_client":1256,"bytes_from_client":80,"duration_ms":12.4,"kind":"http","decision":"allowed","rule":null,"error":null,"sni":null,"sni_malformed":false,"cache":null,"referer":null,"user_agent":"curl/8.5.0","parent":false,"balancer":null,"balancer_id":null,"conn":1}"#
         );
         assert_eq!(
             denied().json(AT),
-            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":"alice","method":"GET","target":"http://example.com/","upstream":null,"status":403,"bytes_to_client":475,"bytes_from_client":80,"duration_ms":0.3,"kind":"http","decision":"denied_domain","rule":"deny example.com (blocklist.txt:3)","error":"http_request_denied","sni":null,"sni_malformed":false,"cache":null,"referer":null,"user_agent":"curl/8.5.0","parent":false,"conn":1}"#
+            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":"alice","method":"GET","target":"http://example.com/","upstream":null,"status":403,"bytes_to_client":475,"bytes_from_client":80,"duration_ms":0.3,"kind":"http","decision":"denied_domain","rule":"deny example.com (blocklist.txt:3)","error":"http_request_denied","sni":null,"sni_malformed":false,"cache":null,"referer":null,"user_agent":"curl/8.5.0","parent":false,"balancer":null,"balancer_id":null,"conn":1}"#
         );
         assert_eq!(
             tunnel().json(AT),
-            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"CONNECT","target":"example.com:443","upstream":"93.184.216.34:443","status":200,"bytes_to_client":5000,"bytes_from_client":700,"duration_ms":1500,"kind":"tunnel","decision":"allowed","rule":null,"error":null,"sni":null,"sni_malformed":false,"cache":null,"referer":null,"user_agent":"curl/8.5.0","parent":false,"conn":7}"#
+            r#"{"time":"2026-11-21T14:10:03.123Z","client":"127.0.0.1:51234","user":null,"method":"CONNECT","target":"example.com:443","upstream":"93.184.216.34:443","status":200,"bytes_to_client":5000,"bytes_from_client":700,"duration_ms":1500,"kind":"tunnel","decision":"allowed","rule":null,"error":null,"sni":null,"sni_malformed":false,"cache":null,"referer":null,"user_agent":"curl/8.5.0","parent":false,"balancer":null,"balancer_id":null,"conn":7}"#
         );
         assert!(hit()
             .json(AT)
-            .ends_with(r#""sni_malformed":false,"cache":"hit","referer":null,"user_agent":"curl/8.5.0","parent":false,"conn":1}"#));
+            .ends_with(r#""sni_malformed":false,"cache":"hit","referer":null,"user_agent":"curl/8.5.0","parent":false,"balancer":null,"balancer_id":null,"conn":1}"#));
         // Both fields, escaped like every string.
         let browser = AccessRecord {
             agent: Some(Box::new(Agent {
@@ -639,7 +676,7 @@ mod tests {
             ..get()
         };
         assert!(browser.json(AT).ends_with(
-            r#""referer":"http://a.test/\"x\"","user_agent":"Mozilla/5.0 (X11; Linux x86_64)","parent":false,"conn":1}"#
+            r#""referer":"http://a.test/\"x\"","user_agent":"Mozilla/5.0 (X11; Linux x86_64)","parent":false,"balancer":null,"balancer_id":null,"conn":1}"#
         ));
         assert!(browser
             .combined(AT)
@@ -717,7 +754,9 @@ mod tests {
         assert!(parented
             .squid(AT)
             .ends_with(" FIRSTUP_PARENT/93.184.216.34 -"));
-        assert!(parented.json(AT).ends_with(r#""parent":true,"conn":1}"#));
+        assert!(parented
+            .json(AT)
+            .ends_with(r#""parent":true,"balancer":null,"balancer_id":null,"conn":1}"#));
         let odd = AccessRecord {
             client: "[::1]:5000".parse().unwrap(),
             user: Some("j doe".into()),

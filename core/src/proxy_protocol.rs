@@ -28,6 +28,12 @@ pub struct ProxyProtocolConfig {
     /// header (v1 or v2); one without it is refused. Also
     /// `--proxy-protocol`.
     pub required: bool,
+    /// Only these listeners (each one of `listen`) require the header,
+    /// with `required: false`: a port for the balancer beside one for
+    /// clients that connect directly. A listener never guesses: one that
+    /// requires the header refuses a connection without it, the others
+    /// read HTTP from the first byte.
+    pub listeners: Vec<SocketAddr>,
     /// Senders (the balancers) allowed to send one, as CIDRs; a
     /// connection from anywhere else is refused.
     pub trusted: Vec<String>,
@@ -40,9 +46,18 @@ impl Default for ProxyProtocolConfig {
     fn default() -> Self {
         ProxyProtocolConfig {
             required: false,
+            listeners: Vec::new(),
             trusted: vec!["127.0.0.0/8".to_owned(), "::1/128".to_owned()],
             timeout: Duration::from_secs(3),
         }
+    }
+}
+
+impl ProxyProtocolConfig {
+    /// Whether connections to the proxy listener `addr` must begin with a
+    /// header.
+    pub fn requires(&self, addr: SocketAddr) -> bool {
+        self.required || self.listeners.contains(&addr)
     }
 }
 
@@ -172,6 +187,42 @@ fn parse_v2(buf: &[u8]) -> Parsed {
     }
 }
 
+/// The v2 TLV that carries the balancer's id for the connection.
+const PP2_TYPE_UNIQUE_ID: u8 = 0x05;
+/// The spec's bound on a unique id.
+const UNIQUE_ID_MAX: usize = 128;
+
+/// The unique id (`PP2_TYPE_UNIQUE_ID`) in `header`, a whole v2 header
+/// as [`parse`] found it, when there is one and it can go into a log line
+/// as it is (visible ASCII, no quote): HAProxy's `unique-id-format`
+/// makes such ids, and anything else is not worth escaping.
+pub fn unique_id(header: &[u8]) -> Option<&str> {
+    if header.len() < 16 || header[..12] != SIGNATURE[..] {
+        return None;
+    }
+    let addresses = match header[13] >> 4 {
+        1 => 12,
+        2 => 36,
+        3 => 216,
+        _ => 0,
+    };
+    let mut tlvs = header.get(16 + addresses..)?;
+    while let [kind, hi, lo, rest @ ..] = tlvs {
+        let len = usize::from(u16::from_be_bytes([*hi, *lo]));
+        let value = rest.get(..len)?;
+        if *kind == PP2_TYPE_UNIQUE_ID {
+            let printable = value
+                .iter()
+                .all(|b| (0x21..=0x7e).contains(b) && *b != b'"');
+            return (printable && !value.is_empty() && len <= UNIQUE_ID_MAX)
+                .then(|| std::str::from_utf8(value).ok())
+                .flatten();
+        }
+        tlvs = &rest[len..];
+    }
+    None
+}
+
 /// The fuzz target's checks: a header found is found again in exactly
 /// its own bytes and in no prefix of them; an input refused is never a
 /// header in any prefix; nothing panics.
@@ -181,6 +232,9 @@ pub fn fuzz_parse(data: &[u8]) {
     match whole {
         Parsed::Done { consumed, .. } => {
             assert!(consumed <= data.len() && consumed <= V2_MAX.max(V1_MAX));
+            if let Some(id) = unique_id(&data[..consumed]) {
+                assert!(!id.is_empty() && id.len() <= UNIQUE_ID_MAX);
+            }
             assert_eq!(parse(&data[..consumed]), whole, "the header alone");
             for cut in [0, consumed / 2, consumed.saturating_sub(1)] {
                 if cut < consumed {
@@ -265,6 +319,48 @@ mod tests {
         assert!(
             matches!(parse(&v2(1, 0x21, &body6)), Parsed::Done { source: Some(a), .. } if a == "[::7]:9".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn the_unique_id_is_read_from_the_tlvs_when_it_can_be_logged() {
+        let mut addresses = vec![203, 0, 113, 7, 192, 0, 2, 1];
+        addresses.extend_from_slice(&51234u16.to_be_bytes());
+        addresses.extend_from_slice(&3128u16.to_be_bytes());
+        let with = |tlvs: &[u8]| {
+            let mut body = addresses.clone();
+            body.extend_from_slice(tlvs);
+            v2(1, 0x11, &body)
+        };
+        // After another TLV (ALPN), as HAProxy sends them.
+        let h = with(&[
+            0x01, 0, 2, b'h', b'2', 0x05, 0, 6, b'a', b'b', b'-', b'1', b'2', b'3',
+        ]);
+        assert!(matches!(parse(&h), Parsed::Done { consumed, .. } if consumed == h.len()));
+        assert_eq!(unique_id(&h), Some("ab-123"));
+        assert_eq!(unique_id(&with(&[0x01, 0, 2, b'h', b'2'])), None);
+        // Not loggable as it is, longer than the spec allows, or cut short.
+        assert_eq!(unique_id(&with(&[0x05, 0, 3, b'a', b' ', b'b'])), None);
+        let long = [&[0x05, 0, 129][..], &[b'x'; 129]].concat();
+        assert_eq!(unique_id(&with(&long)), None);
+        assert_eq!(unique_id(&with(&[0x05, 0, 9, b'a'])), None);
+        // v1 has no TLVs.
+        assert_eq!(
+            unique_id(b"PROXY TCP4 203.0.113.7 192.0.2.1 51234 3128\r\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn listeners_require_the_header_when_named_or_all_when_required() {
+        let a: SocketAddr = "0.0.0.0:3128".parse().unwrap();
+        let b: SocketAddr = "0.0.0.0:3129".parse().unwrap();
+        let mut c = ProxyProtocolConfig::default();
+        assert!(!c.requires(a) && !c.requires(b));
+        c.listeners = vec![b];
+        assert!(!c.requires(a) && c.requires(b));
+        c.listeners.clear();
+        c.required = true;
+        assert!(c.requires(a) && c.requires(b));
     }
 
     #[test]

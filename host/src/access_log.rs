@@ -597,6 +597,7 @@ mod tests {
             cache: None,
             agent: None,
             parent: false,
+            balancer: None,
         }
     }
 

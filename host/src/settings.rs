@@ -77,14 +77,34 @@ impl Settings {
     }
 
     /// Every address to listen on and what it serves: the proxy
-    /// addresses, then the admin listener if there is one.
+    /// addresses (behind a balancer where `proxy_protocol` says so), then
+    /// the admin listener if there is one. Fixed at start-up.
     pub fn listeners(&self) -> Vec<(SocketAddr, Role)> {
-        let admin = self.config().admin.listen.map(|a| (a, Role::Admin));
+        let config = self.config();
+        let admin = config.admin.listen.map(|a| (a, Role::Admin));
+        let role = |a: SocketAddr| match config.proxy_protocol.requires(a) {
+            true => Role::Balanced,
+            false => Role::Proxy,
+        };
         self.listen
             .iter()
-            .map(|a| (*a, Role::Proxy))
+            .map(|a| (*a, role(*a)))
             .chain(admin)
             .collect()
+    }
+
+    /// What the listener bound at `local` serves, for a person, as
+    /// printed at start-up: `listening on 127.0.0.1:8888`, `... (PROXY
+    /// protocol required from 10.0.0.0/8)`, `admin pages on ...`.
+    pub fn describe_listener(&self, local: SocketAddr, role: Role) -> String {
+        match role {
+            Role::Proxy => format!("listening on {local}"),
+            Role::Balanced => format!(
+                "listening on {local} (PROXY protocol required from {})",
+                self.config().proxy_protocol.trusted.join(", ")
+            ),
+            Role::Admin => format!("admin pages on http://{local}/_metrics and /_status"),
+        }
     }
 
     /// Where the proxy logs, for a person: `access log: console (human)`
@@ -106,6 +126,8 @@ impl Settings {
         let old = self.config();
         let logging = config.logging.clone();
         let listen_changed = config.listen != self.listen;
+        let balanced_changed = config.proxy_protocol.required != old.proxy_protocol.required
+            || config.proxy_protocol.listeners != old.proxy_protocol.listeners;
         let private = config.policy.allow_private_destinations;
         let report = self
             .shared
@@ -126,6 +148,9 @@ impl Settings {
         }
         if listen_changed {
             diag::warn("listen addresses apply from the next start");
+        }
+        if balanced_changed {
+            diag::warn("which listeners require a PROXY header applies from the next start");
         }
         Ok(())
     }

@@ -90,7 +90,7 @@ fn main() -> ExitCode {
         // all on the port the first one got (the address may say port 0).
         let copies = match role {
             Role::Admin => 1,
-            Role::Proxy => threads,
+            Role::Proxy | Role::Balanced => threads,
         };
         let bound = bind(addr).and_then(|first| {
             let local = first.local_addr()?;
@@ -102,10 +102,7 @@ fn main() -> ExitCode {
         });
         match bound {
             Ok((all, local)) => {
-                match role {
-                    Role::Admin => eprintln!("admin pages on http://{local}/_metrics and /_status"),
-                    Role::Proxy => eprintln!("listening on {local}"),
-                }
+                eprintln!("{}", settings.describe_listener(local, role));
                 for (mine, listener) in listeners.iter_mut().zip(all) {
                     mine.push((listener, role));
                 }

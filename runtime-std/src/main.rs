@@ -75,11 +75,8 @@ fn main() {
         let mut err = std::io::stderr().lock();
         for (l, role) in &listeners {
             match l.local_addr() {
-                Ok(a) if *role == Role::Admin => {
-                    let _ = writeln!(err, "admin pages on http://{a}/_metrics and /_status");
-                }
                 Ok(a) => {
-                    let _ = writeln!(err, "listening on {a}");
+                    let _ = writeln!(err, "{}", settings.describe_listener(a, *role));
                 }
                 Err(e) => {
                     let _ = writeln!(err, "proxy-std: cannot listen: {e}");

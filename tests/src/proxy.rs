@@ -466,7 +466,7 @@ impl Drop for Proxy {
 }
 
 /// One access-log line in the human format:
-/// `2026-11-21T14:10:03Z 127.0.0.1:51234 GET http://example.com/ -> 93.184.216.34:80 200 1256B 12ms [client_sent=NB] [error=x] [user=NAME] [rule="..."]`
+/// `2026-11-21T14:10:03Z 127.0.0.1:51234 GET http://example.com/ -> 93.184.216.34:80 200 1256B 12ms [client_sent=NB] [sni=NAME [sni_malformed]] [cache=R] [error=x] [user=NAME] [balancer=ADDR [balancer_id=ID]] [rule="..."]`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
     /// RFC 3339 UTC time stamp.
@@ -498,6 +498,10 @@ pub struct LogLine {
     pub error: Option<String>,
     /// The authenticated user (`user=`), if any.
     pub user: Option<String>,
+    /// The load balancer a PROXY header came from (`balancer=`), if any.
+    pub balancer: Option<String>,
+    /// The id that balancer gave the connection (`balancer_id=`).
+    pub balancer_id: Option<String>,
     /// The policy rule that refused (`rule="..."`), if any.
     pub rule: Option<String>,
 }
@@ -518,7 +522,7 @@ impl LogLine {
             None => (line, None),
         };
         let t: Vec<&str> = line.split(' ').collect();
-        if t.len() < 9 || t.len() > 15 || t[4] != "->" {
+        if t.len() < 9 || t.len() > 17 || t[4] != "->" {
             return None;
         }
         let time = t[0];
@@ -549,6 +553,8 @@ impl LogLine {
         let cache = field("cache=").map(str::to_owned);
         let error = field("error=").map(str::to_owned);
         let user = field("user=").map(str::to_owned);
+        let balancer = field("balancer=").map(str::to_owned);
+        let balancer_id = field("balancer_id=").map(str::to_owned);
         if !rest.is_empty() {
             return None;
         }
@@ -567,6 +573,8 @@ impl LogLine {
             cache,
             error,
             user,
+            balancer,
+            balancer_id,
             rule,
         })
     }

@@ -131,6 +131,28 @@ fn check_user(name: &str, rules: &UserRules, path: &KeyPath) -> Result<(), Inval
 }
 
 /// Checks everything; the first problem found is returned.
+/// [`validate`], and what only the whole configuration can say, flags
+/// applied: `--listen` replaces `listen`, so a file's
+/// `proxy_protocol.listeners` is checked against the addresses really
+/// listened on.
+pub(super) fn validate_effective(c: &Config) -> Result<(), Invalid> {
+    validate(c)?;
+    let listeners = root().key("proxy_protocol").key("listeners");
+    for (i, l) in c.proxy_protocol.listeners.iter().enumerate() {
+        if !c.listen.contains(l) {
+            let listen: Vec<String> = c.listen.iter().map(ToString::to_string).collect();
+            return Err(bad(
+                listeners.index(i),
+                format!(
+                    "{l} is not one of the addresses listened on ({}; `listen` or `--listen`)",
+                    listen.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn validate(c: &Config) -> Result<(), Invalid> {
     if !is_token(&c.proxy_name) {
         return Err(bad(
@@ -266,6 +288,13 @@ pub(super) fn validate(c: &Config) -> Result<(), Invalid> {
     let pp = root().key("proxy_protocol");
     for (i, t) in c.proxy_protocol.trusted.iter().enumerate() {
         parse_net(t).map_err(|e| bad(pp.key("trusted").index(i), e))?;
+    }
+    let listeners = &c.proxy_protocol.listeners;
+    if c.proxy_protocol.required && !listeners.is_empty() {
+        return Err(bad(
+            pp.key("listeners"),
+            "`required: true` already covers every listener; name listeners here with `required: false`",
+        ));
     }
     if c.proxy_protocol.timeout.is_zero() {
         return Err(bad(pp.key("timeout"), "more than \"0s\", like \"3s\""));

@@ -92,6 +92,8 @@ pub(crate) struct Connection {
     _permit: Option<ConnPermit>,
     /// What the listener it came in on is for.
     role: Role,
+    /// The balancer that named `client` in a PROXY header, for records.
+    balancer: Option<Box<crate::log::Balancer>>,
     /// Counts the upstream connection serving the exchange, from its
     /// connect to the exchange's log record.
     upstream_in_use: Option<UpstreamInUse>,
@@ -116,8 +118,8 @@ pub(crate) struct Connection {
 
 #[derive(Debug)]
 enum Phase {
-    /// Reading the PROXY protocol header a balancer sends first
-    /// (`proxy_protocol.required`), in `head.buf`.
+    /// Reading the PROXY protocol header a balancer sends first (a
+    /// [`Role::Balanced`] listener), in `head.buf`.
     ProxyHeader,
     /// Waiting for, or reading, a request head.
     Head,
@@ -194,6 +196,7 @@ impl Connection {
             shared,
             _permit: None,
             role,
+            balancer: None,
             upstream_in_use: None,
             anchor,
             phase: Phase::Head,
@@ -208,7 +211,7 @@ impl Connection {
             segments: Vec::new(),
         };
         let pp = &conn.config.proxy_protocol;
-        if pp.required && role == Role::Proxy {
+        if role == Role::Balanced {
             // The peer is a balancer: the client it names takes the caps.
             let trusted = pp.trusted.iter().any(|t| {
                 crate::policy::cidr::parse_net(t)

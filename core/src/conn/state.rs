@@ -11,7 +11,9 @@ use crate::http::date::http_date;
 use crate::http::framing::{request_framing, response_framing, BodyReader, Framing, Segment};
 use crate::http::head::{find_head_end, parse_request, parse_response, RequestHead, Version};
 use crate::http::page::{self, ErrorPage};
-use crate::http::rewrite::{ClientConnection, Conditionals, RequestRewrite, ResponseRewrite};
+use crate::http::rewrite::{
+    ClientAddress, ClientConnection, Conditionals, RequestRewrite, ResponseRewrite,
+};
 use crate::http::target::{split_scheme, AbsoluteUri, Authority, Host};
 use crate::id::{QueryId, UpstreamId};
 use crate::io::{CloseReason, ConnectError, Connected, ResolveError, Role, Side, TunnelEnd};
@@ -119,6 +121,12 @@ impl Connection {
             }
             proxy_protocol::Parsed::Done { consumed, source } => {
                 if let Some(client) = source {
+                    let unique_id =
+                        proxy_protocol::unique_id(&self.head.buf[..consumed]).map(str::to_owned);
+                    self.balancer = Some(Box::new(crate::log::Balancer {
+                        peer: self.client,
+                        unique_id,
+                    }));
                     self.client = client;
                 }
                 self.head = HeadBuf::default();
@@ -524,6 +532,10 @@ impl Connection {
             validators: validators.as_ref().map(|v| Conditionals {
                 etag: v.etag.as_deref(),
                 last_modified: v.last_modified.as_deref(),
+            }),
+            client: Some(ClientAddress {
+                ip: self.client.ip(),
+                fields: &self.config.forwarded_headers,
             }),
         }
         .write(head, &mut ex.forward_head);
@@ -1913,6 +1925,7 @@ impl Connection {
             cache: None,
             agent: None,
             parent: false,
+            balancer: self.balancer.clone(),
         }
     }
 
@@ -1945,6 +1958,7 @@ impl Connection {
             cache: ex.cache.as_ref().map(|c| c.result),
             parent,
             agent: ex.agent,
+            balancer: self.balancer.clone(),
         }
     }
 

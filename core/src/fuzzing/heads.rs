@@ -5,10 +5,10 @@
 //! (chunking invariance), whatever the bytes are.
 
 use super::connection::{Event, Transcript, World};
-use crate::config::Config;
+use crate::config::{ClientAddressField, Config, ForwardedHeaders};
 use crate::http::framing::{request_framing, response_framing};
 use crate::http::head::{find_head_end, parse_request, parse_response, Version};
-use crate::http::rewrite::{ClientConnection, RequestRewrite, ResponseRewrite};
+use crate::http::rewrite::{ClientAddress, ClientConnection, RequestRewrite, ResponseRewrite};
 use crate::http::target::{AbsoluteUri, Authority};
 use crate::shared::Shared;
 use crate::time::Instant;
@@ -93,6 +93,13 @@ pub fn request_head(data: &[u8]) {
                     max_forwards: Some(1),
                     upgrade: false,
                     validators: None,
+                    client: Some(ClientAddress {
+                        ip: "2001:db8::1".parse().expect("an address"),
+                        fields: &ForwardedHeaders {
+                            x_forwarded_for: ClientAddressField::Append,
+                            forwarded: ClientAddressField::Append,
+                        },
+                    }),
                 }
                 .write(&head, &mut out);
                 let again = parse_request(&out, 128, 1 << 20).unwrap_or_else(|e| {
@@ -103,6 +110,13 @@ pub fn request_head(data: &[u8]) {
                 });
                 assert_eq!(again.method, head.method);
                 assert_eq!(again.version, Version::Http11);
+                assert!(
+                    again
+                        .fields
+                        .get("x-forwarded-for")
+                        .is_some_and(|v| v.ends_with(b"2001:db8::1")),
+                    "our hop is the last of X-Forwarded-For"
+                );
             }
         }
     }

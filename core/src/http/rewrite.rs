@@ -4,6 +4,8 @@
 //! origin form and a `Host` from the URI.
 
 use super::head::{Fields, RequestHead, ResponseHead, Version};
+use crate::config::{ClientAddressField, ForwardedHeaders};
+use std::net::IpAddr;
 
 /// Fields that describe one connection, never the message (RFC 9110
 /// §7.6.1, plus the de-facto `Proxy-Connection` and `Keep-Alive`).
@@ -109,6 +111,81 @@ pub struct RequestRewrite<'a> {
     /// own conditional request, in place of any the client sent (RFC 9111
     /// §4.3.1). The client's are answered from the refreshed entry.
     pub validators: Option<Conditionals<'a>>,
+    /// The client, for `X-Forwarded-For` and `Forwarded` as configured;
+    /// `None` passes both as they are.
+    pub client: Option<ClientAddress<'a>>,
+}
+
+/// The client a request came from and what the origin is told of it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddress<'a> {
+    /// The client's address (the one a PROXY header named, behind a
+    /// balancer).
+    pub ip: IpAddr,
+    /// What to do with each field.
+    pub fields: &'a ForwardedHeaders,
+}
+
+/// One field that names clients, as it is being rewritten: what the
+/// client sent of it is gathered while the head is copied, and the field
+/// is written once, after the others, in its new form.
+struct AddressField {
+    name: &'static str,
+    how: ClientAddressField,
+    /// The client's values, comma-joined, when they are kept.
+    sent: Vec<u8>,
+}
+
+impl AddressField {
+    fn new(name: &'static str, how: ClientAddressField) -> Self {
+        AddressField {
+            name,
+            how,
+            sent: Vec::new(),
+        }
+    }
+
+    /// Whether the field `name` is taken care of here.
+    fn take(&mut self, name: &str, value: &[u8]) -> bool {
+        if self.how == ClientAddressField::Pass || !name.eq_ignore_ascii_case(self.name) {
+            return false;
+        }
+        if self.how == ClientAddressField::Append {
+            if !self.sent.is_empty() {
+                self.sent.extend_from_slice(b", ");
+            }
+            self.sent.extend_from_slice(value);
+        }
+        true
+    }
+
+    /// Writes the field, with `element` (the client's) where it goes.
+    fn write(&self, out: &mut Vec<u8>, element: impl FnOnce(&mut Vec<u8>)) {
+        if matches!(
+            self.how,
+            ClientAddressField::Pass | ClientAddressField::Remove
+        ) {
+            return;
+        }
+        out.extend_from_slice(self.name.as_bytes());
+        out.extend_from_slice(b": ");
+        if !self.sent.is_empty() {
+            out.extend_from_slice(&self.sent);
+            out.extend_from_slice(b", ");
+        }
+        element(out);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// `for=192.0.2.1;proto=http`, an RFC 7239 element for a client that
+/// asked for plain HTTP; an IPv6 address is bracketed and quoted (§6).
+fn forwarded_element(out: &mut Vec<u8>, ip: IpAddr) {
+    use std::io::Write as _;
+    let _ = match ip {
+        IpAddr::V4(v4) => write!(out, "for={v4};proto=http"),
+        IpAddr::V6(v6) => write!(out, "for=\"[{v6}]\";proto=http"),
+    };
 }
 
 /// The validators of a stored response being revalidated.
@@ -147,6 +224,12 @@ impl RequestRewrite<'_> {
         out.extend_from_slice(self.host.as_bytes());
         out.extend_from_slice(b"\r\n");
         let mut length = OneLength::default();
+        let mut addresses = self.client.map(|c| {
+            [
+                AddressField::new("X-Forwarded-For", c.fields.x_forwarded_for),
+                AddressField::new("Forwarded", c.fields.forwarded),
+            ]
+        });
         for f in &head.fields.0 {
             let name = f.name;
             if name.eq_ignore_ascii_case("host") || length.skip(out, name, f.value) {
@@ -162,6 +245,11 @@ impl RequestRewrite<'_> {
             if is_hop_by_hop(name, connection) {
                 continue;
             }
+            if let Some([xff, fwd]) = &mut addresses {
+                if xff.take(name, f.value) || fwd.take(name, f.value) {
+                    continue;
+                }
+            }
             if self.validators.is_some()
                 && CONDITIONALS.iter().any(|c| name.eq_ignore_ascii_case(c))
             {
@@ -176,6 +264,11 @@ impl RequestRewrite<'_> {
             if let Some(date) = v.last_modified {
                 write_field(out, "If-Modified-Since", date);
             }
+        }
+        if let (Some([xff, fwd]), Some(client)) = (&addresses, self.client) {
+            let ip = crate::policy::cidr::canonical(client.ip);
+            xff.write(out, |out| out.extend_from_slice(ip.to_string().as_bytes()));
+            fwd.write(out, |out| forwarded_element(out, ip));
         }
         if let Some(n) = self.max_forwards {
             out.extend_from_slice(b"Max-Forwards: ");
@@ -293,6 +386,7 @@ mod tests {
             max_forwards: None,
             upgrade: false,
             validators: None,
+            client: None,
         }
         .write(&head, &mut out);
         assert_eq!(
@@ -313,6 +407,7 @@ mod tests {
             max_forwards: None,
             upgrade: false,
             validators: None,
+            client: None,
         }
         .write(&head, &mut out);
         String::from_utf8(out).unwrap()
@@ -382,11 +477,80 @@ mod tests {
                 etag: Some(b"\"stored\""),
                 last_modified: None,
             }),
+            client: None,
         }
         .write(&head, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nIf-None-Match: \"stored\"\r\nVia: 1.1 me\r\n\r\n"
+        );
+    }
+
+    /// The request a client at `ip` sent as `raw`, forwarded with the
+    /// two fields set to `xff` and `fwd`.
+    fn with_client_fields(
+        raw: &[u8],
+        ip: &str,
+        xff: ClientAddressField,
+        fwd: ClientAddressField,
+    ) -> String {
+        let head = parse_request(raw, 50, 1000).unwrap();
+        let fields = ForwardedHeaders {
+            x_forwarded_for: xff,
+            forwarded: fwd,
+        };
+        let mut out = Vec::new();
+        RequestRewrite {
+            target: "/",
+            host: "a",
+            proxy_name: "me",
+            max_forwards: None,
+            upgrade: false,
+            validators: None,
+            client: Some(ClientAddress {
+                ip: ip.parse().unwrap(),
+                fields: &fields,
+            }),
+        }
+        .write(&head, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn client_address_fields_are_passed_appended_replaced_or_removed() {
+        use ClientAddressField::*;
+        let sent = b"GET http://a/ HTTP/1.1\r\nX-Forwarded-For: 10.0.0.1\r\nAccept: */*\r\nx-forwarded-for: 10.0.0.2, 10.0.0.3\r\nForwarded: for=10.0.0.1\r\n\r\n";
+        let head = |fields: &str| {
+            format!("GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n{fields}Via: 1.1 me\r\n\r\n")
+        };
+        // The default: as sent, in place.
+        assert_eq!(
+            with_client_fields(sent, "192.0.2.7", Pass, Pass),
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\nAccept: */*\r\nx-forwarded-for: 10.0.0.2, 10.0.0.3\r\nForwarded: for=10.0.0.1\r\nVia: 1.1 me\r\n\r\n"
+        );
+        // Every line of the field joined, in order, then our hop's.
+        assert_eq!(
+            with_client_fields(sent, "192.0.2.7", Append, Append),
+            head("X-Forwarded-For: 10.0.0.1, 10.0.0.2, 10.0.0.3, 192.0.2.7\r\nForwarded: for=10.0.0.1, for=192.0.2.7;proto=http\r\n")
+        );
+        assert_eq!(
+            with_client_fields(sent, "192.0.2.7", Replace, Remove),
+            head("X-Forwarded-For: 192.0.2.7\r\n")
+        );
+        assert_eq!(
+            with_client_fields(sent, "192.0.2.7", Remove, Remove),
+            head("")
+        );
+        // Added when the client sent none; IPv6 bracketed and quoted in
+        // `Forwarded`, an IPv4-mapped address written as IPv4.
+        let plain = b"GET http://a/ HTTP/1.1\r\nAccept: */*\r\n\r\n";
+        assert_eq!(
+            with_client_fields(plain, "2001:db8::1", Append, Append),
+            head("X-Forwarded-For: 2001:db8::1\r\nForwarded: for=\"[2001:db8::1]\";proto=http\r\n")
+        );
+        assert_eq!(
+            with_client_fields(plain, "::ffff:192.0.2.9", Append, Pass),
+            head("X-Forwarded-For: 192.0.2.9\r\n")
         );
     }
 
@@ -410,6 +574,7 @@ mod tests {
             max_forwards: Some(3),
             upgrade: true,
             validators: None,
+            client: None,
         }
         .write(&head, &mut out);
         let text = String::from_utf8(out).unwrap();

@@ -923,6 +923,7 @@ mod tests {
             cache: None,
             agent: None,
             parent: false,
+            balancer: None,
         }
     }
 

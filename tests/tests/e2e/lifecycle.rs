@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 /// An origin that answers every request with `len` bytes of the test
 /// pattern (Content-Length, keep-alive), sent in 64 KiB pieces with
 /// `pause` after each: a slow download.
-fn slow_origin(len: u64, pause: Duration) -> RawOrigin {
+pub(crate) fn slow_origin(len: u64, pause: Duration) -> RawOrigin {
     const PIECE: usize = 64 * 1024;
     RawOrigin::start(move |mut s, _| {
         while read_request_head(&mut s).is_some() {
@@ -38,7 +38,7 @@ fn slow_origin(len: u64, pause: Duration) -> RawOrigin {
 }
 
 /// Waits for a stderr line starting with `prefix`.
-fn wait_stderr(proxy: &Proxy, prefix: &str, timeout: Duration) -> String {
+pub(crate) fn wait_stderr(proxy: &Proxy, prefix: &str, timeout: Duration) -> String {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(l) = proxy
@@ -58,7 +58,7 @@ fn wait_stderr(proxy: &Proxy, prefix: &str, timeout: Duration) -> String {
 }
 
 /// Waits for the process to exit within `timeout`; its exit status.
-fn exit_within(proxy: &mut Proxy, timeout: Duration) -> std::process::ExitStatus {
+pub(crate) fn exit_within(proxy: &mut Proxy, timeout: Duration) -> std::process::ExitStatus {
     proxy.wait_exit(timeout).unwrap_or_else(|| {
         panic!(
             "{} still running {timeout:?} after the signal; stderr:\n{}",

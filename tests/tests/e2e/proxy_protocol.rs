@@ -2,15 +2,21 @@
 //! and that client is what the ACL and the log see. The tests play the
 //! balancer on loopback (a trusted sender by default).
 
+use crate::lifecycle::{exit_within, slow_origin, wait_stderr};
 use crate::request;
-use proxy_tests::{cases, free_port, Client, Origin, Proxy, TempFile};
+use proxy_tests::origin::matches_pattern;
+use proxy_tests::{cases, free_port, Client, LogLine, Origin, Proxy, TempFile};
+use rustix::process::Signal;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Debian's HAProxy in TCP mode in front of `backends`, sending a PROXY
-/// v2 header on every connection (`send-proxy-v2`), round robin; stopped
-/// on drop.
+/// v2 header on every connection (`send-proxy-v2`, with the connection's
+/// unique id `lb-N`), round robin; a connection a backend refuses goes to
+/// the next (`option redispatch`). Stopped on drop.
 struct Haproxy {
     child: Child,
     addr: SocketAddr,
@@ -23,15 +29,15 @@ impl Haproxy {
         let servers: String = backends
             .iter()
             .enumerate()
-            .map(|(i, b)| format!("  server p{i} {b} send-proxy-v2\n"))
+            .map(|(i, b)| format!("  server p{i} {b} send-proxy-v2 proxy-v2-options unique-id\n"))
             .collect();
         let config = TempFile::new(
             "haproxy.cfg",
             &format!(
                 "global\n  maxconn 200\n\
                  defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
-                 frontend balancer\n  bind 127.0.0.1:{port}\n  default_backend proxies\n\
-                 backend proxies\n  balance roundrobin\n{servers}"
+                 frontend balancer\n  bind 127.0.0.1:{port}\n  unique-id-format lb-%rt\n  default_backend proxies\n\
+                 backend proxies\n  balance roundrobin\n  retries 3\n  option redispatch 1\n{servers}"
             ),
         );
         let child = Command::new("haproxy")
@@ -192,6 +198,10 @@ cases! {
             let (by, line) = record_of(&format!("/lb/{i}"));
             served[by] += 1;
             assert!(line.contains(&format!(" 127.0.0.2:{port} ")), "request {i}: {line}");
+            // The balancer's own address and its id for the connection.
+            let record = LogLine::parse(&line).unwrap();
+            assert!(record.balancer.as_deref().is_some_and(|b| b.starts_with("127.0.0.1:")), "{line}");
+            assert!(record.balancer_id.as_deref().is_some_and(|id| id.starts_with("lb-")), "{line}");
         }
         assert!(served[0] > 0 && served[1] > 0, "balanced over both: {served:?}");
 
@@ -215,5 +225,149 @@ cases! {
         assert!(refused >= 2, "{statuses:?}");
         assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
         assert_eq!(origin.requests().len(), 4 + 6 - refused, "the refused ones never reached it");
+    }
+
+    /// One listener for the balancer, one for clients that connect
+    /// directly: only the first requires the header (and refuses a
+    /// connection without it), the second reads HTTP from the first byte
+    /// (a PROXY line there is a bad request). Origins are told about the
+    /// client as configured, the PROXY header's client behind the
+    /// balancer; the record names the balancer and its id.
+    fn only_the_listeners_named_require_the_header(bin) {
+        let origin = Origin::echo_target();
+        let (direct, balanced) = (
+            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", free_port()),
+        );
+        let layer = TempFile::new(
+            "listeners.ron",
+            &format!(
+                "(policy: (clients: [\"127.0.0.0/8\", \"203.0.113.0/24\"]), \
+                 proxy_protocol: (listeners: [\"{balanced}\"]), \
+                 forwarded_headers: (x_forwarded_for: Append, forwarded: Append))"
+            ),
+        );
+        let proxy = Proxy::start_listening(bin, &[&direct, &balanced], &["--config", layer.name()]);
+        let (direct, balanced): (SocketAddr, SocketAddr) = (direct.parse().unwrap(), balanced.parse().unwrap());
+        assert!(
+            proxy.stderr_lines().contains(&format!("listening on {balanced} (PROXY protocol required from 127.0.0.0/8, ::1/128)")),
+            "{:?}",
+            proxy.stderr_lines()
+        );
+
+        // Through the balancer's port: a v2 header with a unique id.
+        let mut c = Client::connect(balanced);
+        let mut bytes = v2_header([203, 0, 113, 9], 4000);
+        bytes[15] += 7;
+        bytes.extend_from_slice(&[0x05, 0, 4, b'i', b'd', b'-', b'7']);
+        bytes.extend_from_slice(&request("GET", &origin.url("/balanced"), &[("X-Forwarded-For", "10.0.0.1")], b""));
+        c.send(bytes);
+        assert_eq!(c.read_response("GET").status(), 200);
+        let seen = &origin.wait_requests(1)[0];
+        assert_eq!(seen.header("x-forwarded-for"), Some("10.0.0.1, 203.0.113.9"));
+        assert_eq!(seen.header("forwarded"), Some("for=203.0.113.9;proto=http"));
+        let line = proxy.wait_for_record("GET", &origin.url("/balanced"));
+        assert_eq!(line.client, "203.0.113.9:4000");
+        assert_eq!(line.balancer, Some(c.local_addr().to_string()));
+        assert_eq!(line.balancer_id.as_deref(), Some("id-7"));
+
+        // Without the header there: closed unanswered, logged.
+        let mut plain = Client::connect(balanced);
+        plain.send(request("GET", &origin.url("/no-header"), &[], b""));
+        assert!(plain.closes_within(Duration::from_secs(3)));
+        assert!(plain.read_to_end().is_empty());
+        proxy.wait_for_log(|l| l.contains("rule=\"PROXY protocol: no PROXY protocol header\""), proxy_tests::IO_TIMEOUT);
+
+        // The direct port: HTTP, the peer is the client, no balancer.
+        let mut d = Client::connect(direct);
+        d.send(request("GET", &origin.url("/direct"), &[], b""));
+        assert_eq!(d.read_response("GET").status(), 200);
+        let seen = &origin.wait_requests(2)[1];
+        assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+        let line = proxy.wait_for_record("GET", &origin.url("/direct"));
+        assert_eq!(line.client, d.local_addr().to_string());
+        assert_eq!(line.balancer, None);
+        // A PROXY line there is not trusted as one: a bad request.
+        let mut spoof = Client::connect(direct);
+        let mut bytes = b"PROXY TCP4 203.0.113.7 127.0.0.1 51234 3128\r\n".to_vec();
+        bytes.extend_from_slice(&request("GET", &origin.url("/spoofed"), &[], b""));
+        spoof.send(bytes);
+        assert_eq!(spoof.read_response("GET").status(), 400);
+        assert_eq!(origin.requests().len(), 2, "neither refused request reached the origin");
+    }
+
+    /// SIGTERM to one of two instances behind HAProxy while 50 downloads
+    /// run through the pair: every download finishes byte-exact, the
+    /// instance exits 0 once its share is done, and the connections
+    /// that come after all go to the other instance.
+    fn draining_one_instance_behind_haproxy_loses_nothing(bin) {
+        const DOWNLOADS: usize = 50;
+        // ~1.5 s each: 24 pieces of 64 KiB, 60 ms apart.
+        const LEN: u64 = 24 * 64 * 1024;
+        let origin = slow_origin(LEN, Duration::from_millis(60));
+        let mut a = Proxy::start(bin, &["--proxy-protocol"]);
+        let b = Proxy::start(bin, &["--proxy-protocol"]);
+        let lb = Haproxy::start(&[a.addr(), b.addr()]);
+        let started = Arc::new(AtomicUsize::new(0));
+        let urls: Vec<String> = (0..DOWNLOADS).map(|i| origin.url(&format!("/dl/{i}"))).collect();
+        let downloads: Vec<_> = urls
+            .iter()
+            .map(|url| {
+                let (url, lb, started) = (url.clone(), lb.addr, Arc::clone(&started));
+                std::thread::spawn(move || {
+                    let mut c = Client::connect(lb);
+                    c.send(request("GET", &url, &[], b""));
+                    let (mut offset, mut exact) = (0u64, true);
+                    let (resp, total) = c.read_response_streaming("GET", |data| {
+                        if offset == 0 {
+                            started.fetch_add(1, Ordering::SeqCst);
+                        }
+                        exact &= matches_pattern(offset, data);
+                        offset += data.len() as u64;
+                    });
+                    assert_eq!(resp.status(), 200, "{url}");
+                    assert_eq!(total, LEN, "{url}: body length");
+                    assert!(exact, "{url}: the body is not the pattern");
+                })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while started.load(Ordering::SeqCst) < DOWNLOADS {
+            assert!(Instant::now() < deadline, "the downloads did not all start");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+
+        a.signal(Signal::TERM);
+        let line = wait_stderr(&a, "shutting down", Duration::from_secs(5));
+        let draining: usize = line
+            .split_whitespace()
+            .nth(7)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!(draining > 0 && draining < DOWNLOADS, "{line}");
+        // New connections meanwhile: HAProxy finds the first instance
+        // closed and every one is served by the second.
+        for i in 0..10 {
+            let mut c = Client::connect(lb.addr);
+            assert_eq!(c.get(&origin.url(&format!("/after/{i}"))).status(), 200);
+        }
+        for d in downloads {
+            d.join().expect("a download failed");
+        }
+        let status = exit_within(&mut a, Duration::from_secs(10));
+        assert!(status.success(), "exit status {status:?}");
+
+        let count = |p: &Proxy, part: &str| {
+            p.log_lines()
+                .iter()
+                .filter_map(|l| LogLine::parse(l))
+                .filter(|l| l.target.contains(part) && l.status == 200)
+                .count()
+        };
+        assert_eq!(count(&a, "/dl/"), draining, "the draining instance logged its share");
+        assert_eq!(count(&a, "/dl/") + count(&b, "/dl/"), DOWNLOADS);
+        assert_eq!(count(&a, "/after/"), 0);
+        assert_eq!(b.wait_for_records("GET", &origin.url("/after/9"), 1).len(), 1);
+        assert_eq!(count(&b, "/after/"), 10);
     }
 }
