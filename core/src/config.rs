@@ -113,6 +113,9 @@ pub struct Process {
     pub user: Option<String>,
     /// The group; `None`: the user's own group.
     pub group: Option<String>,
+    /// Executor threads (proxy-smol), each accepting on its own socket
+    /// per address; `None`: one per core. Also `--workers N`.
+    pub workers: Option<usize>,
 }
 
 /// Access-log and diagnostic-log settings.

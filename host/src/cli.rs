@@ -155,6 +155,15 @@ pub struct Args {
     #[arg(long = "user", value_name = "USER[:GROUP]", help_heading = "Listening")]
     pub user: Option<String>,
 
+    /// Executor threads (proxy-smol): one per core by default
+    ///
+    /// Each has its own listening socket per address (`SO_REUSEPORT`) and
+    /// serves the connections it accepts. proxy-std has no fixed number
+    /// (a thread per busy connection) and says so. Same as
+    /// `process.workers`.
+    #[arg(long, value_name = "N", help_heading = "Listening")]
+    pub workers: Option<std::num::NonZeroUsize>,
+
     /// Cache responses in memory (RFC 9111) [default: off]
     ///
     /// A shared cache of `cache.memory` bytes (256 MiB unless the

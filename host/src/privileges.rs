@@ -148,6 +148,7 @@ mod tests {
         let p = Process {
             user: None,
             group: Some("nogroup".into()),
+            workers: None,
         };
         assert!(drop_privileges(&p)
             .unwrap_err()
@@ -159,6 +160,7 @@ mod tests {
         let p = Process {
             user: Some("no-such-user-here".into()),
             group: None,
+            workers: None,
         };
         let e = drop_privileges(&p).unwrap_err();
         assert!(
@@ -169,6 +171,7 @@ mod tests {
         let p = Process {
             user: Some(current),
             group: Some("no-such-group-here".into()),
+            workers: None,
         };
         let e = drop_privileges(&p).unwrap_err();
         assert!(e.contains("no group no-such-group-here"), "{e}");
@@ -183,6 +186,7 @@ mod tests {
         let p = Process {
             user: Some(uid.to_string()),
             group: Some(gid.to_string()),
+            workers: None,
         };
         let running = drop_privileges(&p).unwrap().unwrap();
         assert_eq!((running.uid, running.gid), (uid, gid));

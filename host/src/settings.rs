@@ -329,6 +329,9 @@ pub fn apply_flags(args: &Args, config: &mut Config) {
         config.process.user = Some(user.to_owned());
         config.process.group = group;
     }
+    if let Some(n) = args.workers {
+        config.process.workers = Some(n.get());
+    }
     if args.dev_allow_private {
         config.policy.allow_private_destinations = true;
     }

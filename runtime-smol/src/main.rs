@@ -82,7 +82,15 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
 
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = settings
+        .config()
+        .process
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    proxy_host::diag::info(format_args!(
+        "{threads} executor thread{}",
+        if threads == 1 { "" } else { "s" }
+    ));
     // Each thread's listening sockets.
     let mut listeners: Vec<Vec<(TcpListener, Role)>> = (0..threads).map(|_| Vec::new()).collect();
     for (addr, role) in settings.listeners() {

@@ -56,6 +56,11 @@ fn main() {
         eprintln!("proxy-std: cannot watch signals: {e}");
         std::process::exit(1);
     }
+    if let Some(n) = settings.config().process.workers {
+        proxy_host::diag::warn(format_args!(
+            "workers: {n} is for proxy-smol; proxy-std runs a thread per busy connection"
+        ));
+    }
     let mut listeners = Vec::with_capacity(settings.listen.len() + 1);
     for (addr, role) in settings.listeners() {
         match TcpListener::bind(addr) {

@@ -289,6 +289,12 @@ pub(super) fn validate(c: &Config) -> Result<(), Invalid> {
     for (i, t) in c.proxy_protocol.trusted.iter().enumerate() {
         parse_net(t).map_err(|e| bad(pp.key("trusted").index(i), e))?;
     }
+    if c.process.workers == Some(0) {
+        return Err(bad(
+            root().key("process").key("workers"),
+            "must be more than zero, or None for one per core",
+        ));
+    }
     let listeners = &c.proxy_protocol.listeners;
     if c.proxy_protocol.required && !listeners.is_empty() {
         return Err(bad(

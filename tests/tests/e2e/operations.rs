@@ -592,3 +592,35 @@ cases! {
         assert_eq!(c.get(&origin.url("/as-nobody")).status(), 200);
     }
 }
+
+cases! {
+    /// `--workers N` runs N executor threads in proxy-smol, each
+    /// accepting on its own socket; proxy-std, which has no such number,
+    /// says so and serves anyway. Zero is refused.
+    fn workers_sets_the_executor_threads(bin) {
+        let origin = Origin::echo_target();
+        let proxy = Proxy::start(bin, &["--workers", "3"]);
+        // Many connections: the kernel spreads them over the sockets.
+        for i in 0..30 {
+            let mut c = proxy.connect();
+            assert_eq!(c.get(&origin.url(&format!("/w/{i}"))).status(), 200);
+        }
+        let executors = std::fs::read_dir(format!("/proc/{}/task", proxy.pid()))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+            .filter(|name| name.starts_with("proxy-smol-"))
+            .count();
+        match bin {
+            Binary::Smol => {
+                assert_eq!(executors, 3);
+                assert!(proxy.stderr_lines().contains(&"3 executor threads".to_owned()));
+            }
+            Binary::Std => {
+                assert_eq!(executors, 0);
+                assert!(proxy.stderr_lines().iter().any(|l| l.contains("workers: 3 is for proxy-smol")));
+            }
+        }
+        let zero = Command::new(bin.path()).args(["--workers", "0", "--check-config"]).output().unwrap();
+        assert!(!zero.status.success());
+    }
+}
