@@ -5,7 +5,10 @@
 //! bounded channel to one writer thread, so a request never waits for a
 //! disk or a terminal: when the channel is full (the disk is slow, or
 //! full and failing) the record is dropped and counted ([`dropped`]), and
-//! the writer says so on stderr now and then.
+//! the writer says so on stderr now and then. The counters are the core's
+//! ([`AccessLogCounters`], handed in with [`Options`]), so `/_metrics`
+//! shows what was written and dropped without a second count to keep in
+//! step.
 //!
 //! The file is rotated between whole lines: when the next line would take
 //! it past `max_size`, `access.log` becomes `access.log.1`, `.1` becomes
@@ -18,12 +21,13 @@
 use crate::clock::wall_now;
 use crate::diag;
 use proxy_core::config::{LogFormat, Logging};
+use proxy_core::metrics::AccessLogCounters;
 use proxy_core::units::format_size;
 use proxy_core::AccessRecord;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,8 +42,8 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// How often the writer may say that records were dropped.
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
 
-/// How the writer is fed.
-#[derive(Debug, Clone, Copy)]
+/// How the writer is fed, and where it counts what it did.
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Records that may wait for the writer.
     pub capacity: usize,
@@ -47,6 +51,10 @@ pub struct Options {
     /// full. Never for a running proxy (it would stall clients behind a
     /// slow disk); for tests that must not lose a record.
     pub block_when_full: bool,
+    /// Where records written and dropped are counted: a running proxy
+    /// hands in the counters of its metrics
+    /// ([`proxy_core::metrics::Metrics::access_log`]).
+    pub counters: Arc<AccessLogCounters>,
 }
 
 impl Default for Options {
@@ -54,6 +62,7 @@ impl Default for Options {
         Options {
             capacity: DEFAULT_CAPACITY,
             block_when_full: false,
+            counters: Arc::default(),
         }
     }
 }
@@ -81,14 +90,8 @@ struct Inner {
     format: AtomicU8,
     tx: Option<SyncSender<Msg>>,
     block: bool,
-    counters: Arc<Counters>,
+    counters: Arc<AccessLogCounters>,
     describe: String,
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    dropped: AtomicU64,
-    written: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -138,12 +141,18 @@ impl AccessLog {
 
     /// A sink that drops every record (`--quiet`).
     pub fn off() -> Self {
+        AccessLog::off_counting(Arc::default())
+    }
+
+    /// [`off`](AccessLog::off), reading `counters` (which stay at zero:
+    /// a record silenced on purpose is not a record lost).
+    fn off_counting(counters: Arc<AccessLogCounters>) -> Self {
         AccessLog {
             inner: Arc::new(Inner {
                 format: AtomicU8::new(format_to_u8(LogFormat::Human)),
                 tx: None,
                 block: false,
-                counters: Arc::default(),
+                counters,
                 describe: "off (--quiet)".to_owned(),
             }),
         }
@@ -187,13 +196,22 @@ impl AccessLog {
         AccessLog::start(Out::File(sink), format, options, describe)
     }
 
-    /// The sink `logging` describes (`quiet` silences it).
-    pub fn from_config(logging: &Logging, quiet: bool) -> io::Result<Self> {
+    /// The sink `logging` describes (`quiet` silences it), counting what
+    /// it writes and drops in `counters`.
+    pub fn from_config(
+        logging: &Logging,
+        quiet: bool,
+        counters: &Arc<AccessLogCounters>,
+    ) -> io::Result<Self> {
         if quiet {
-            return Ok(AccessLog::off());
+            return Ok(AccessLog::off_counting(Arc::clone(counters)));
         }
+        let options = Options {
+            counters: Arc::clone(counters),
+            ..Options::default()
+        };
         match &logging.file {
-            None => Ok(AccessLog::console_with(logging.format, Options::default())),
+            None => Ok(AccessLog::console_with(logging.format, options)),
             Some(path) => AccessLog::file(
                 Path::new(path),
                 logging.format,
@@ -201,7 +219,7 @@ impl AccessLog {
                     max_size: logging.max_size as u64,
                     backups: logging.backups,
                 },
-                Options::default(),
+                options,
             )
             .map_err(|e| io::Error::new(e.kind(), format!("access log {path}: {e}"))),
         }
@@ -209,7 +227,7 @@ impl AccessLog {
 
     fn start(out: Out, format: LogFormat, options: Options, describe: String) -> io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel(options.capacity.max(1));
-        let counters = Arc::new(Counters::default());
+        let counters = options.counters;
         let writer = Writer {
             out,
             counters: Arc::clone(&counters),
@@ -457,7 +475,7 @@ fn rename_if_present(from: &Path, to: &Path) -> io::Result<()> {
 /// The writer thread's state.
 struct Writer {
     out: Out,
-    counters: Arc<Counters>,
+    counters: Arc<AccessLogCounters>,
     /// Lines not yet written.
     batch: Vec<u8>,
     batch_lines: u64,
@@ -566,6 +584,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proxy_core::metrics::Metrics;
     use proxy_core::{ConnId, ExchangeKind};
     use std::collections::HashMap;
 
@@ -605,6 +624,7 @@ mod tests {
         Options {
             capacity: 1024,
             block_when_full: true,
+            ..Options::default()
         }
     }
 
@@ -804,10 +824,13 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// Also: the proxy's `/_metrics` reads the same counts, since the log
+    /// counts in the counters the metrics handed it.
     #[test]
     fn a_full_channel_drops_and_counts_instead_of_blocking() {
         let dir = temp_dir("full");
         let path = dir.join("access.log");
+        let metrics = Metrics::new();
         let log = AccessLog::file(
             &path,
             LogFormat::Human,
@@ -818,19 +841,39 @@ mod tests {
             Options {
                 capacity: 4,
                 block_when_full: false,
+                counters: Arc::clone(metrics.access_log()),
             },
         )
         .unwrap();
         let started = Instant::now();
-        for i in 0..20_000 {
-            log.write(&record(format!("http://a.test/{i}")));
+        // A fast writer thread may keep up with 20,000 for a while: go on
+        // until one was dropped, which is what this test is about.
+        let mut sent = 0u64;
+        while sent < 20_000 || (log.dropped() == 0 && started.elapsed() < Duration::from_secs(5)) {
+            log.write(&record(format!("http://a.test/{sent}")));
+            sent += 1;
         }
         let took = started.elapsed();
         assert!(log.flush(Duration::from_secs(10)));
         let lines = all_lines(&path, 0).len() as u64;
-        assert_eq!(lines + log.dropped(), 20_000);
+        assert_eq!(lines + log.dropped(), sent);
         assert_eq!(lines, log.written());
+        assert!(log.dropped() > 0, "4 places for {sent} records");
         assert!(took < Duration::from_secs(10), "{took:?}");
+        let text = metrics.render_prometheus(proxy_core::Instant::ZERO, 0, None);
+        let sample = |name: &str| -> u64 {
+            let prefix = format!("{name} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+                .parse()
+                .unwrap()
+        };
+        assert_eq!(
+            sample("proxy_access_log_dropped_records_total"),
+            log.dropped()
+        );
+        assert_eq!(sample("proxy_access_log_written_records_total"), lines);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -322,7 +322,10 @@ impl Lifecycle {
     ///    over; in the latter case ends it ([`stop`](Lifecycle::stop)),
     ///    which ends tunnels and closes the rest, and waits a little more
     ///    for them to log;
-    /// 4. flushes the access log.
+    /// 4. flushes the access log, and says on stderr how many records it
+    ///    wrote and dropped in all (`access log: 1234 records written, 0
+    ///    dropped`), so whoever stopped the proxy knows whether its log is
+    ///    whole.
     ///
     /// Returns then; the caller exits with status 0. A second signal
     /// meanwhile exits at once (see [`crate::signals::watch`]).
@@ -345,9 +348,15 @@ impl Lifecycle {
             self.stop();
             self.wait_idle(Instant::now() + STOP_WAIT);
         }
-        if !settings.access_log.flush(LOG_FLUSH) {
+        let log = &settings.access_log;
+        if !log.flush(LOG_FLUSH) {
             eprintln!("shutdown: the access log could not be flushed in {LOG_FLUSH:?}");
         }
+        eprintln!(
+            "access log: {} records written, {} dropped",
+            log.written(),
+            log.dropped()
+        );
         let _ = std::io::stdout().flush();
     }
 }

@@ -52,11 +52,15 @@ impl Settings {
         if let Some(dir) = &args.record {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
-        let access_log =
-            AccessLog::from_config(&config.logging, args.quiet).map_err(|e| e.to_string())?;
         let listen = config.listen.clone();
         let private = config.policy.allow_private_destinations;
+        let logging = config.logging.clone();
         let (shared, report) = Shared::new(config, sources).map_err(|e| e.to_string())?;
+        // After the metrics exist: the log counts into theirs, so
+        // `/_metrics` shows what it wrote and dropped.
+        let access_log =
+            AccessLog::from_config(&logging, args.quiet, shared.metrics().access_log())
+                .map_err(|e| e.to_string())?;
         print_report(&report);
         warn_if_private(private);
         let settings = Settings {

@@ -20,7 +20,7 @@ use crate::sysinfo;
 use crate::targets::{self, start_relay, Kind, Setup, Target};
 use crate::tunnel::{self, Direction};
 use crate::workdir::{Workdir, FILES};
-use crate::wrk::{self, Load};
+use crate::wrk::{self, Load, Tolerate};
 
 pub(crate) struct Options {
     pub(crate) secs: u32,
@@ -551,7 +551,11 @@ impl Bench<'_> {
                 close,
                 connections: CONNS,
                 secs: self.opts.secs,
-                silent_closes,
+                tolerate: if silent_closes {
+                    Tolerate::SilentCloses
+                } else {
+                    Tolerate::Nothing
+                },
             },
         )?;
         if outcome.tolerated_errors > 0 {

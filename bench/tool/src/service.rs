@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -126,6 +126,23 @@ impl Service {
             thread::sleep(Duration::from_millis(20));
         }
         false
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself (after a
+    /// signal we sent); its status, or `None` if it is still running.
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self
+                .child
+                .try_wait()
+                .context(format!("waiting for {}", self.name))?;
+            if status.is_some() || Instant::now() >= deadline {
+                return Ok(status);
+            }
+            // Fine enough for an exit time read in tenths of a second.
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 

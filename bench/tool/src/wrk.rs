@@ -2,6 +2,8 @@
 //! (status 200 and the exact body size) and parsing its output. A run with
 //! any bad response, socket error or non-2xx line is an error, not a
 //! figure: a fast run that fails requests must not look like a result.
+//! The only socket errors let through are those a run says to expect
+//! ([`Tolerate`]).
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -24,10 +26,26 @@ pub(crate) struct Load<'a> {
     pub(crate) close: bool,
     pub(crate) connections: u32,
     pub(crate) secs: u32,
+    /// Which socket errors are expected, not a failure.
+    pub(crate) tolerate: Tolerate,
+}
+
+/// Socket errors a run expects. Bad responses and non-2xx answers fail
+/// every run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tolerate {
+    /// No socket error: any fails the run.
+    Nothing,
     /// The target closes connections after each response without saying
-    /// so (see `fetch::closes_silently`): wrk's read and write errors, one
-    /// per response at most, are then expected and not a failure.
-    pub(crate) silent_closes: bool,
+    /// so (see `fetch::closes_silently`): read and write errors, one per
+    /// response (plus one per connection) at most.
+    SilentCloses,
+    /// The target is shut down during the run: from then on connects are
+    /// refused and the connections it closed fail to read or write, any
+    /// number of them. Timeouts still fail the run: a request left
+    /// unanswered for wrk's whole `--timeout` is one the shutdown lost
+    /// (as long as the run goes on for less than that after the signal).
+    Shutdown,
 }
 
 /// What a clean run measured.
@@ -88,8 +106,7 @@ pub(crate) fn run(work: &Workdir, load: &Load) -> Result<Outcome> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    let tolerance = load.silent_closes.then_some(u64::from(load.connections));
-    judge(parse(&stdout)?, tolerance)
+    judge(parse(&stdout)?, load.tolerate, u64::from(load.connections))
 }
 
 /// The Lua script: a static request, and a check of every response
@@ -150,9 +167,8 @@ end
     )
 }
 
-/// A clean run, or why not. `silent_closes` (the connection count) allows
-/// read and write errors up to one per response plus one per connection.
-fn judge(parsed: Parsed, silent_closes: Option<u64>) -> Result<Outcome> {
+/// A clean run of `conns` connections, or why not.
+fn judge(parsed: Parsed, tolerate: Tolerate, conns: u64) -> Result<Outcome> {
     let mut outcome = parsed.outcome;
     if !parsed.saw_check {
         bail!("wrk printed no CHECK line (the Lua check did not run)");
@@ -170,9 +186,12 @@ fn judge(parsed: Parsed, silent_closes: Option<u64>) -> Result<Outcome> {
     }
     if let Some(e) = parsed.socket_errors {
         let closes = e.read + e.write;
-        let tolerated = match silent_closes {
-            Some(conns) => e.connect == 0 && e.timeout == 0 && closes <= outcome.ok + conns,
-            None => false,
+        let tolerated = match tolerate {
+            Tolerate::Nothing => false,
+            Tolerate::SilentCloses => {
+                e.connect == 0 && e.timeout == 0 && closes <= outcome.ok + conns
+            }
+            Tolerate::Shutdown => e.timeout == 0,
         };
         if !tolerated {
             bail!(
@@ -183,7 +202,7 @@ fn judge(parsed: Parsed, silent_closes: Option<u64>) -> Result<Outcome> {
                 e.timeout
             );
         }
-        outcome.tolerated_errors = closes;
+        outcome.tolerated_errors = e.connect + closes;
     }
     if outcome.ok == 0 {
         bail!("no response completed");
@@ -291,7 +310,7 @@ CHECK ok=129056 bad=0 first_bad=
 
     #[test]
     fn reads_a_clean_run() {
-        let out = judge(parse(CLEAN).unwrap(), None).unwrap();
+        let out = judge(parse(CLEAN).unwrap(), Tolerate::Nothing, 64).unwrap();
         assert_eq!(out.ok, 129056);
         assert!((out.p50_ms - 0.812).abs() < 1e-9);
         assert!((out.p99_ms - 5.2).abs() < 1e-9);
@@ -305,17 +324,19 @@ CHECK ok=129056 bad=0 first_bad=
             "Requests/sec",
             "  Socket errors: connect 0, read 3, write 0, timeout 0\nRequests/sec",
         );
-        assert!(judge(parse(&socket).unwrap(), None).is_err());
+        assert!(judge(parse(&socket).unwrap(), Tolerate::Nothing, 64).is_err());
         let bad = CLEAN.replace("bad=0 first_bad=", "bad=2 first_bad=status=403,size=0");
-        let err = judge(parse(&bad).unwrap(), None).unwrap_err().to_string();
+        let err = judge(parse(&bad).unwrap(), Tolerate::Nothing, 64)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("status=403"), "{err}");
         let unchecked = CLEAN.replace("CHECK ok=129056 bad=0 first_bad=\n", "");
-        assert!(judge(parse(&unchecked).unwrap(), None).is_err());
+        assert!(judge(parse(&unchecked).unwrap(), Tolerate::Nothing, 64).is_err());
         let non_2xx = CLEAN.replace(
             "Requests/sec",
             "  Non-2xx or 3xx responses: 7\nRequests/sec",
         );
-        assert!(judge(parse(&non_2xx).unwrap(), Some(64)).is_err());
+        assert!(judge(parse(&non_2xx).unwrap(), Tolerate::SilentCloses, 64).is_err());
     }
 
     #[test]
@@ -327,13 +348,55 @@ CHECK ok=129056 bad=0 first_bad=
             )
         };
         let one_per_response = closes("connect 0, read 129000, write 100, timeout 0");
-        let out = judge(parse(&one_per_response).unwrap(), Some(64)).unwrap();
+        let out = judge(
+            parse(&one_per_response).unwrap(),
+            Tolerate::SilentCloses,
+            64,
+        )
+        .unwrap();
         assert_eq!(out.tolerated_errors, 129100);
-        assert!(judge(parse(&one_per_response).unwrap(), None).is_err());
+        assert!(judge(parse(&one_per_response).unwrap(), Tolerate::Nothing, 64).is_err());
         let too_many = closes("connect 0, read 200000, write 0, timeout 0");
-        assert!(judge(parse(&too_many).unwrap(), Some(64)).is_err());
+        assert!(judge(parse(&too_many).unwrap(), Tolerate::SilentCloses, 64).is_err());
         let timeouts = closes("connect 0, read 10, write 0, timeout 1");
-        assert!(judge(parse(&timeouts).unwrap(), Some(64)).is_err());
+        assert!(judge(parse(&timeouts).unwrap(), Tolerate::SilentCloses, 64).is_err());
+    }
+
+    #[test]
+    fn a_shutdown_run_tolerates_socket_errors_but_not_bad_responses() {
+        let errors = |errors: &str, check: &str| {
+            CLEAN
+                .replace(
+                    "Requests/sec",
+                    &format!("  Socket errors: {errors}\nRequests/sec"),
+                )
+                .replace("CHECK ok=129056 bad=0 first_bad=", check)
+        };
+        let refused = errors(
+            "connect 4000, read 60, write 3, timeout 0",
+            "CHECK ok=129056 bad=0 first_bad=",
+        );
+        let out = judge(parse(&refused).unwrap(), Tolerate::Shutdown, 64).unwrap();
+        assert_eq!((out.ok, out.tolerated_errors), (129056, 4063));
+        assert!(judge(parse(&refused).unwrap(), Tolerate::SilentCloses, 64).is_err());
+        let bad = errors(
+            "connect 4000, read 60, write 3, timeout 0",
+            "CHECK ok=129056 bad=1 first_bad=status=200,size=512",
+        );
+        let err = judge(parse(&bad).unwrap(), Tolerate::Shutdown, 64)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("size=512"), "{err}");
+        let hung = errors(
+            "connect 4000, read 60, write 3, timeout 2",
+            "CHECK ok=129056 bad=0 first_bad=",
+        );
+        assert!(judge(parse(&hung).unwrap(), Tolerate::Shutdown, 64).is_err());
+        let non_2xx = refused.replace(
+            "Requests/sec",
+            "  Non-2xx or 3xx responses: 7\nRequests/sec",
+        );
+        assert!(judge(parse(&non_2xx).unwrap(), Tolerate::Shutdown, 64).is_err());
     }
 
     #[test]

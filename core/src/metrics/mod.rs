@@ -12,7 +12,9 @@
 //!
 //! Everything is counted from the [`AccessRecord`] each request or tunnel
 //! ends with ([`Metrics::record`]), so the metrics and the access log can
-//! never disagree about what happened.
+//! never disagree about what happened. The one exception is what became of
+//! the records themselves ([`AccessLogCounters`]): the access log's writer
+//! lives in the host, and counts into counters it is handed from here.
 
 mod board;
 
@@ -106,8 +108,22 @@ pub struct Metrics {
     tls_hellos: [[[AtomicU64; 2]; ALPNS.len()]; TLS_VERSIONS.len()],
     /// Requests the cache took part in, by what it did.
     cache: [AtomicU64; CacheResult::ALL.len()],
+    access_log: Arc<AccessLogCounters>,
     destinations: TopCounter,
     refusals: RecentRing<Refusal, RECENT_REFUSALS>,
+}
+
+/// What became of the access records: written, or lost. The host's
+/// access-log writer adds to these very counters (it is handed them with
+/// [`Metrics::access_log`]), so `/_metrics` reads what the writer counts
+/// and no copy has to be kept in step.
+#[derive(Debug, Default)]
+pub struct AccessLogCounters {
+    /// Records written to the sink (file or console).
+    pub written: AtomicU64,
+    /// Records lost: not queued because the writer was behind, or queued
+    /// and then not written because the write failed.
+    pub dropped: AtomicU64,
 }
 
 /// One refusal, as the status page lists it.
@@ -250,6 +266,7 @@ impl Metrics {
             upstreams_in_use: AtomicU64::new(0),
             tls_hellos: Default::default(),
             cache: Default::default(),
+            access_log: Arc::default(),
             destinations: TopCounter::new(DESTINATIONS_KEPT),
             refusals: RecentRing::new(),
         }
@@ -347,6 +364,12 @@ impl Metrics {
         UpstreamInUse {
             metrics: Arc::clone(self),
         }
+    }
+
+    /// The counters the access log's writer adds to: hand them to it when
+    /// it starts.
+    pub fn access_log(&self) -> &Arc<AccessLogCounters> {
+        &self.access_log
     }
 
     /// Requests counted with this method (as the label spells it) and
@@ -494,6 +517,22 @@ impl Metrics {
             "Requests refused by a rate limit (429).",
         );
         let _ = writeln!(w, "proxy_rate_limited_total {}", load(&self.rate_limited));
+
+        for (name, help, value) in [
+            (
+                "proxy_access_log_written_records_total",
+                "Access records written to the log.",
+                &self.access_log.written,
+            ),
+            (
+                "proxy_access_log_dropped_records_total",
+                "Access records lost: the log's writer could not keep up (its queue was full) or the write failed.",
+                &self.access_log.dropped,
+            ),
+        ] {
+            family(w, name, "counter", help);
+            let _ = writeln!(w, "{name} {}", load(value));
+        }
 
         family(
             w,
@@ -1188,6 +1227,24 @@ mod tests {
         assert!(text.contains("# TYPE proxy_request_duration_seconds histogram\n"));
         assert!(text.contains("# TYPE proxy_requests_total counter\n"));
         assert!(text.contains("# TYPE proxy_active_connections gauge\n"));
+        assert_eq!(s["proxy_access_log_written_records_total"], 0.0);
+        assert_eq!(s["proxy_access_log_dropped_records_total"], 0.0);
+    }
+
+    #[test]
+    fn access_log_counters_are_the_ones_handed_out() {
+        let m = Metrics::new();
+        // What the host's writer holds: the same counters, not a copy.
+        let writer = Arc::clone(m.access_log());
+        writer.written.fetch_add(1_234_567, Ordering::Relaxed);
+        writer.dropped.fetch_add(89, Ordering::Relaxed);
+        let text = m.render_prometheus(Instant::ZERO, 0, None);
+        let s = parse(&text);
+        assert_eq!(s["proxy_access_log_written_records_total"], 1_234_567.0);
+        assert_eq!(s["proxy_access_log_dropped_records_total"], 89.0);
+        assert!(text.contains(
+            "# TYPE proxy_access_log_dropped_records_total counter\nproxy_access_log_dropped_records_total 89\n"
+        ));
     }
 
     #[test]
@@ -1363,6 +1420,7 @@ mod tests {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Metrics>();
         assert_send_sync::<UpstreamInUse>();
+        assert_send_sync::<AccessLogCounters>();
     }
 
     #[test]

@@ -148,6 +148,9 @@ cases! {
             .filter(|l| l.target.contains("/dl/"))
             .count();
         assert_eq!(records, DOWNLOADS);
+        // Its last word: the log holds every record, none was dropped.
+        let line = wait_stderr(&proxy, "access log: 20 records", Duration::from_secs(5));
+        assert_eq!(line, format!("access log: {DOWNLOADS} records written, 0 dropped"));
         assert!(
             !proxy.stderr_lines().iter().any(|l| l.contains("grace period over")),
             "{:?}",

@@ -16,6 +16,8 @@ const FAMILIES: &[(&str, &str)] = &[
     ("proxy_tunnels_total", "counter"),
     ("proxy_upstream_connect_failures_total", "counter"),
     ("proxy_rate_limited_total", "counter"),
+    ("proxy_access_log_written_records_total", "counter"),
+    ("proxy_access_log_dropped_records_total", "counter"),
     ("proxy_request_duration_seconds", "histogram"),
     ("proxy_active_connections", "gauge"),
     ("proxy_active_upstream_connections", "gauge"),
@@ -236,6 +238,8 @@ cases! {
         assert_eq!(m.get("proxy_upstream_connect_failures_total", &[("reason", "connection_refused")]), 1.0);
         assert_eq!(m.get("proxy_upstream_connect_failures_total", &[("reason", "dns_error")]), 0.0);
         assert_eq!(m.get("proxy_rate_limited_total", &[]), 0.0);
+        // The log kept up with these few records.
+        assert_eq!(m.get("proxy_access_log_dropped_records_total", &[]), 0.0);
         // The histogram: cumulative, +Inf equal to the count.
         for (kind, n) in [("http", 6.0), ("tunnel", 1.0)] {
             let buckets = m.histogram(kind);
