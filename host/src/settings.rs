@@ -84,17 +84,21 @@ impl Settings {
     /// addresses (behind a balancer where `proxy_protocol` says so), then
     /// the admin listener if there is one. Fixed at start-up.
     pub fn listeners(&self) -> Vec<(SocketAddr, Role)> {
-        let config = self.config();
-        let admin = config.admin.listen.map(|a| (a, Role::Admin));
-        let role = |a: SocketAddr| match config.proxy_protocol.requires(a) {
-            true => Role::Balanced,
-            false => Role::Proxy,
-        };
+        let admin = self.config().admin.listen.map(|a| (a, Role::Admin));
         self.listen
             .iter()
-            .map(|a| (*a, role(*a)))
+            .map(|a| (*a, self.role_of(*a)))
             .chain(admin)
             .collect()
+    }
+
+    /// What a proxy listener on `addr` is: behind a balancer when
+    /// `proxy_protocol` says so.
+    pub fn role_of(&self, addr: SocketAddr) -> Role {
+        match self.config().proxy_protocol.requires(addr) {
+            true => Role::Balanced,
+            false => Role::Proxy,
+        }
     }
 
     /// What the listener bound at `local` serves, for a person, as

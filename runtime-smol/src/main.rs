@@ -37,6 +37,7 @@ use futures_lite::future;
 use futures_lite::FutureExt as _;
 use proxy_core::trace::Trace;
 use proxy_core::{ConnId, Role};
+use proxy_host::handover::{Handover, Inherited};
 use proxy_host::lifecycle::{ConnGuard, Lifecycle};
 use proxy_host::pool::Pool;
 use proxy_host::{Clock, Settings};
@@ -62,6 +63,14 @@ const DEFER_ACCEPT_SECS: u32 = 1;
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 fn main() -> ExitCode {
+    // First: nothing else may open a descriptor before these are owned.
+    let mut inherited = match Inherited::from_env() {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("proxy-smol: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let args = proxy_host::Args::parse();
     let settings = match Settings::load(&args) {
         Ok(s) => Arc::new(s),
@@ -77,7 +86,13 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let Err(e) = proxy_host::signals::watch("proxy-smol", (*settings).clone(), life.clone()) {
+    let handover = Arc::new(Handover::new());
+    if let Err(e) = proxy_host::signals::watch(
+        "proxy-smol",
+        (*settings).clone(),
+        life.clone(),
+        handover.clone(),
+    ) {
         eprintln!("proxy-smol: cannot watch signals: {e}");
         return ExitCode::from(1);
     }
@@ -93,26 +108,52 @@ fn main() -> ExitCode {
     ));
     // Each thread's listening sockets.
     let mut listeners: Vec<Vec<(TcpListener, Role)>> = (0..threads).map(|_| Vec::new()).collect();
-    for (addr, role) in settings.listeners() {
+    let mut wanted: Vec<(SocketAddr, Role)> = settings.listeners();
+    let mut passed: Vec<Vec<TcpListener>> = wanted
+        .iter()
+        .map(|(addr, _)| inherited.take(*addr))
+        .collect();
+    // Sockets no configured address claims serve as proxy listeners.
+    for (listener, addr) in inherited.take_rest() {
+        wanted.push((addr, settings.role_of(addr)));
+        passed.push(vec![listener]);
+    }
+    for ((addr, role), given) in wanted.into_iter().zip(passed) {
         // The admin pages get one socket; a proxy address one per thread,
         // all on the port the first one got (the address may say port 0).
         let copies = match role {
             Role::Admin => 1,
             Role::Proxy | Role::Balanced => threads,
         };
-        let bound = bind(addr).and_then(|first| {
-            let local = first.local_addr()?;
-            let mut all = vec![first];
-            for _ in 1..copies {
-                all.push(bind(local)?);
-            }
-            Ok((all, local))
-        });
+        let from = (!given.is_empty()).then(|| inherited.source());
+        let bound = if given.is_empty() {
+            bind(addr).and_then(|first| {
+                let local = first.local_addr()?;
+                let mut all = vec![vec![first]];
+                for _ in 1..copies {
+                    all.push(vec![bind(local)?]);
+                }
+                Ok((all, local))
+            })
+        } else {
+            given[0]
+                .local_addr()
+                .and_then(|local| Ok((spread(given, copies)?, local)))
+        };
         match bound {
             Ok((all, local)) => {
-                eprintln!("{}", settings.describe_listener(local, role));
-                for (mine, listener) in listeners.iter_mut().zip(all) {
-                    mine.push((listener, role));
+                let mut line = settings.describe_listener(local, role);
+                if let Some(from) = from {
+                    line.push_str(&format!(", {from}"));
+                }
+                eprintln!("{line}");
+                for (i, mine) in all.into_iter().enumerate() {
+                    for listener in mine {
+                        if let Err(e) = handover.keep(&listener) {
+                            eprintln!("proxy-smol: cannot keep {local} for an upgrade: {e}");
+                        }
+                        listeners[i].push((listener, role));
+                    }
                 }
             }
             Err(e) => {
@@ -177,6 +218,7 @@ fn main() -> ExitCode {
         }
     }
     drop(over);
+    inherited.took_over();
     life.run_until_shutdown(&shared.settings, || {
         // Each accept loop drops (closes) its listener as it returns.
         for _ in 0..accept_loops {
@@ -188,6 +230,23 @@ fn main() -> ExitCode {
     // Pooled idle upstream connections, and any task still busy past the
     // grace period, go with the process.
     ExitCode::SUCCESS
+}
+
+/// Passed sockets of one address over `copies` threads: each socket to
+/// one thread, in turn, and a thread left without one shares one (a
+/// duplicate descriptor: the same accept queue), so every socket is
+/// served and every thread accepts.
+fn spread(given: Vec<TcpListener>, copies: usize) -> io::Result<Vec<Vec<TcpListener>>> {
+    let passed = given.len();
+    let mut per: Vec<Vec<TcpListener>> = (0..copies).map(|_| Vec::new()).collect();
+    for (j, listener) in given.into_iter().enumerate() {
+        per[j % copies].push(listener);
+    }
+    for i in passed..copies {
+        let shared = per[i % passed][0].try_clone()?;
+        per[i].push(shared);
+    }
+    Ok(per)
 }
 
 /// A listening socket on `addr` that other sockets of this process may
@@ -323,5 +382,32 @@ async fn sweep_pool(shared: Arc<Shared>, idle: Duration) {
     loop {
         Timer::after(period).await;
         shared.pool.sweep();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listener() -> TcpListener {
+        TcpListener::bind("127.0.0.1:0").unwrap()
+    }
+
+    /// Every passed socket is served by a thread, and every thread gets
+    /// one: fewer sockets than threads are shared, more are dealt out.
+    #[test]
+    fn passed_sockets_are_spread_over_every_thread() {
+        let one = listener();
+        let addr = one.local_addr().unwrap();
+        let per = spread(vec![one], 3).unwrap();
+        assert_eq!(per.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1]);
+        assert!(per
+            .iter()
+            .flatten()
+            .all(|l| l.local_addr().unwrap() == addr));
+        let per = spread(vec![listener(), listener(), listener()], 2).unwrap();
+        assert_eq!(per.iter().map(Vec::len).collect::<Vec<_>>(), [2, 1]);
+        let per = spread(vec![listener(), listener()], 1).unwrap();
+        assert_eq!(per.iter().map(Vec::len).collect::<Vec<_>>(), [2]);
     }
 }

@@ -24,6 +24,7 @@ mod workers;
 use clap::Parser;
 use conn::Conn;
 use proxy_core::{ConnId, Role};
+use proxy_host::handover::{Handover, Inherited};
 use proxy_host::lifecycle::Lifecycle;
 use server::Server;
 use std::io::{self, Write};
@@ -37,6 +38,14 @@ use std::time::Duration;
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 fn main() {
+    // First: nothing else may open a descriptor before these are owned.
+    let mut inherited = match Inherited::from_env() {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("proxy-std: {e}");
+            std::process::exit(1);
+        }
+    };
     let args = proxy_host::Args::parse();
     let settings = match proxy_host::Settings::load(&args) {
         Ok(s) => s,
@@ -52,7 +61,13 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = proxy_host::signals::watch("proxy-std", settings.clone(), life.clone()) {
+    let handover = Arc::new(Handover::new());
+    if let Err(e) = proxy_host::signals::watch(
+        "proxy-std",
+        settings.clone(),
+        life.clone(),
+        handover.clone(),
+    ) {
         eprintln!("proxy-std: cannot watch signals: {e}");
         std::process::exit(1);
     }
@@ -62,12 +77,21 @@ fn main() {
         ));
     }
     let mut listeners = Vec::with_capacity(settings.listen.len() + 1);
+    let mut lines = Vec::new();
+    let from = inherited.source();
     for (addr, role) in settings.listeners() {
+        let given = inherited.take(addr);
+        if !given.is_empty() {
+            lines.push((given[0].local_addr(), role, Some(from)));
+            listeners.extend(given.into_iter().map(|l| (l, role)));
+            continue;
+        }
         match TcpListener::bind(addr) {
             Ok(l) => {
                 // An optimisation only: a refusal changes nothing else.
                 #[cfg(target_os = "linux")]
                 let _ = proxy_host::sockopt::defer_accept(&l, 1);
+                lines.push((l.local_addr(), role, None));
                 listeners.push((l, role));
             }
             Err(e) => {
@@ -76,12 +100,27 @@ fn main() {
             }
         }
     }
+    // Sockets no configured address claims serve as proxy listeners.
+    for (l, addr) in inherited.take_rest() {
+        let role = settings.role_of(addr);
+        lines.push((Ok(addr), role, Some(from)));
+        listeners.push((l, role));
+    }
+    for (l, _) in &listeners {
+        if let Err(e) = handover.keep(l) {
+            eprintln!("proxy-std: cannot keep a listener for an upgrade: {e}");
+        }
+    }
     {
         let mut err = std::io::stderr().lock();
-        for (l, role) in &listeners {
-            match l.local_addr() {
+        for (local, role, from) in lines {
+            match local {
                 Ok(a) => {
-                    let _ = writeln!(err, "{}", settings.describe_listener(a, *role));
+                    let mut line = settings.describe_listener(a, role);
+                    if let Some(from) = from {
+                        line.push_str(&format!(", {from}"));
+                    }
+                    let _ = writeln!(err, "{line}");
                 }
                 Err(e) => {
                     let _ = writeln!(err, "proxy-std: cannot listen: {e}");
@@ -131,6 +170,7 @@ fn main() {
             }
         }
     }
+    inherited.took_over();
     life.run_until_shutdown(&server.conns.settings, || {
         // Each accept thread drops (closes) its listener as it returns.
         for h in accepters {

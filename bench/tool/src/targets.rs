@@ -37,7 +37,7 @@ pub(crate) struct Target {
 }
 
 /// Every target, in the table's order.
-pub(crate) const ALL: [Target; 9] = [
+pub(crate) const ALL: [Target; 10] = [
     Target {
         name: "direct",
         kind: Kind::Direct,
@@ -52,6 +52,10 @@ pub(crate) const ALL: [Target; 9] = [
     },
     Target {
         name: "proxy-smol",
+        kind: Kind::Ours,
+    },
+    Target {
+        name: "proxy-smol-1w",
         kind: Kind::Ours,
     },
     Target {
@@ -75,6 +79,10 @@ pub(crate) const ALL: [Target; 9] = [
         kind: Kind::Squid,
     },
 ];
+
+/// The suffix of a target that runs our binary with `--workers 1`: the
+/// worker-scaling figure (one executor thread against one per core).
+const ONE_WORKER: &str = "-1w";
 
 /// What starting a proxy needs.
 pub(crate) struct Setup<'a> {
@@ -101,10 +109,12 @@ impl Target {
         }
     }
 
-    /// Our binary's name (a cached target runs the binary it is named
-    /// after).
+    /// Our binary's name (a cached target, or one with one worker, runs
+    /// the binary it is named after).
     fn binary(&self) -> &'static str {
-        self.name.trim_end_matches("+cache")
+        self.name
+            .trim_end_matches("+cache")
+            .trim_end_matches(ONE_WORKER)
     }
 
     /// Starts the proxy on 127.0.0.1:`port` and waits until it accepts.
@@ -132,6 +142,9 @@ impl Target {
                     .arg("--quiet")
                     .arg("--config")
                     .arg(setup.proxy_config);
+                if self.name.ends_with(ONE_WORKER) {
+                    command.arg("--workers").arg("1");
+                }
                 if self.kind == Kind::OursCached {
                     // Room for the 10 MiB file too.
                     let layer = setup

@@ -9,6 +9,7 @@ mod auth_flood;
 mod cache;
 mod errors;
 mod forwarding;
+mod handover;
 mod keepalive;
 mod lifecycle;
 mod metrics;
