@@ -61,9 +61,12 @@ impl Origin {
 
     fn builtin() -> Origin {
         Origin {
-            // The refusal names the key that lifts it: an operator trying
-            // the proxy against a local origin meets this first.
-            source: Arc::from("built-in private range; policy.allow_private_destinations lifts it"),
+            // The refusal names the key and the flag that lift it: an
+            // operator trying the proxy against a local origin meets this
+            // first.
+            source: Arc::from(
+                "built-in private range; policy.allow_private_destinations or --dev-allow-private lifts it",
+            ),
             line: 0,
         }
     }

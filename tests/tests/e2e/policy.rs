@@ -296,7 +296,7 @@ cases! {
         let url = origin.url("/local");
         let guarded = Proxy::start_with_policy(bin, DEFAULTS, &[]);
         let resp = guarded.connect().get(&url);
-        resp.assert_error(403, "destination_ip_prohibited", "policy.allow_private_destinations lifts it");
+        resp.assert_error(403, "destination_ip_prohibited", "policy.allow_private_destinations or --dev-allow-private lifts it");
         assert!(
             !guarded.stderr_lines().iter().any(|l| l.contains("private destinations allowed")),
             "{:?}",
@@ -322,7 +322,7 @@ cases! {
         let proxy = Proxy::start_with_policy(bin, DEFAULTS, &[
             "--resolve", "rebind.test=127.0.0.1",
         ]);
-        let builtin = "deny 127.0.0.0/8 (built-in private range; policy.allow_private_destinations lifts it)";
+        let builtin = "deny 127.0.0.0/8 (built-in private range; policy.allow_private_destinations or --dev-allow-private lifts it)";
         let mut c = proxy.connect();
         let url = format!("http://127.0.0.1:{port}/literal");
         let resp = c.get(&url);
@@ -340,7 +340,7 @@ cases! {
         // ::1 is guarded too.
         let url = format!("http://[::1]:{port}/v6");
         let resp = c.get(&url);
-        resp.assert_error(403, "destination_ip_prohibited", "deny ::1/128 (built-in private range; policy.allow_private_destinations lifts it)");
+        resp.assert_error(403, "destination_ip_prohibited", "deny ::1/128 (built-in private range; policy.allow_private_destinations or --dev-allow-private lifts it)");
 
         // DNS rebinding: a name that resolves to loopback is refused
         // after resolution, before any connection.
@@ -399,7 +399,7 @@ cases! {
         let url = format!("http://other.test:{port}/other");
         let resp = c.get(&url);
         assert_refused(&proxy, &resp, "GET", &url, 403, "destination_ip_prohibited",
-            "127.0.0.3: deny 127.0.0.0/8 (built-in private range; policy.allow_private_destinations lifts it)", None);
+            "127.0.0.3: deny 127.0.0.0/8 (built-in private range; policy.allow_private_destinations or --dev-allow-private lifts it)", None);
     }
 
     /// A client outside `clients` gets 403 and nothing goes upstream.

@@ -1475,7 +1475,7 @@ mod policy {
         assert!(log
             .rule
             .unwrap()
-            .starts_with("127.0.0.1: deny 127.0.0.0/8 (built-in private range; policy.allow_private_destinations lifts it)"));
+            .starts_with("127.0.0.1: deny 127.0.0.0/8 (built-in private range; policy.allow_private_destinations or --dev-allow-private lifts it)"));
     }
 
     #[test]
