@@ -25,7 +25,7 @@ use std::time::Duration;
 pub const DOWN_FOR: Duration = Duration::from_secs(30);
 
 /// Routing as configured.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RoutingConfig {
     /// Parent proxies, in order of preference: `"host:port"` or
@@ -36,6 +36,22 @@ pub struct RoutingConfig {
     /// (`"intranet.example"`, `"*.corp.example"`) and address ranges
     /// (`"10.0.0.0/8"`, for IP literals), as in `policy.allow`.
     pub direct: Vec<String>,
+    /// How often each parent is probed (a TCP connection, opened and
+    /// closed): one that does not answer is tried last until a probe
+    /// finds it back, and one back up is used again at once instead of
+    /// after [`DOWN_FOR`]. `"0s"`: requests are the only probes.
+    #[serde(with = "crate::units::duration")]
+    pub health_check: Duration,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            parents: Vec::new(),
+            direct: Vec::new(),
+            health_check: Duration::from_secs(10),
+        }
+    }
 }
 
 /// One parent proxy.
@@ -163,6 +179,16 @@ impl Routes {
         }
     }
 
+    /// Every parent, in order of preference (for health checks).
+    pub fn parents(&self) -> &[Parent] {
+        &self.parents
+    }
+
+    /// Whether `parent` counts as down at `now`.
+    pub fn is_parent_down(&self, parent: &Parent, now: Instant) -> bool {
+        self.is_down(parent.index, now)
+    }
+
     /// The parent answered.
     pub fn mark_up(&self, parent: &Parent) {
         if let Some(d) = self.down_until.get(parent.index) {
@@ -196,6 +222,7 @@ mod tests {
         let routes = Routes::compile(&RoutingConfig {
             parents: vec!["p1:3128".into(), "p2:3128".into()],
             direct: vec![],
+            ..RoutingConfig::default()
         })
         .unwrap();
         let host = Host::parse("example.com").unwrap();
@@ -226,6 +253,7 @@ mod tests {
                 "intranet".into(),
                 "10.0.0.0/8".into(),
             ],
+            ..RoutingConfig::default()
         })
         .unwrap();
         let host = |h: &str| Host::parse(h).unwrap();
@@ -240,6 +268,7 @@ mod tests {
         assert!(Routes::compile(&RoutingConfig {
             parents: vec!["nope".into()],
             direct: vec![],
+            ..RoutingConfig::default()
         })
         .unwrap_err()
         .starts_with("routing.parents[0]: "));

@@ -17,6 +17,7 @@ pub mod lifecycle;
 pub mod offload;
 pub mod pool;
 pub mod privileges;
+pub mod probe;
 pub mod resolver;
 pub mod settings;
 pub mod signals;

@@ -187,6 +187,11 @@ fn main() -> ExitCode {
         life: life.clone(),
     });
 
+    if let Err(e) = proxy_host::probe::start(shared.settings.clone(), shared.clock) {
+        eprintln!("proxy-smol: cannot start the parent checks: {e}");
+        return ExitCode::from(1);
+    }
+
     // One executor per thread; the main thread waits for the end. Each
     // accept loop says when it is over (its listener closed), even if it
     // panicked.

@@ -143,6 +143,10 @@ fn main() {
         }
     };
     start_pool_sweeper(&server.conns);
+    if let Err(e) = proxy_host::probe::start(server.conns.settings.clone(), server.conns.clock) {
+        eprintln!("proxy-std: cannot start the parent checks: {e}");
+        std::process::exit(1);
+    }
     let lot = Arc::clone(&server);
     let spawned = std::thread::Builder::new()
         .name("parking-lot".to_owned())

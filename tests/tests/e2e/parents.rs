@@ -241,4 +241,42 @@ cases! {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+
+    /// Health checks (`routing.health_check`): a parent that stopped
+    /// answering (a blackhole: connecting hangs) and one not listening
+    /// are found down by the checks before any client waits on them, and
+    /// a parent that comes back is used again at the next check, not 30 s
+    /// later. Each change is said once on stderr.
+    fn parents_are_health_checked(bin) {
+        let Some(hole) = proxy_tests::blackhole() else {
+            return;
+        };
+        let origin = Origin::echo_target();
+        let b = Proxy::start(bin, &[]);
+        let later = format!("127.0.0.1:{}", free_port());
+        let checks = TempFile::new("checks.ron", "(routing: (health_check: \"200ms\"), timeouts: (connect: \"5s\"))");
+        let child = Proxy::start_with_config(bin, CHILD, &[
+            "--config", checks.name(),
+            "--parent", &hole.addr.to_string(), "--parent", &later, "--parent", &b.addr().to_string(),
+        ]);
+        for down in [hole.addr.to_string(), later.clone()] {
+            child.wait_for_stderr(|l| l.starts_with(&format!("WARNING: parent {down} is down (")), Duration::from_secs(5));
+        }
+        // Straight to the third: no 5 s wait on the blackhole.
+        let url = origin.url("/checked");
+        let asked = Instant::now();
+        assert_eq!(child.connect().get(&url).status(), 200);
+        assert!(asked.elapsed() < Duration::from_secs(2), "{:?}", asked.elapsed());
+        assert_log(&child, "GET", &url, 200, Some(&b.addr().to_string()), None);
+
+        // The second comes up: preferred again from the next check on.
+        let a = Proxy::start_listening(bin, &[&later], &[]);
+        child.wait_for_stderr(|l| l == format!("parent {later} is up again"), Duration::from_secs(5));
+        let url = origin.url("/back");
+        assert_eq!(child.connect().get(&url).status(), 200);
+        assert_log(&child, "GET", &url, 200, Some(&later), None);
+        assert_log(&a, "GET", &url, 200, Some(&origin.addr().to_string()), None);
+        let said = child.stderr_lines().iter().filter(|l| l.contains(&format!("parent {later} is"))).count();
+        assert_eq!(said, 2, "{:?}", child.stderr_lines());
+    }
 }

@@ -660,6 +660,7 @@ fn requests_go_through_a_parent_when_routed_so() {
         routing: crate::routing::RoutingConfig {
             parents: vec!["u:p@192.0.2.9:3128".into()],
             direct: vec![],
+            ..crate::routing::RoutingConfig::default()
         },
         ..Config::default()
     };
@@ -717,6 +718,7 @@ fn requests_go_through_a_parent_when_routed_so() {
         routing: crate::routing::RoutingConfig {
             parents: vec!["192.0.2.9:3128".into(), "192.0.2.10:3128".into()],
             direct: vec![],
+            ..crate::routing::RoutingConfig::default()
         },
         ..Config::default()
     });
