@@ -103,6 +103,11 @@ impl Inherited {
             {
                 return Err(format!("descriptor {fd} cannot be a passed socket"));
             }
+            // Open, before anything owns it (the kernel's own list: no
+            // call on a number that may not be a descriptor).
+            if std::fs::symlink_metadata(format!("/proc/self/fd/{fd}")).is_err() {
+                return Err(format!("descriptor {fd} {source} is not open"));
+            }
             let owned = take_descriptor(fd);
             let listening = rustix::net::sockopt::socket_acceptconn(&owned).unwrap_or(false);
             let listener = TcpListener::from(owned);
@@ -172,9 +177,10 @@ fn take_descriptor(fd: RawFd) -> OwnedFd {
     use std::os::fd::FromRawFd;
     // SAFETY: `fd` was named by systemd (LISTEN_FDS, checked to be meant
     // for this pid) or by the process that started this one for an
-    // upgrade: open in this process, owned by nothing else in it (the
-    // environment is read once, before any file is opened, and each
-    // number is taken once: duplicates and 0-2 are refused above).
+    // upgrade, and is open (checked in /proc above); nothing else in this
+    // process owns it: the environment is read once, first thing in
+    // main, before any file is opened, and each number is taken once
+    // (duplicates and 0-2 are refused above).
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
@@ -271,5 +277,61 @@ impl Handover {
 impl Default for Handover {
     fn default() -> Self {
         Handover::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bound() -> (TcpListener, SocketAddr) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = l.local_addr().unwrap();
+        (l, a)
+    }
+
+    /// A configured address takes the passed sockets bound to it (every
+    /// one), an address with port 0 those on its IP; what is left is the
+    /// rest, served as proxy listeners.
+    #[test]
+    fn addresses_take_their_sockets_and_the_rest_is_left() {
+        let (a1, a) = bound();
+        let a2 = TcpListener::from(a1.as_fd().try_clone_to_owned().unwrap());
+        let (b1, b) = bound();
+        let (c1, c) = bound();
+        let mut passed = Inherited {
+            sockets: vec![(a1, a), (b1, b), (a2, a), (c1, c)],
+            replaces: None,
+            from: "passed by systemd",
+        };
+        assert_eq!(passed.take(a).len(), 2);
+        assert!(passed.take(a).is_empty(), "taken once");
+        let any_port = SocketAddr::new(b.ip(), 0);
+        let taken = passed.take(any_port);
+        assert_eq!(taken.len(), 2, "b and c are both on 127.0.0.1");
+        assert!(passed.take_rest().is_empty());
+
+        let (d1, d) = bound();
+        let mut passed = Inherited {
+            sockets: vec![(d1, d)],
+            ..Inherited::default()
+        };
+        assert!(passed.take("127.0.0.1:1".parse().unwrap()).is_empty());
+        let rest = passed.take_rest();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].1, d);
+    }
+
+    /// The copies kept for an upgrade go when draining starts, and an
+    /// upgrade without them says why instead of starting anything.
+    #[test]
+    fn no_upgrade_once_the_copies_are_gone() {
+        let handover = Handover::new();
+        let (l, _) = bound();
+        handover.keep(&l).unwrap();
+        assert_eq!(handover.lock().len(), 1);
+        handover.close();
+        let e = handover.upgrade("test").unwrap_err();
+        assert!(e.contains("no listening socket"), "{e}");
     }
 }

@@ -45,7 +45,7 @@ pub(crate) fn start_nginx(work: &Workdir, port: u16, tls_port: u16) -> Result<Se
          \x20 sendfile on;\n\
          \x20 expires 1h;\n\
          \x20 client_body_temp_path {dir}/nginx-body;\n\
-         \x20 server {{ listen 127.0.0.1:{port}; root {www}; }}\n\
+         \x20 server {{ listen 127.0.0.1:{port} backlog=4096; root {www}; }}\n\
          \x20 server {{ listen 127.0.0.1:{tls_port} ssl; root {www};\n\
          \x20   ssl_certificate {cert}; ssl_certificate_key {key}; }}\n\
          }}\n",

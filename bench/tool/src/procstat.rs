@@ -97,6 +97,18 @@ pub(crate) fn open_fds(root: u32) -> usize {
         .sum()
 }
 
+/// Threads of the process (its `Threads:` in /proc), 0 if it is gone.
+pub(crate) fn threads(pid: u32) -> usize {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// Open sockets over the tree (descriptors that are sockets, not files
 /// or the pipes a proxy pools for splicing).
 pub(crate) fn open_sockets(root: u32) -> usize {

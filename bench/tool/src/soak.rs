@@ -136,7 +136,13 @@ pub(crate) fn run(opts: &Options) -> Result<bool> {
             thread::sleep(Duration::from_millis(200));
             if start.elapsed() >= SAMPLE * curve.len() as u32 {
                 let fds = procstat::open_fds(pid);
-                curve.push((start.elapsed().as_secs(), procstat::rss_kib(pid)?, fds));
+                let threads = procstat::threads(pid);
+                curve.push((
+                    start.elapsed().as_secs(),
+                    procstat::rss_kib(pid)?,
+                    fds,
+                    threads,
+                ));
             }
         }
         let outcome = clients
@@ -175,9 +181,9 @@ pub(crate) fn run(opts: &Options) -> Result<bool> {
          (16 KiB every 100 ms each, checked by the sink) for {} s.\n",
         opts.conns, opts.tunnels, opts.secs
     );
-    println!("| second | RSS (MiB) | descriptors |\n|---:|---:|---:|");
-    for (s, rss, fds) in &curve {
-        println!("| {s} | {:.1} | {fds} |", *rss as f64 / 1024.0);
+    println!("| second | RSS (MiB) | descriptors | threads |\n|---:|---:|---:|---:|");
+    for (s, rss, fds, threads) in &curve {
+        println!("| {s} | {:.1} | {fds} | {threads} |", *rss as f64 / 1024.0);
     }
     let mut failures = Vec::new();
     match &outcome {
@@ -200,8 +206,8 @@ pub(crate) fn run(opts: &Options) -> Result<bool> {
     // the one a quarter of the way in.
     let loaded: Vec<u64> = curve
         .iter()
-        .filter(|(s, _, _)| *s > 0 && *s < u64::from(opts.secs))
-        .map(|(_, r, _)| *r)
+        .filter(|(s, _, _, _)| *s > 0 && *s < u64::from(opts.secs))
+        .map(|(_, r, _, _)| *r)
         .collect();
     if loaded.len() >= 4 {
         let warm = loaded[loaded.len() / 4];
@@ -228,6 +234,19 @@ pub(crate) fn run(opts: &Options) -> Result<bool> {
         println!("\n{} records other than 200, the first:", log.not_200);
         for l in &log.first_not_200 {
             println!("    {l}");
+        }
+    }
+
+    if log.slow > 0 {
+        println!(
+            "\n{} GET records slower than {} ms, the first:",
+            log.slow, SLOW_MS
+        );
+        for l in &log.first_slow {
+            println!("    {l}");
+        }
+        if let Some(l) = &log.last_slow {
+            println!("  the last:\n    {l}");
         }
     }
 
@@ -416,7 +435,15 @@ struct LogSummary {
     /// Records of the shutdown phase's requests: with status 200, and not.
     phase_200: u64,
     phase_other: u64,
+    /// HTTP records that took longer than [`SLOW`] (wrk gives up on a
+    /// request at 10 s and counts a timeout), and the first few.
+    slow: u64,
+    first_slow: Vec<String>,
+    last_slow: Option<String>,
 }
+
+/// A request slower than this under the soak's load is worth a look.
+const SLOW_MS: u64 = 5_000;
 
 /// Reads every file in the log directory, a line at a time (a long soak
 /// writes gigabytes). `phase_target` is the shutdown phase's request
@@ -436,8 +463,19 @@ impl LogSummary {
     /// STATUS BYTES DURATION ...`.
     fn count(&mut self, line: &str, phase_target: &str) {
         self.lines += 1;
-        let fields: Vec<&str> = line.splitn(8, ' ').collect();
+        let fields: Vec<&str> = line.splitn(10, ' ').collect();
         let status = fields.get(6).copied().unwrap_or("");
+        let millis = fields
+            .get(8)
+            .and_then(|d| d.strip_suffix("ms"))
+            .and_then(|d| d.parse::<u64>().ok());
+        if fields.get(2) == Some(&"GET") && millis.is_some_and(|ms| ms > SLOW_MS) {
+            self.slow += 1;
+            if self.first_slow.len() < 5 {
+                self.first_slow.push(line.to_owned());
+            }
+            self.last_slow = Some(line.to_owned());
+        }
         if status != "200" {
             self.not_200 += 1;
             if self.first_not_200.len() < 5 {
@@ -468,14 +506,19 @@ mod tests {
             "2026-01-01T00:00:01.000Z 127.0.0.1:4001 GET http://127.0.0.1:18001/1k?sigterm -> 127.0.0.1:18001 200 1300B 1ms",
             "2026-01-01T00:00:01.000Z 127.0.0.1:4002 GET http://127.0.0.1:18001/1k?sigterm -> 127.0.0.1:18001 200 1300B 1ms",
             "2026-01-01T00:00:01.000Z 127.0.0.1:4003 GET http://127.0.0.1:18001/1k?sigterm -> 127.0.0.1:18001 502 200B 1ms error=connection_refused",
+            "2026-01-01T00:00:02.000Z 127.0.0.1:4004 GET http://127.0.0.1:18001/1k -> 127.0.0.1:18001 200 1300B 10500ms",
         ] {
             s.count(line, target);
         }
         assert_eq!(
-            (s.lines, s.phase_200, s.phase_other, s.not_200),
-            (5, 2, 1, 1)
+            (s.lines, s.phase_200, s.phase_other, s.not_200, s.slow),
+            (6, 2, 1, 1, 1)
         );
         assert!(s.first_not_200[0].ends_with("error=connection_refused"));
+        assert!(
+            s.first_slow[0].ends_with(" 10500ms"),
+            "the slow GET, not the long tunnel"
+        );
     }
 
     #[test]
