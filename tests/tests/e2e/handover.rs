@@ -202,4 +202,22 @@ cases! {
         assert!(lines.lock().unwrap().contains(&format!("listening on {other}")));
         drop(child);
     }
+
+    /// An upgrade whose new process cannot start (its configuration was
+    /// broken meanwhile) leaves the old one serving, and it says why.
+    fn a_failed_upgrade_keeps_the_old_process_serving(bin) {
+        let origin = Origin::echo_target();
+        let config = proxy_tests::TempFile::new("upgrade.ron", "(proxy_name: \"old\")");
+        let proxy = Proxy::start(bin, &["--config", config.name()]);
+        config.write("(proxy_name: \"two words\")");
+        proxy.signal(Signal::USR2);
+        wait_stderr(&proxy, "upgrade: started the new process", Duration::from_secs(5));
+        let ended = wait_stderr(&proxy, &format!("{}: upgrade: the new process", bin.name()), Duration::from_secs(10));
+        assert!(ended.ends_with("still serving"), "{ended}");
+        assert!(ended.contains("exit status: 2"), "{ended}");
+        let mut c = proxy.connect();
+        let resp = c.get(&origin.url("/still"));
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.header("via"), Some("1.1 old"));
+    }
 }
