@@ -108,7 +108,7 @@ cases! {
         assert!(before > 100, "{before} requests in the first second");
 
         old.signal(Signal::USR2);
-        let started = wait_stderr(&old, "upgrade: started the new process", Duration::from_secs(5));
+        let started = wait_stderr(&old, "upgrade: started the new process", Duration::from_secs(30));
         let pid: i32 = started
             .trim_end_matches(')')
             .rsplit('(')
@@ -116,8 +116,8 @@ cases! {
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("{started}"));
         let _new = Upgraded(Pid::from_raw(pid).unwrap());
-        wait_stderr(&old, "upgrade: serving; asked the old process", Duration::from_secs(10));
-        let status = exit_within(&mut old, Duration::from_secs(10));
+        wait_stderr(&old, "upgrade: serving; asked the old process", Duration::from_secs(30));
+        let status = exit_within(&mut old, Duration::from_secs(30));
         assert!(status.success(), "the old process: {status:?}");
         let switched = done.load(Ordering::SeqCst);
         std::thread::sleep(Duration::from_secs(1));
@@ -186,7 +186,7 @@ cases! {
         }
         // systemd-socket-activate binds, then starts the proxy at the
         // first connection: this request is what wakes it.
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(addr).is_err() {
             assert!(Instant::now() < deadline, "systemd-socket-activate did not listen on {addr}");
             std::thread::sleep(Duration::from_millis(20));
@@ -194,7 +194,7 @@ cases! {
         let mut c = Client::connect(addr);
         assert_eq!(c.get(&origin.url("/activated")).status(), 200);
         let want = format!("listening on {addr}, passed by systemd");
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while !lines.lock().unwrap().contains(&want) {
             assert!(Instant::now() < deadline, "{:?}", lines.lock().unwrap());
             std::thread::sleep(Duration::from_millis(20));
@@ -211,8 +211,8 @@ cases! {
         let proxy = Proxy::start(bin, &["--config", config.name()]);
         config.write("(proxy_name: \"two words\")");
         proxy.signal(Signal::USR2);
-        wait_stderr(&proxy, "upgrade: started the new process", Duration::from_secs(5));
-        let ended = wait_stderr(&proxy, &format!("{}: upgrade: the new process", bin.name()), Duration::from_secs(10));
+        wait_stderr(&proxy, "upgrade: started the new process", Duration::from_secs(30));
+        let ended = wait_stderr(&proxy, &format!("{}: upgrade: the new process", bin.name()), Duration::from_secs(30));
         assert!(ended.ends_with("still serving"), "{ended}");
         assert!(ended.contains("exit status: 2"), "{ended}");
         let mut c = proxy.connect();
