@@ -265,9 +265,10 @@ impl Handover {
             .name("upgrade".to_owned())
             .spawn(move || {
                 if let Ok(status) = child.wait() {
-                    eprintln!(
+                    // One write for the whole line (see `signals`).
+                    crate::diag::warn(format_args!(
                         "{name}: upgrade: the new process ({pid}) ended ({status}); still serving"
-                    );
+                    ));
                 }
             });
         Ok(pid)

@@ -53,9 +53,15 @@ pub fn watch(
                             eprintln!("reload failed, keeping the running configuration: {e}")
                         }
                     },
+                    // Whole lines in one write each: the new process writes
+                    // to the same stderr meanwhile.
                     SIGUSR2 => match handover.upgrade(name) {
-                        Ok(pid) => eprintln!("upgrade: started the new process ({pid})"),
-                        Err(e) => eprintln!("upgrade failed, still serving: {e}"),
+                        Ok(pid) => crate::diag::info(format_args!(
+                            "upgrade: started the new process ({pid})"
+                        )),
+                        Err(e) => {
+                            crate::diag::warn(format_args!("upgrade failed, still serving: {e}"))
+                        }
                     },
                     _ => {
                         handover.close();

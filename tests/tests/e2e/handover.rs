@@ -2,7 +2,7 @@
 //! fails no request, and systemd's socket activation serves from the
 //! socket it was given.
 
-use crate::lifecycle::{exit_within, wait_stderr};
+use crate::lifecycle::exit_within;
 use crate::request;
 use proxy_tests::{cases, free_port, Client, Origin, Proxy};
 use rustix::process::{Pid, Signal};
@@ -11,6 +11,14 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Waits for a stderr line that contains `text`, and returns it. Not
+/// `starts_with`: during an upgrade two processes write to the same
+/// stderr, and a line of one may land inside a line of the other (a
+/// Rust `eprintln!` is several writes).
+fn wait_stderr_containing(proxy: &Proxy, text: &str, timeout: Duration) -> String {
+    proxy.wait_for_stderr(|l| l.contains(text), timeout)
+}
 
 /// Stops the process an upgrade started (not our child, so no `Proxy`
 /// owns it) when the test ends, however it ends.
@@ -108,7 +116,7 @@ cases! {
         assert!(before > 100, "{before} requests in the first second");
 
         old.signal(Signal::USR2);
-        let started = wait_stderr(&old, "upgrade: started the new process", Duration::from_secs(30));
+        let started = wait_stderr_containing(&old, "upgrade: started the new process", Duration::from_secs(30));
         let pid: i32 = started
             .trim_end_matches(')')
             .rsplit('(')
@@ -116,7 +124,7 @@ cases! {
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("{started}"));
         let _new = Upgraded(Pid::from_raw(pid).unwrap());
-        wait_stderr(&old, "upgrade: serving; asked the old process", Duration::from_secs(30));
+        wait_stderr_containing(&old, "upgrade: serving; asked the old process", Duration::from_secs(30));
         let status = exit_within(&mut old, Duration::from_secs(30));
         assert!(status.success(), "the old process: {status:?}");
         let switched = done.load(Ordering::SeqCst);
@@ -211,8 +219,8 @@ cases! {
         let proxy = Proxy::start(bin, &["--config", config.name()]);
         config.write("(proxy_name: \"two words\")");
         proxy.signal(Signal::USR2);
-        wait_stderr(&proxy, "upgrade: started the new process", Duration::from_secs(30));
-        let ended = wait_stderr(&proxy, &format!("{}: upgrade: the new process", bin.name()), Duration::from_secs(30));
+        wait_stderr_containing(&proxy, "upgrade: started the new process", Duration::from_secs(30));
+        let ended = wait_stderr_containing(&proxy, &format!("{}: upgrade: the new process", bin.name()), Duration::from_secs(30));
         assert!(ended.ends_with("still serving"), "{ended}");
         assert!(ended.contains("exit status: 2"), "{ended}");
         let mut c = proxy.connect();
