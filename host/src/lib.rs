@@ -14,6 +14,7 @@ pub mod handover;
 pub mod hashing;
 pub mod io_error;
 pub mod lifecycle;
+pub mod listener;
 pub mod offload;
 pub mod pool;
 pub mod privileges;

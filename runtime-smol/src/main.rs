@@ -39,6 +39,7 @@ use proxy_core::trace::Trace;
 use proxy_core::{ConnId, Role};
 use proxy_host::handover::{Handover, Inherited};
 use proxy_host::lifecycle::{ConnGuard, Lifecycle};
+use proxy_host::listener::{self, Sharing};
 use proxy_host::pool::Pool;
 use proxy_host::{Clock, Settings};
 use smol::{Async, LocalExecutor, Timer};
@@ -51,12 +52,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-/// Pending connections each listening socket queues before accepting.
-const BACKLOG: i32 = 1024;
-
 /// How long the kernel holds a silent new connection before handing it
 /// over anyway (`proxy_host::sockopt::defer_accept`).
-#[cfg(target_os = "linux")]
 const DEFER_ACCEPT_SECS: u32 = 1;
 
 /// Connection ids, unique for the life of the process.
@@ -254,25 +251,9 @@ fn spread(given: Vec<TcpListener>, copies: usize) -> io::Result<Vec<Vec<TcpListe
     Ok(per)
 }
 
-/// A listening socket on `addr` that other sockets of this process may
-/// share (`SO_REUSEPORT`; the kernel lets only the same user join).
+/// A listening socket on `addr` that the other executors' sockets share.
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    use rustix::net::{sockopt, AddressFamily, SocketFlags, SocketType};
-    let family = match addr {
-        SocketAddr::V4(_) => AddressFamily::INET,
-        SocketAddr::V6(_) => AddressFamily::INET6,
-    };
-    let socket = rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
-    // As std's `TcpListener::bind` does: a restart need not wait for the
-    // old connections' TIME_WAIT.
-    sockopt::set_socket_reuseaddr(&socket, true)?;
-    sockopt::set_socket_reuseport(&socket, true)?;
-    rustix::net::bind(&socket, &addr)?;
-    rustix::net::listen(&socket, BACKLOG)?;
-    // An optimisation only: a refusal changes nothing else.
-    #[cfg(target_os = "linux")]
-    let _ = proxy_host::sockopt::defer_accept(&socket, DEFER_ACCEPT_SECS);
-    Ok(TcpListener::from(socket))
+    listener::bind(addr, Sharing::ReusePort, DEFER_ACCEPT_SECS)
 }
 
 /// Sends once when dropped: tells the main thread an accept loop is over,

@@ -15,10 +15,10 @@
 //! driver hears of them as `Shutdown` and `ForceShutdown`; a tunnel's
 //! relay watches the stop beacon itself.
 
-use crate::net::{self, linger, prepare_socket, write_all, Forward, Lookup};
+use crate::net::{self, linger, prepare_socket, write_all, Dial, Forward, Lookup};
 use crate::parking::Wait;
 use crate::relay::{Relay, RelayStep, Start};
-use crate::sys::{self, POLLIN};
+use crate::sys::{self, POLLIN, POLLOUT};
 use proxy_core::driver::{Accepted, Driver, Input, Op, Wait as Waiting};
 use proxy_core::{ConnId, Connected, Role, Side, TunnelEnd, TunnelEndReason, UpstreamId};
 use proxy_host::buf::Pooled;
@@ -62,6 +62,16 @@ struct Held {
     stream: TcpStream,
 }
 
+/// An upstream handshake under way.
+struct Connecting {
+    id: UpstreamId,
+    addr: SocketAddr,
+    stream: TcpStream,
+    /// When it has taken too long (the core's timer, or
+    /// `timeouts.connect`).
+    deadline: proxy_core::Instant,
+}
+
 /// A client connection and what its thread keeps between steps.
 pub(crate) struct Conn {
     shared: Arc<Shared>,
@@ -71,6 +81,9 @@ pub(crate) struct Conn {
     driver: Driver<Pooled>,
     client: TcpStream,
     upstream: Option<Held>,
+    /// An upstream connection being made (the driver waits for its
+    /// `Connected`).
+    connecting: Option<Connecting>,
     /// The tunnel being relayed, once the driver asked for one.
     relay: Option<Relay>,
     /// A system lookup under way.
@@ -114,6 +127,7 @@ impl Conn {
             driver: Driver::new(accepted, settings.shared.clone(), settings.record.is_some()),
             client,
             upstream: None,
+            connecting: None,
             relay: None,
             lookup: None,
             told: Stage::Running,
@@ -140,6 +154,12 @@ impl Conn {
         loop {
             if self.relay.is_some() {
                 match self.relay_step(crowded) {
+                    Some(wait) => return Step::Park(wait),
+                    None => continue,
+                }
+            }
+            if self.connecting.is_some() {
+                match self.connect_step(crowded) {
                     Some(wait) => return Step::Park(wait),
                     None => continue,
                 }
@@ -183,8 +203,9 @@ impl Conn {
                     allow_pooled,
                     deadline,
                 } => {
-                    let input = self.connect(upstream, addr, allow_pooled, deadline);
-                    self.driver.handle(self.now(), input);
+                    if let Some(input) = self.connect(upstream, addr, allow_pooled, deadline) {
+                        self.driver.handle(self.now(), input);
+                    }
                 }
                 Op::Release { upstream, reuse } => {
                     if let Some(up) = self.upstream.take() {
@@ -256,29 +277,103 @@ impl Conn {
         self.driver.handle(self.now(), input);
     }
 
+    /// Takes a pooled connection to `addr` or starts a new one; says what
+    /// came of it, or nothing while the handshake is under way
+    /// ([`Conn::connect_step`] carries on with it).
     fn connect(
         &mut self,
         id: UpstreamId,
         addr: SocketAddr,
         allow_pooled: bool,
         deadline: Option<proxy_core::Instant>,
-    ) -> Input {
+    ) -> Option<Input> {
         // Whatever was held before is finished with.
         self.upstream = None;
-        let limit = match deadline {
-            Some(d) => d.saturating_since(self.now()),
-            None => self.shared.settings.config().timeouts.connect,
-        };
+        let now = self.now();
+        let deadline =
+            deadline.unwrap_or_else(|| now + self.shared.settings.config().timeouts.connect);
         let pool = allow_pooled.then_some(&self.shared.pool);
-        match net::connect_or_reuse(pool, addr, limit) {
-            Ok((stream, reused)) => {
+        match net::reuse_or_dial(pool, addr) {
+            Ok(Dial::Reused(stream)) => {
                 self.upstream = Some(Held { id, addr, stream });
-                Input::Connected(id, Ok(Connected { reused }))
+                Some(Input::Connected(id, Ok(Connected { reused: true })))
             }
             // The core's timer answers (504).
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => Input::Timeout,
-            Err(e) => Input::Connected(id, Err(connect_error(&e))),
+            Ok(Dial::Started(_)) if deadline <= now => Some(Input::Timeout),
+            Ok(Dial::Started(stream)) => {
+                self.connecting = Some(Connecting {
+                    id,
+                    addr,
+                    stream,
+                    deadline,
+                });
+                None
+            }
+            Err(e) => Some(Input::Connected(id, Err(connect_error(&e)))),
         }
+    }
+
+    /// Waits for the handshake under way and reports how it ended; or,
+    /// when the wait would be long, says to park until the socket is
+    /// writable or the deadline passes.
+    fn connect_step(&mut self, crowded: &dyn Fn() -> bool) -> Option<Wait> {
+        let c = self.connecting.as_ref()?;
+        let now = self.now();
+        let parks = self.parking
+            && self.told == Stage::Running
+            && c.deadline.saturating_since(now) > PARK_AFTER;
+        let timeout = match parks {
+            true if crowded() => 0,
+            true => sys::duration_ms(Some(PARK_AFTER)),
+            false => sys::timeout_ms(Some(c.deadline), now),
+        };
+        let stop = self.shared.life.stop_fd();
+        let mut fds = [
+            sys::pollfd(Some(c.stream.as_raw_fd()), POLLOUT),
+            sys::pollfd(Some(stop), POLLIN),
+        ];
+        let ready = match sys::poll(&mut fds, timeout) {
+            Ok(0) if parks => {
+                return Some(Wait {
+                    fds: [None; 3],
+                    writable: Some(c.stream.as_raw_fd()),
+                    deadline: Some(self.shared.clock.to_std(c.deadline)),
+                })
+            }
+            Ok(_) => fds[0].revents != 0,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return None,
+            Err(e) => {
+                eprintln!("proxy-std: poll failed: {e}");
+                self.connecting = None;
+                self.driver.handle(now, Input::ForceShutdown);
+                return None;
+            }
+        };
+        let stopped = fds[1].revents != 0;
+        let timed_out = c.deadline <= self.now();
+        let now = self.now();
+        if ready {
+            let Connecting {
+                id, addr, stream, ..
+            } = self.connecting.take()?;
+            let input = match net::finish_connect(&stream) {
+                Ok(()) => {
+                    self.upstream = Some(Held { id, addr, stream });
+                    Input::Connected(id, Ok(Connected { reused: false }))
+                }
+                Err(e) => Input::Connected(id, Err(connect_error(&e))),
+            };
+            self.driver.handle(now, input);
+        } else if stopped {
+            // The grace period is over.
+            self.connecting = None;
+            self.driver.handle(now, Input::ForceShutdown);
+        } else if timed_out {
+            // The core's timer answers (504).
+            self.connecting = None;
+            self.driver.handle(now, Input::Timeout);
+        }
+        None
     }
 
     /// Waits for what `w` names and reports it; or, when the wait would
@@ -318,6 +413,7 @@ impl Conn {
             Ok(0) if parks => {
                 return Some(Wait {
                     fds: [client_fd, up_fd, lookup_fd],
+                    writable: None,
                     deadline: w.deadline.map(|d| self.shared.clock.to_std(d)),
                 })
             }
@@ -417,6 +513,7 @@ impl Conn {
                     Some(up.stream.as_raw_fd()),
                     None,
                 ],
+                writable: None,
                 deadline: relay.deadline(),
             }),
             RelayStep::Ended(end) => {

@@ -26,6 +26,7 @@ use conn::Conn;
 use proxy_core::{ConnId, Role};
 use proxy_host::handover::{Handover, Inherited};
 use proxy_host::lifecycle::Lifecycle;
+use proxy_host::listener::{self, Sharing};
 use server::Server;
 use std::io::{self, Write};
 use std::net::TcpListener;
@@ -86,11 +87,8 @@ fn main() {
             listeners.extend(given.into_iter().map(|l| (l, role)));
             continue;
         }
-        match TcpListener::bind(addr) {
+        match listener::bind(addr, Sharing::Alone, 1) {
             Ok(l) => {
-                // An optimisation only: a refusal changes nothing else.
-                #[cfg(target_os = "linux")]
-                let _ = proxy_host::sockopt::defer_accept(&l, 1);
                 lines.push((l.local_addr(), role, None));
                 listeners.push((l, role));
             }

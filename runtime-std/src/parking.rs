@@ -4,18 +4,19 @@
 //! its sockets with nothing happening hands its whole state here and goes
 //! back to the worker pool. One thread watches every parked connection's
 //! descriptors with epoll(7), and their deadlines (the core's next timer,
-//! or a tunnel's idle limit); when a socket becomes readable or a deadline
-//! passes, the connection goes back to a worker and carries on where it
-//! stopped. So an idle keep-alive client, a half-sent request head or a
-//! quiet tunnel costs its state and its sockets, not a thread and its
-//! stack.
+//! a tunnel's idle limit, a connect's timeout); when a socket becomes
+//! readable (writable, for a connect under way) or a deadline passes, the
+//! connection goes back to a worker and carries on where it stopped. So
+//! an idle keep-alive client, a half-sent request head, a quiet tunnel or
+//! an origin slow to answer a SYN costs its state and its sockets, not a
+//! thread and its stack.
 //!
 //! Once shutdown begins nothing is parked any more: every parked
 //! connection is handed back (so it gets `begin_shutdown`), and later
 //! waits block in their threads as before, watching the lifecycle
 //! beacons themselves.
 
-use crate::sys::{self, Epoll, EPOLLIN};
+use crate::sys::{self, Epoll, EPOLLIN, EPOLLOUT};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io::{self, Read, Write};
@@ -34,6 +35,8 @@ const FIRST_CONN: u64 = 2;
 pub(crate) struct Wait {
     /// Descriptors to watch for readability (or end of stream, or error).
     pub(crate) fds: [Option<RawFd>; 3],
+    /// A descriptor to watch for writability (a connect under way).
+    pub(crate) writable: Option<RawFd>,
     /// When to hand it back regardless.
     pub(crate) deadline: Option<Instant>,
 }
@@ -66,7 +69,8 @@ struct Lot<T> {
 
 struct Parked<T> {
     conn: T,
-    fds: [Option<RawFd>; 3],
+    /// Every descriptor registered for it.
+    fds: [Option<RawFd>; 4],
 }
 
 impl<T> ParkingLot<T> {
@@ -106,9 +110,13 @@ impl<T> ParkingLot<T> {
         }
         let token = lot.next_token;
         lot.next_token += 1;
-        let mut added = Vec::with_capacity(3);
-        for fd in wait.fds.iter().flatten() {
-            if self.epoll.add(*fd, EPOLLIN, token).is_err() {
+        let [a, b, c] = wait.fds;
+        let fds = [a, b, c, wait.writable];
+        let interest = |i: usize| if i < 3 { EPOLLIN } else { EPOLLOUT };
+        let mut added = Vec::with_capacity(4);
+        for (i, fd) in fds.iter().enumerate() {
+            let Some(fd) = fd else { continue };
+            if self.epoll.add(*fd, interest(i), token).is_err() {
                 for fd in added {
                     let _ = self.epoll.delete(fd);
                 }
@@ -118,13 +126,7 @@ impl<T> ParkingLot<T> {
         }
         // Inserted before the lock goes, so an event the watcher already
         // has for this token finds the connection.
-        lot.parked.insert(
-            token,
-            Parked {
-                conn,
-                fds: wait.fds,
-            },
-        );
+        lot.parked.insert(token, Parked { conn, fds });
         if let Some(at) = wait.deadline {
             lot.timers.push(Reverse((at, token)));
             if lot.next_wake.map_or(true, |w| at < w) {

@@ -50,6 +50,8 @@ pub(crate) struct Epoll {
 
 /// Readiness for reading (or end of stream, or error) on an epoll entry.
 pub(crate) const EPOLLIN: u32 = libc::EPOLLIN as u32;
+/// Readiness for writing (or error) on an epoll entry.
+pub(crate) const EPOLLOUT: u32 = libc::EPOLLOUT as u32;
 
 impl Epoll {
     #[allow(unsafe_code)]

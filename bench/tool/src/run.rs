@@ -56,7 +56,12 @@ pub(crate) fn run(opts: &Options) -> Result<bool> {
     let mut ports = Ports::new();
     let origin_addr = addr(ports.take()?);
     let tls_addr = addr(ports.take()?);
-    let nginx = origin::start_nginx(&work, origin_addr.port(), tls_addr.port())?;
+    let nginx = origin::start_nginx(
+        &work,
+        origin_addr.port(),
+        tls_addr.port(),
+        origin::Accepts::OnePerTurn,
+    )?;
     let sink = addr(ports.take()?);
     let source = addr(ports.take()?);
     let _streams = origin::start_tcp(&work, "tcp-origin", &[("sink", sink), ("source", source)])?;

@@ -62,7 +62,12 @@ pub(crate) fn run(opts: &Options) -> Result<bool> {
     let mut ports = Ports::new();
     let origin_addr = addr(ports.take()?);
     let tls = addr(ports.take()?);
-    let _nginx = origin::start_nginx(&work, origin_addr.port(), tls.port())?;
+    let _nginx = origin::start_nginx(
+        &work,
+        origin_addr.port(),
+        tls.port(),
+        origin::Accepts::AllQueued,
+    )?;
     let sink = addr(ports.take()?);
     let _tcp = origin::start_tcp(&work, "tcp-origin", &[("sink", sink)])?;
     let proxy_addr = addr(ports.take()?);

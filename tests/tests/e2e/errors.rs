@@ -399,6 +399,41 @@ cases! {
         drop(hole);
     }
 
+    /// Hundreds of clients whose origin never answers the SYN (more than
+    /// proxy-std has worker threads) do not hold up a client whose origin
+    /// answers: a connect waits like any socket, not on a thread. Each
+    /// of the stuck ones then gets its 504.
+    fn hanging_connects_do_not_hold_up_other_clients(bin) {
+        let hole = blackhole();
+        let what = "a loopback listener with a full accept queue does not drop SYNs";
+        if !proxy_tests::machine_can(hole.is_some(), what, "E2E_SKIP_BLACKHOLE") {
+            return;
+        }
+        let hole = hole.expect("checked");
+        let origin = Origin::echo_target();
+        let proxy = Proxy::start_with_config(bin, "(timeouts: (connect: \"4s\"))", &[]);
+        let stuck_url = format!("http://{}/hangs", hole.addr);
+        let stuck: Vec<_> = (0..300)
+            .map(|_| {
+                let mut c = proxy.connect();
+                c.send(format!("GET {stuck_url} HTTP/1.1\r\nHost: {}\r\n\r\n", hole.addr));
+                c
+            })
+            .collect();
+        // Let every stuck request reach its connect.
+        std::thread::sleep(Duration::from_millis(500));
+        let mut c = proxy.connect();
+        let started = std::time::Instant::now();
+        let resp = c.get(&origin.url("/meanwhile"));
+        let took = started.elapsed();
+        assert_eq!(resp.status(), 200);
+        assert!(took < Duration::from_secs(1), "a working origin took {took:?} behind 300 hanging connects");
+        for mut s in stuck {
+            s.read_response("GET").assert_error(504, "connection_timeout", "timed out connecting");
+        }
+        drop(hole);
+    }
+
     /// Whitespace inside the request target is a bad request (400), not
     /// an unsupported version (505): the version is fine.
     fn whitespace_in_the_target_is_400(bin) {
