@@ -252,7 +252,16 @@ def main():
             if time.monotonic() > deadline or proxy.poll() is not None:
                 sys.exit(f"the proxy did not start: {proxy.stderr.read().decode()}")
             time.sleep(0.05)
-    fds_before = len(os.listdir(f"/proc/{proxy.pid}/fd"))
+    # The port answers before start-up is over (executors, the log writer
+    # and the probe connection still come and go): count once two reads
+    # 200 ms apart agree, or it reads 13 before and 17 after at random.
+    fds_before = -1
+    while True:
+        time.sleep(0.2)
+        fds_now = len(os.listdir(f"/proc/{proxy.pid}/fd"))
+        if fds_now == fds_before:
+            break
+        fds_before = fds_now
     try:
         closes, latencies, errors, rss, opened = loop.run_until_complete(
             main_async(args, ("127.0.0.1", proxy_port), origin_port, hold_port, proxy.pid))
