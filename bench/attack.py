@@ -254,9 +254,9 @@ def main():
             time.sleep(0.05)
     # The port answers before start-up is over (executors, the log writer
     # and the probe connection still come and go): count once two reads
-    # 200 ms apart agree, or it reads 13 before and 17 after at random.
+    # 200 ms apart agree (at most 5 s), or it reads 13 before and 17 after at random.
     fds_before = -1
-    while True:
+    for _ in range(25):
         time.sleep(0.2)
         fds_now = len(os.listdir(f"/proc/{proxy.pid}/fd"))
         if fds_now == fds_before:

@@ -15,7 +15,7 @@
 //! driver hears of them as `Shutdown` and `ForceShutdown`; a tunnel's
 //! relay watches the stop beacon itself.
 
-use crate::net::{self, linger, prepare_socket, write_all, Dial, Forward, Lookup};
+use crate::net::{self, linger, prepare_socket, write_all, Forward, Lookup};
 use crate::parking::Wait;
 use crate::relay::{Relay, RelayStep, Start};
 use crate::sys::{self, POLLIN, POLLOUT};
@@ -292,15 +292,19 @@ impl Conn {
         let now = self.now();
         let deadline =
             deadline.unwrap_or_else(|| now + self.shared.settings.config().timeouts.connect);
-        let pool = allow_pooled.then_some(&self.shared.pool);
-        match net::reuse_or_dial(pool, addr) {
-            Ok(Dial::Reused(stream)) => {
-                self.upstream = Some(Held { id, addr, stream });
-                Some(Input::Connected(id, Ok(Connected { reused: true })))
-            }
+        if let Some(stream) = allow_pooled
+            .then(|| net::reuse(&self.shared.pool, addr))
+            .flatten()
+        {
+            self.upstream = Some(Held { id, addr, stream });
+            return Some(Input::Connected(id, Ok(Connected { reused: true })));
+        }
+        if deadline <= now {
             // The core's timer answers (504).
-            Ok(Dial::Started(_)) if deadline <= now => Some(Input::Timeout),
-            Ok(Dial::Started(stream)) => {
+            return Some(Input::Timeout);
+        }
+        match net::dial(addr) {
+            Ok(stream) => {
                 self.connecting = Some(Connecting {
                     id,
                     addr,
@@ -350,8 +354,8 @@ impl Conn {
             }
         };
         let stopped = fds[1].revents != 0;
-        let timed_out = c.deadline <= self.now();
         let now = self.now();
+        let timed_out = c.deadline <= now;
         if ready {
             let Connecting {
                 id, addr, stream, ..

@@ -68,17 +68,18 @@ pub(crate) fn write_all<'a>(
     }
 }
 
-/// An upstream connection: taken from the pool, or being made.
-pub(crate) enum Dial {
-    /// A live idle connection from the pool.
-    Reused(TcpStream),
-    /// The handshake is under way: the socket becomes writable when it is
-    /// done ([`finish_connect`] says how it went).
-    Started(TcpStream),
+/// A live idle connection to `addr` from `pool`, if it has one.
+pub(crate) fn reuse(pool: &Pool<TcpStream>, addr: SocketAddr) -> Option<TcpStream> {
+    while let Some(stream) = pool.take(addr) {
+        if sys::nothing_to_read(stream.as_fd()) {
+            return Some(stream);
+        }
+    }
+    None
 }
 
-/// A live idle connection to `addr` from `pool` (if given), or else the
-/// start of a new one.
+/// Starts a connection to `addr`: the socket becomes writable when the
+/// handshake is done ([`finish_connect`] says how it went).
 ///
 /// The connect never blocks the worker: a handshake waits like any other
 /// socket, on the worker for a moment and then parked. A blocking connect
@@ -87,14 +88,7 @@ pub(crate) enum Dial {
 /// that come back only after 1, 3, 7 s; under a burst of thousands of new
 /// clients every worker was soon waiting so, and everyone queued behind
 /// them (the 8,000-client soak: requests of 5-34 s).
-pub(crate) fn reuse_or_dial(pool: Option<&Pool<TcpStream>>, addr: SocketAddr) -> io::Result<Dial> {
-    if let Some(pool) = pool {
-        while let Some(stream) = pool.take(addr) {
-            if sys::nothing_to_read(stream.as_fd()) {
-                return Ok(Dial::Reused(stream));
-            }
-        }
-    }
+pub(crate) fn dial(addr: SocketAddr) -> io::Result<TcpStream> {
     use rustix::net::{AddressFamily, SocketFlags, SocketType};
     let family = match addr {
         SocketAddr::V4(_) => AddressFamily::INET,
@@ -108,7 +102,7 @@ pub(crate) fn reuse_or_dial(pool: Option<&Pool<TcpStream>>, addr: SocketAddr) ->
     }
     let stream = TcpStream::from(socket);
     let _ = prepare_socket(&stream);
-    Ok(Dial::Started(stream))
+    Ok(stream)
 }
 
 /// How a started connect ended, once its socket polled writable (or in

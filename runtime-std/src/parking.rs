@@ -116,11 +116,11 @@ impl<T> ParkingLot<T> {
         lot.next_token += 1;
         let [a, b, c] = wait.fds;
         let fds = [a, b, c, wait.writable];
-        let interest = |i: usize| if i < 3 { EPOLLIN } else { EPOLLOUT };
+        let watched = [EPOLLIN, EPOLLIN, EPOLLIN, EPOLLOUT];
         let mut added = Vec::with_capacity(4);
-        for (i, fd) in fds.iter().enumerate() {
+        for (fd, events) in fds.iter().zip(watched) {
             let Some(fd) = fd else { continue };
-            if self.epoll.add(*fd, interest(i), token).is_err() {
+            if self.epoll.add(*fd, events, token).is_err() {
                 for fd in added {
                     let _ = self.epoll.delete(fd);
                 }
