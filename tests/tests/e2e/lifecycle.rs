@@ -213,6 +213,38 @@ cases! {
         assert_log(&proxy, "GET", &origin.url("/slow"), 200, None, None);
     }
 
+    /// A connect still waiting for its SYN-ACK when the grace period ends
+    /// does not hold the exit until `timeouts.connect`: the process exits
+    /// 0 just after the grace period.
+    fn the_end_of_the_grace_period_ends_a_hanging_connect(bin) {
+        let hole = proxy_tests::blackhole();
+        let what = "a loopback listener with a full accept queue does not drop SYNs";
+        if !proxy_tests::machine_can(hole.is_some(), what, "E2E_SKIP_BLACKHOLE") {
+            return;
+        }
+        let hole = hole.expect("checked");
+        let mut proxy = Proxy::start_with_config(
+            bin,
+            r#"(timeouts: (shutdown_grace: "1s", connect: "30s"))"#,
+            &[],
+        );
+        let mut c = proxy.connect();
+        c.send(request("GET", &format!("http://{}/hangs", hole.addr), &[], b""));
+        // Let the request reach its connect (and park there).
+        std::thread::sleep(Duration::from_millis(300));
+        let signalled = Instant::now();
+        proxy.signal(Signal::TERM);
+        let status = exit_within(&mut proxy, Duration::from_secs(8));
+        let took = signalled.elapsed();
+        assert!(status.success(), "exit status {status:?}");
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+            "exited {took:?} after the signal"
+        );
+        assert!(c.closes_within(Duration::from_secs(2)), "the client stayed connected");
+        drop(hole);
+    }
+
     /// When the grace period ends, a tunnel still open is ended (and
     /// logged with error=shutdown) and a download still running is cut
     /// off; the process exits 0 just after.
