@@ -139,11 +139,8 @@ fn main() -> ExitCode {
         };
         match bound {
             Ok((all, local)) => {
-                let mut line = settings.describe_listener(local, role);
-                if let Some(from) = from {
-                    line.push_str(&format!(", {from}"));
-                }
-                eprintln!("{line}");
+                // Kept before the line is printed: whoever reads it may
+                // send SIGUSR2 at once, and the upgrade needs the socket.
                 for (i, mine) in all.into_iter().enumerate() {
                     for listener in mine {
                         if let Err(e) = handover.keep(&listener) {
@@ -152,6 +149,11 @@ fn main() -> ExitCode {
                         listeners[i].push((listener, role));
                     }
                 }
+                let mut line = settings.describe_listener(local, role);
+                if let Some(from) = from {
+                    line.push_str(&format!(", {from}"));
+                }
+                eprintln!("{line}");
             }
             Err(e) => {
                 eprintln!("proxy-smol: cannot listen on {addr}: {e}");
