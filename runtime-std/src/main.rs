@@ -13,6 +13,7 @@
 //! thread waits for the live count to reach zero, or the grace period to
 //! end (then the stop beacon ends tunnels and closes the rest).
 
+mod alloc;
 mod conn;
 mod net;
 mod parking;
