@@ -70,6 +70,16 @@ pub fn needs_ipv6() -> bool {
     machine_can(ipv6_available(), "[::1] cannot be bound", "E2E_SKIP_IPV6")
 }
 
+/// A [`Blackhole`] to connect to, unless this kernel cannot make one and
+/// `E2E_SKIP_BLACKHOLE=1` (see [`machine_can`]); then `None`, the test
+/// returns.
+pub fn needs_blackhole() -> Option<Blackhole> {
+    let hole = blackhole();
+    let what = "a loopback listener with a full accept queue does not drop SYNs";
+    machine_can(hole.is_some(), what, "E2E_SKIP_BLACKHOLE");
+    hole
+}
+
 /// [`tool_named`] for a program with one name.
 pub fn tool(name: &str, skip_var: &str) -> Option<PathBuf> {
     tool_named(&[name], skip_var)

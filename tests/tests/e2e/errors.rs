@@ -4,7 +4,7 @@
 
 use crate::{assert_log, request};
 use proxy_tests::origin::read_request_head;
-use proxy_tests::{blackhole, cases, refused_addr, Origin, Proxy, RawOrigin, Reply};
+use proxy_tests::{cases, refused_addr, Origin, Proxy, RawOrigin, Reply};
 use std::io::Write;
 use std::time::Duration;
 
@@ -381,12 +381,9 @@ cases! {
     /// SYNs); a kernel that does not behave so fails it unless
     /// `E2E_SKIP_BLACKHOLE=1`.
     fn connect_timeout_is_504(bin) {
-        let hole = blackhole();
-        let what = "a loopback listener with a full accept queue does not drop SYNs";
-        if !proxy_tests::machine_can(hole.is_some(), what, "E2E_SKIP_BLACKHOLE") {
+        let Some(hole) = proxy_tests::needs_blackhole() else {
             return;
-        }
-        let hole = hole.expect("checked");
+        };
         let proxy = Proxy::start_with_config(bin, "(timeouts: (connect: \"500ms\"))", &[]);
         let mut c = proxy.connect();
         let url = format!("http://{}/hangs", hole.addr);
@@ -404,12 +401,9 @@ cases! {
     /// answers: a connect waits like any socket, not on a thread. Each
     /// of the stuck ones then gets its 504.
     fn hanging_connects_do_not_hold_up_other_clients(bin) {
-        let hole = blackhole();
-        let what = "a loopback listener with a full accept queue does not drop SYNs";
-        if !proxy_tests::machine_can(hole.is_some(), what, "E2E_SKIP_BLACKHOLE") {
+        let Some(hole) = proxy_tests::needs_blackhole() else {
             return;
-        }
-        let hole = hole.expect("checked");
+        };
         let origin = Origin::echo_target();
         let proxy = Proxy::start_with_config(bin, "(timeouts: (connect: \"4s\"))", &[]);
         let stuck_url = format!("http://{}/hangs", hole.addr);

@@ -217,12 +217,9 @@ cases! {
     /// does not hold the exit until `timeouts.connect`: the process exits
     /// 0 just after the grace period.
     fn the_end_of_the_grace_period_ends_a_hanging_connect(bin) {
-        let hole = proxy_tests::blackhole();
-        let what = "a loopback listener with a full accept queue does not drop SYNs";
-        if !proxy_tests::machine_can(hole.is_some(), what, "E2E_SKIP_BLACKHOLE") {
+        let Some(hole) = proxy_tests::needs_blackhole() else {
             return;
-        }
-        let hole = hole.expect("checked");
+        };
         let mut proxy = Proxy::start_with_config(
             bin,
             r#"(timeouts: (shutdown_grace: "1s", connect: "30s"))"#,

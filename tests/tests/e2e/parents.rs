@@ -248,7 +248,7 @@ cases! {
     /// a parent that comes back is used again at the next check, not 30 s
     /// later. Each change is said once on stderr.
     fn parents_are_health_checked(bin) {
-        let Some(hole) = proxy_tests::blackhole() else {
+        let Some(hole) = proxy_tests::needs_blackhole() else {
             return;
         };
         let origin = Origin::echo_target();
