@@ -26,15 +26,21 @@ pub enum Sharing {
     ReusePort,
 }
 
+/// The socket family `addr` needs (for a listener, or an outgoing
+/// socket made by hand).
+pub fn family(addr: SocketAddr) -> rustix::net::AddressFamily {
+    match addr {
+        SocketAddr::V4(_) => rustix::net::AddressFamily::INET,
+        SocketAddr::V6(_) => rustix::net::AddressFamily::INET6,
+    }
+}
+
 /// A listening socket on `addr`, with [`BACKLOG`] and, on Linux,
 /// `TCP_DEFER_ACCEPT` for `defer_secs` (`crate::sockopt::defer_accept`).
 pub fn bind(addr: SocketAddr, sharing: Sharing, defer_secs: u32) -> io::Result<TcpListener> {
-    use rustix::net::{sockopt, AddressFamily, SocketFlags, SocketType};
-    let family = match addr {
-        SocketAddr::V4(_) => AddressFamily::INET,
-        SocketAddr::V6(_) => AddressFamily::INET6,
-    };
-    let socket = rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    use rustix::net::{sockopt, SocketFlags, SocketType};
+    let socket =
+        rustix::net::socket_with(family(addr), SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
     // As std's `TcpListener::bind` does: a restart need not wait for the
     // old connections' TIME_WAIT.
     sockopt::set_socket_reuseaddr(&socket, true)?;

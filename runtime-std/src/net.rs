@@ -89,12 +89,9 @@ pub(crate) fn reuse(pool: &Pool<TcpStream>, addr: SocketAddr) -> Option<TcpStrea
 /// clients every worker was soon waiting so, and everyone queued behind
 /// them (the 8,000-client soak: requests of 5-34 s).
 pub(crate) fn dial(addr: SocketAddr) -> io::Result<TcpStream> {
-    use rustix::net::{AddressFamily, SocketFlags, SocketType};
-    let family = match addr {
-        SocketAddr::V4(_) => AddressFamily::INET,
-        SocketAddr::V6(_) => AddressFamily::INET6,
-    };
+    use rustix::net::{SocketFlags, SocketType};
     let flags = SocketFlags::CLOEXEC | SocketFlags::NONBLOCK;
+    let family = proxy_host::listener::family(addr);
     let socket = rustix::net::socket_with(family, SocketType::STREAM, flags, None)?;
     match rustix::net::connect(&socket, &addr) {
         Ok(()) | Err(rustix::io::Errno::INPROGRESS) => {}
