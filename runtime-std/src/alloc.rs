@@ -13,8 +13,9 @@
 //! jemalloc with `percpu_arena` picks the arena by the CPU a thread runs
 //! on, not by the thread, so two arenas serve all workers; its
 //! per-thread caches are off because 256 threads each holding a cache
-//! cost more (the soak's RSS at 60 MiB with them, 37 without) than the
-//! arena's lock, which is uncontended when there is one arena per CPU.
+//! cost more (8,000 clients through proxy-std: RSS 60 MiB with them, 37
+//! without; bench/RESULTS.md) than the arena's lock, rarely contended
+//! with one arena per CPU.
 
 use tikv_jemallocator::Jemalloc;
 

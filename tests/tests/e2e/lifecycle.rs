@@ -68,6 +68,19 @@ pub(crate) fn exit_within(proxy: &mut Proxy, timeout: Duration) -> std::process:
     })
 }
 
+/// Waits for `proxy`, signalled at `signalled` with a 1 s grace period
+/// and something still in flight, and asserts it exited 0 as that
+/// period ended: not before, and not seconds later.
+fn exits_0_when_a_1s_grace_ends(proxy: &mut Proxy, signalled: Instant) {
+    let status = exit_within(proxy, Duration::from_secs(8));
+    let took = signalled.elapsed();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "exited {took:?} after the signal"
+    );
+}
+
 /// Asserts that connecting to the proxy's address is refused.
 fn assert_refused(proxy: &Proxy) {
     match TcpStream::connect_timeout(&proxy.addr(), Duration::from_secs(2)) {
@@ -231,13 +244,7 @@ cases! {
         std::thread::sleep(Duration::from_millis(300));
         let signalled = Instant::now();
         proxy.signal(Signal::TERM);
-        let status = exit_within(&mut proxy, Duration::from_secs(8));
-        let took = signalled.elapsed();
-        assert!(status.success(), "exit status {status:?}");
-        assert!(
-            took >= Duration::from_millis(900) && took < Duration::from_secs(5),
-            "exited {took:?} after the signal"
-        );
+        exits_0_when_a_1s_grace_ends(&mut proxy, signalled);
         assert!(c.closes_within(Duration::from_secs(2)), "the client stayed connected");
         drop(hole);
     }
@@ -276,13 +283,7 @@ cases! {
         tunnel.send("again");
         assert_eq!(tunnel.read_exact_bytes(5), b"again");
 
-        let status = exit_within(&mut proxy, Duration::from_secs(8));
-        let took = signalled.elapsed();
-        assert!(status.success(), "exit status {status:?}");
-        assert!(
-            took >= Duration::from_millis(900) && took < Duration::from_secs(5),
-            "exited {took:?} after the signal"
-        );
+        exits_0_when_a_1s_grace_ends(&mut proxy, signalled);
         wait_stderr(&proxy, "shutdown: grace period over, closing 2 connections", Duration::from_secs(1));
         assert!(tunnel.closes_within(Duration::from_secs(2)), "the tunnel stayed open");
         let rest = download.read_to_end();
