@@ -10,6 +10,7 @@ pub mod buf;
 pub mod cli;
 pub mod clock;
 pub mod diag;
+pub mod dial;
 pub mod handover;
 pub mod hashing;
 pub mod io_error;

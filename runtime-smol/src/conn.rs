@@ -22,7 +22,6 @@ use proxy_host::lifecycle::{ConnGuard, EventListener, Lifecycle, Stage};
 use proxy_host::pool::Pool;
 use proxy_host::{Clock, Settings};
 use std::future::Future;
-use std::io::Read;
 use std::net::{Shutdown, SocketAddr};
 use std::pin::Pin;
 use std::sync::{mpsc, Arc};
@@ -74,7 +73,6 @@ pub(crate) async fn serve(
         told: Stage::Running,
         life_listener: None,
         upstream_first: false,
-        client_drained: false,
         client_shut: false,
     };
     let linger = conn.run().await;
@@ -107,9 +105,6 @@ struct Held {
     id: UpstreamId,
     addr: SocketAddr,
     stream: Stream,
-    /// The next wait registers for readiness without trying a read
-    /// first: nothing can have arrived yet.
-    skip_read: bool,
 }
 
 struct Conn {
@@ -128,9 +123,6 @@ struct Conn {
     /// Which socket a wait tries first, alternating so a busy side
     /// cannot starve the other.
     upstream_first: bool,
-    /// The next wait on the client registers for readiness without trying
-    /// a read first: the last read drained it (see [`read_noting_drained`]).
-    client_drained: bool,
     /// The client's sending side was shut down (`Op::Close`).
     client_shut: bool,
 }
@@ -290,16 +282,7 @@ impl Conn {
         let at = deadline.map(|d| self.shared.clock.to_std(d));
         match net::connect_or_reuse(pool, addr, at).await {
             Some(Ok((stream, reused))) => {
-                // Nothing can have arrived yet (a new connection, or a
-                // pooled one just checked): the first wait registers for
-                // readiness without trying a read first.
-                let skip_read = true;
-                self.upstream = Some(Held {
-                    id,
-                    addr,
-                    stream,
-                    skip_read,
-                });
+                self.upstream = Some(Held { id, addr, stream });
                 Input::Connected(id, Ok(Connected { reused }))
             }
             Some(Err(e)) => Input::Connected(id, Err(connect_error(&e))),
@@ -345,7 +328,6 @@ impl Conn {
             alarm,
             life_listener,
             upstream_first,
-            client_drained,
             ..
         } = self;
         let clock = &shared.clock;
@@ -366,7 +348,7 @@ impl Conn {
                     let Some(up) = up.as_mut() else { continue };
                     #[cfg(target_os = "linux")]
                     if forward > 0 {
-                        match net::poll_splice_in(cx, &up.stream, forward, &mut up.skip_read) {
+                        match net::poll_splice_in(cx, &up.stream, forward) {
                             Poll::Ready(Ok(Some(pipe))) => return Poll::Ready(Woke::Spliced(pipe)),
                             Poll::Ready(Err(_)) => {
                                 driver.handle(clock.now(), Input::Failed(Side::Upstream));
@@ -377,21 +359,17 @@ impl Conn {
                             Poll::Ready(Ok(None)) => {}
                         }
                     }
-                    let read = net::poll_read(cx, &up.stream, &mut up.skip_read, |s| {
-                        driver.read_from(clock.now(), Side::Upstream, |room| (&*s).read(room))
+                    let read = net::poll_read(cx, &up.stream, |s| {
+                        driver.read_from(clock.now(), Side::Upstream, |room| s.read_some(room))
                     });
                     if read.is_ready() {
                         return Poll::Ready(Woke::Handled);
                     }
                 } else if w.client {
-                    let mut drained = false;
-                    let read = net::poll_read(cx, client, client_drained, |s| {
-                        driver.read_from(clock.now(), Side::Client, |room| {
-                            read_noting_drained(s, room, &mut drained)
-                        })
+                    let read = net::poll_read(cx, client, |s| {
+                        driver.read_from(clock.now(), Side::Client, |room| s.read_some(room))
                     });
                     if read.is_ready() {
-                        *client_drained = drained;
                         return Poll::Ready(Woke::Handled);
                     }
                 }
@@ -440,21 +418,4 @@ impl Conn {
             self.failed(Side::Client);
         }
     }
-}
-
-/// Reads from `s` into `room`, noting whether the read left the socket
-/// empty: a TCP read takes all there is up to the room, so fewer bytes
-/// than there was room for means the kernel had no more. A client that
-/// sent a whole request sends nothing more until it is answered, so the
-/// next wait on it (watching for a close while the response comes)
-/// registers for readiness instead of trying a read that would come up
-/// empty.
-fn read_noting_drained(
-    mut s: &std::net::TcpStream,
-    room: &mut [u8],
-    drained: &mut bool,
-) -> std::io::Result<usize> {
-    let n = s.read(room)?;
-    *drained = n > 0 && n < room.len();
-    Ok(n)
 }

@@ -29,6 +29,7 @@
 
 mod conn;
 mod net;
+mod reactor;
 mod relay;
 
 use clap::Parser as _;
@@ -42,7 +43,8 @@ use proxy_host::lifecycle::{ConnGuard, Lifecycle};
 use proxy_host::listener::{self, Sharing};
 use proxy_host::pool::Pool;
 use proxy_host::{Clock, Settings};
-use smol::{Async, LocalExecutor, Timer};
+use reactor::{Io, Timer};
+use smol::LocalExecutor;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::panic::AssertUnwindSafe;
@@ -213,7 +215,7 @@ fn main() -> ExitCode {
                     ex.spawn(accept_loop(ex, listener, role, shared.clone(), done))
                         .detach();
                 }
-                smol::block_on(ex.run(future::pending::<()>()))
+                reactor::block_on(ex.run(future::pending::<()>()))
             });
         if let Err(e) = spawned {
             // Its listeners would queue connections nobody accepts.
@@ -298,7 +300,10 @@ async fn accept_loop(
     shared: Arc<Shared>,
     _done: Signal,
 ) {
-    let listener = match Async::new(listener) {
+    let listener = match listener
+        .set_nonblocking(true)
+        .and_then(|()| Io::new(listener))
+    {
         Ok(l) => l,
         Err(e) => {
             eprintln!("proxy-smol: cannot accept connections: {e}");
@@ -320,7 +325,7 @@ async fn accept_loop(
             None => return,
             Some(Ok((stream, peer))) => {
                 let id = ConnId(NEXT_CONN.fetch_add(1, Ordering::Relaxed));
-                let stream: net::Stream = match Async::new_nonblocking(stream) {
+                let stream: net::Stream = match Io::new(stream) {
                     Ok(s) => Arc::new(s),
                     // Out of reactor room: like a failed accept.
                     Err(_) => continue,
@@ -352,8 +357,8 @@ async fn accept_loop(
 }
 
 /// Accepts a connection already non-blocking (`accept4` with
-/// `SOCK_NONBLOCK`), saving the `ioctl` that std's accept and async-io's
-/// `Async::new` would spend on every connection.
+/// `SOCK_NONBLOCK`), saving the `ioctl` that std's accept and a
+/// `set_nonblocking` would spend on every connection.
 fn accept(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
     use rustix::net::{acceptfrom_with, SocketAddrAny, SocketFlags};
     let (fd, peer) = acceptfrom_with(listener, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC)?;

@@ -3,6 +3,7 @@
 //! whole writes with a stall limit, connecting, telling a stale pooled
 //! connection from a live one, and closing a client gracefully.
 
+use crate::reactor::{Io, Timer};
 use futures_lite::future::{self, poll_fn};
 use futures_lite::ready;
 use futures_lite::{AsyncRead, AsyncWrite};
@@ -13,9 +14,8 @@ use proxy_host::pool::Pool;
 use proxy_host::resolver::{system_resolve, Resolver};
 #[cfg(target_os = "linux")]
 use proxy_host::splice::{Pipe, PIPES, SPLICE_MAX};
-use smol::{Async, Timer};
 use std::future::Future;
-use std::io::{self, IoSlice, Read as _};
+use std::io::{self, IoSlice};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,13 +23,11 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 /// A connected socket, shared between the driver and the pool.
-pub(crate) type Stream = Arc<Async<TcpStream>>;
+pub(crate) type Stream = Arc<Io<TcpStream>>;
 
 /// Opens a TCP connection to `addr` with Nagle off.
 pub(crate) async fn connect(addr: SocketAddr) -> io::Result<Stream> {
-    let stream = Async::<TcpStream>::connect(addr).await?;
-    let _ = stream.get_ref().set_nodelay(true);
-    Ok(Arc::new(stream))
+    Ok(Arc::new(Io::connect(addr).await?))
 }
 
 /// A live idle connection to `addr` from `pool` (if given), or a new one;
@@ -133,55 +131,32 @@ impl Alarm {
 
 /// Whether an idle pooled connection still looks usable: nothing to read
 /// yet. End of stream, an error, or stray bytes from the origin all mean
-/// it must not carry another request.
-pub(crate) fn is_alive(stream: &Async<TcpStream>) -> bool {
+/// it must not carry another request. A live one is known empty, so the
+/// first wait for its response waits for an event without a read first.
+pub(crate) fn is_alive(stream: &Io<TcpStream>) -> bool {
     let mut byte = [0u8; 1];
-    // The socket is non-blocking (Async made it so).
-    matches!(stream.get_ref().peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-}
-
-/// Registers for the next readiness event after an operation came up
-/// empty (`WouldBlock`), given async-io's `poll_readable` or
-/// `poll_writable` for the socket. `Pending` when registered; `Ready(Ok)`
-/// means try the operation again.
-///
-/// async-io answers `Ready` if an event came since the task last
-/// registered, and an operation tried first (as async-io's own
-/// `poll_read` does, and our relay and driver do) has usually answered
-/// that event already: retrying at once would be one more system call
-/// that comes up empty. So a first `Ready` is taken as spent, and the
-/// second poll registers. Bytes that did arrive in between are not lost:
-/// the registration reports them at once.
-pub(crate) fn wait_ready(mut poll: impl FnMut() -> Poll<io::Result<()>>) -> Poll<io::Result<()>> {
-    match poll() {
-        Poll::Ready(Ok(())) => poll(),
-        other => other,
+    let alive = matches!(
+        stream.get_ref().peek(&mut byte),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock
+    );
+    if alive {
+        stream.clear_readable();
     }
+    alive
 }
 
-/// Calls `read` (a non-blocking read of `stream`) until it is not
-/// `WouldBlock`, registering for readiness in between.
-///
-/// The read is tried before waiting for readiness, as async-io's own
-/// `poll_read` does: that saves a trip through the reactor whenever bytes
-/// are already there, and it is also how a wake-up must be answered
-/// (async-io may report a socket not ready when its event came during the
-/// reactor tick that registered it, yet it wakes the task). Only
-/// `skip_read` (a socket known to have nothing yet) registers first; it
-/// is cleared, so every later poll reads first again.
+/// Calls `read` (a non-blocking read of `stream` that keeps track of its
+/// readiness: [`Io::read_some`]) once the socket may have bytes, until it
+/// does not come up empty.
 pub(crate) fn poll_read(
     cx: &mut Context<'_>,
-    stream: &Async<TcpStream>,
-    skip_read: &mut bool,
-    mut read: impl FnMut(&TcpStream) -> io::Result<usize>,
+    stream: &Io<TcpStream>,
+    mut read: impl FnMut(&Io<TcpStream>) -> io::Result<usize>,
 ) -> Poll<io::Result<usize>> {
-    let mut wait = std::mem::take(skip_read);
     loop {
-        if wait {
-            ready!(wait_ready(|| stream.poll_readable(cx)))?;
-        }
-        match read(stream.get_ref()) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait = true,
+        ready!(stream.poll_readable(cx))?;
+        match read(stream) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             other => return Poll::Ready(other),
         }
     }
@@ -190,32 +165,23 @@ pub(crate) fn poll_read(
 /// Reads from `stream` straight into `buf`'s spare room and commits what
 /// arrived.
 ///
-/// The read is tried before waiting for readiness, as async-io's own
-/// `poll_read` does: that saves a trip through the reactor whenever bytes
-/// are already there, and it is also how a wake-up must be answered
-/// (async-io may report a socket not ready when its event came during the
-/// reactor tick that registered it, yet it wakes the task). Only
-/// `skip_read` (a socket known to have nothing yet) registers first; it
-/// is cleared, so every later poll reads first again.
-///
-/// The buffer's storage is taken for the attempt and, when the socket
-/// turns out to have nothing (or the read ends the stream) and no bytes
-/// are held, given straight back: a connection waiting for its client
-/// holds no buffer.
+/// The buffer's storage is taken only for a read that may find bytes and,
+/// when the socket turns out to have nothing (or the read ends the
+/// stream) and no bytes are held, given straight back: a connection
+/// waiting for its client holds no buffer.
 pub(crate) fn poll_read_into(
     cx: &mut Context<'_>,
-    stream: &Async<TcpStream>,
+    stream: &Io<TcpStream>,
     buf: &mut InBuf,
-    skip_read: &mut bool,
 ) -> Poll<io::Result<usize>> {
-    let mut wait = std::mem::take(skip_read);
     loop {
-        if wait {
+        if let Poll::Ready(r) = stream.poll_readable(cx) {
+            r?;
+        } else {
             buf.release();
-            ready!(wait_ready(|| stream.poll_readable(cx)))?;
+            return Poll::Pending;
         }
-        // The socket is non-blocking (Async made it so).
-        match stream.get_ref().read(buf.room()) {
+        match stream.read_some(buf.room()) {
             Ok(n) => {
                 if n > 0 {
                     buf.commit(n);
@@ -224,7 +190,7 @@ pub(crate) fn poll_read_into(
                 }
                 return Poll::Ready(Ok(n));
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait = true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => {
                 buf.release();
                 return Poll::Ready(Err(e));
@@ -236,37 +202,32 @@ pub(crate) fn poll_read_into(
 /// Splices what `stream` has, up to `max` bytes, into a pipe from
 /// [`PIPES`]: `Ready(Ok(Some(pipe)))` with the bytes (an empty pipe at end
 /// of stream), `Ready(Ok(None))` when no pipe can be had (read instead).
-/// Like [`poll_read_into`], tries first unless `skip_read`.
+/// A pipe is taken only for a splice that may find bytes.
 #[cfg(target_os = "linux")]
 pub(crate) fn poll_splice_in(
     cx: &mut Context<'_>,
-    stream: &Async<TcpStream>,
+    stream: &Io<TcpStream>,
     max: usize,
-    skip_read: &mut bool,
 ) -> Poll<io::Result<Option<Pipe>>> {
+    ready!(stream.poll_readable(cx))?;
     let Ok(mut pipe) = PIPES.take() else {
         return Poll::Ready(Ok(None));
     };
-    let mut wait = std::mem::take(skip_read);
-    loop {
-        if wait {
-            match wait_ready(|| stream.poll_readable(cx)) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {
-                    PIPES.put(pipe);
-                    return Poll::Pending;
-                }
-            }
-        }
-        match pipe.fill_from(stream, max.min(SPLICE_MAX)) {
-            Ok(_) => return Poll::Ready(Ok(Some(pipe))),
+    let filled = stream.poll_read_with(cx, |s| loop {
+        match pipe.fill_from(s, max.min(SPLICE_MAX)) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait = true,
-            Err(e) => {
-                PIPES.put(pipe);
-                return Poll::Ready(Err(e));
-            }
+            other => return other,
+        }
+    });
+    match filled {
+        Poll::Ready(Ok(_)) => Poll::Ready(Ok(Some(pipe))),
+        Poll::Ready(Err(e)) => {
+            PIPES.put(pipe);
+            Poll::Ready(Err(e))
+        }
+        Poll::Pending => {
+            PIPES.put(pipe);
+            Poll::Pending
         }
     }
 }
@@ -276,7 +237,7 @@ pub(crate) fn poll_splice_in(
 /// grace period ends. What is left in the pipe on failure stays there.
 #[cfg(target_os = "linux")]
 pub(crate) fn splice_out<'a>(
-    stream: &'a Async<TcpStream>,
+    stream: &'a Io<TcpStream>,
     pipe: &'a mut Pipe,
     stall: Duration,
     life: &'a Lifecycle,
@@ -286,17 +247,11 @@ pub(crate) fn splice_out<'a>(
         if pipe.is_empty() {
             return Poll::Ready(Ok(()));
         }
-        match pipe.drain_to(stream) {
-            Ok(_) => blocked.timer = None,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                match wait_ready(|| stream.poll_writable(cx)) {
-                    Poll::Ready(Ok(())) => {}
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => return blocked.poll(cx, stall, life),
-                }
-            }
-            Err(e) => return Poll::Ready(Err(e)),
+        match stream.poll_write_with(cx, |s| pipe.drain_to(s)) {
+            Poll::Ready(Ok(_)) => blocked.timer = None,
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return blocked.poll(cx, stall, life),
         }
     })
 }
@@ -348,7 +303,7 @@ impl Blocked {
 /// (the driver awaits it inside its loop), and async wrappers would store
 /// their arguments and inner futures more than once.
 pub(crate) fn write_all<'a>(
-    stream: &'a Async<TcpStream>,
+    stream: &'a Io<TcpStream>,
     mut a: &'a [u8],
     mut b: &'a [u8],
     stall: Duration,
@@ -396,7 +351,7 @@ const LINGER_BYTES: usize = 1 << 20;
 /// reset, and a reset can destroy the response before the client reads it
 /// (an error page sent while the client is still uploading, say). So read
 /// and discard until the client closes too, for a bounded time and amount.
-pub(crate) async fn linger_close(stream: &Async<TcpStream>, already_shut: bool) {
+pub(crate) async fn linger_close(stream: &Io<TcpStream>, already_shut: bool) {
     if !already_shut {
         let _ = stream.get_ref().shutdown(Shutdown::Write);
     }

@@ -16,8 +16,7 @@
 //! already read go out.
 
 use crate::net::poll_read_into;
-#[cfg(target_os = "linux")]
-use crate::net::wait_ready;
+use crate::reactor::{Io, Timer};
 use futures_lite::future::poll_fn;
 use futures_lite::AsyncWrite;
 use proxy_core::{TunnelEnd, TunnelEndReason};
@@ -25,7 +24,6 @@ use proxy_host::buf::{InBuf, Pooled};
 use proxy_host::lifecycle::Lifecycle;
 #[cfg(target_os = "linux")]
 use proxy_host::splice::{BULK, PIPES};
-use smol::{Async, Timer};
 use std::future::Future;
 use std::io;
 use std::net::{Shutdown, TcpStream};
@@ -51,8 +49,8 @@ pub(crate) type Start = proxy_core::driver::Relay<Pooled>;
 /// this future lives as long as the tunnel, and async wrappers would store
 /// their arguments twice.
 pub(crate) fn relay<'a>(
-    client: &'a Async<TcpStream>,
-    upstream: &'a Async<TcpStream>,
+    client: &'a Io<TcpStream>,
+    upstream: &'a Io<TcpStream>,
     start: Start,
     life: &'a Lifecycle,
 ) -> impl Future<Output = TunnelEnd> + 'a {
@@ -62,8 +60,8 @@ pub(crate) fn relay<'a>(
 /// [`relay`], splicing only if `splice` (and on Linux): tests turn it off
 /// to exercise copying.
 fn relay_with<'a>(
-    client: &'a Async<TcpStream>,
-    upstream: &'a Async<TcpStream>,
+    client: &'a Io<TcpStream>,
+    upstream: &'a Io<TcpStream>,
     start: Start,
     life: &'a Lifecycle,
     splice: bool,
@@ -119,8 +117,8 @@ impl Relay {
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
-        client: &Async<TcpStream>,
-        upstream: &Async<TcpStream>,
+        client: &Io<TcpStream>,
+        upstream: &Io<TcpStream>,
     ) -> Option<TunnelEndReason> {
         // Each direction gets its own budget, so neither starves the other.
         let (mut b1, mut b2) = (BUDGET, BUDGET);
@@ -175,13 +173,6 @@ struct Direction {
     /// The last read moved a buffer's worth or more: splice the next.
     #[cfg(target_os = "linux")]
     bulk: bool,
-    /// The last copying read took less than there was room for, so the
-    /// source had no more (a TCP read takes all there is, up to the
-    /// room): the next read registers for readiness first instead of
-    /// trying a read that would come up empty, one system call per
-    /// small record saved. (A short splice says less: a pipe takes
-    /// whole pages, so splices always try first.)
-    drained: bool,
     /// The source reached end of stream.
     eof: bool,
     /// End of stream was passed on: this direction is finished.
@@ -216,7 +207,6 @@ impl Direction {
             splice,
             #[cfg(target_os = "linux")]
             bulk: false,
-            drained: false,
             eof,
             done: false,
             count: 0,
@@ -231,8 +221,8 @@ impl Direction {
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
-        src: &Async<TcpStream>,
-        dst: &Async<TcpStream>,
+        src: &Io<TcpStream>,
+        dst: &Io<TcpStream>,
         budget: &mut usize,
     ) -> io::Result<()> {
         while !self.done && *budget > 0 {
@@ -268,7 +258,7 @@ impl Direction {
 
     /// Writes copied bytes out of `buf`, giving its storage back once
     /// they are all out.
-    fn write_copied(&mut self, cx: &mut Context<'_>, dst: &Async<TcpStream>) -> io::Result<Step> {
+    fn write_copied(&mut self, cx: &mut Context<'_>, dst: &Io<TcpStream>) -> io::Result<Step> {
         let mut w = dst;
         match Pin::new(&mut w).poll_write(cx, self.buf.bytes()) {
             Poll::Ready(Ok(0)) => Err(io::ErrorKind::WriteZero.into()),
@@ -286,7 +276,13 @@ impl Direction {
 
     /// Reads what the source has: spliced into a pipe when one can be
     /// had, copied into `buf` otherwise.
-    fn read(&mut self, cx: &mut Context<'_>, src: &Async<TcpStream>) -> io::Result<Step> {
+    fn read(&mut self, cx: &mut Context<'_>, src: &Io<TcpStream>) -> io::Result<Step> {
+        // A socket known to be empty gets neither a pipe nor a buffer.
+        match src.poll_readable(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => return Ok(Step::Blocked),
+        }
         #[cfg(target_os = "linux")]
         if self.splice && self.bulk {
             // Out of descriptors, say: copy this burst instead.
@@ -294,7 +290,7 @@ impl Direction {
                 return self.read_spliced(cx, src, pipe);
             }
         }
-        match poll_read_into(cx, src, &mut self.buf, &mut self.drained) {
+        match poll_read_into(cx, src, &mut self.buf) {
             Poll::Ready(Ok(0)) => {
                 self.eof = true;
                 self.moved = true;
@@ -305,7 +301,6 @@ impl Direction {
                 {
                     self.bulk = n >= BULK;
                 }
-                self.drained = n < proxy_core::buf::STANDARD;
                 self.moved = true;
                 Ok(Step::Again)
             }
@@ -321,15 +316,12 @@ impl Direction {
 impl Direction {
     /// Splices what the source has into `pipe` (an empty one), keeping
     /// the pipe if anything arrived and returning it to the pool if not.
-    ///
-    /// The splice is tried before waiting for readiness, as async-io's
-    /// own `poll_read` does: async-io may report a socket not ready the
-    /// first time it is asked even though bytes are there, and trying
-    /// first saves a trip through the reactor.
+    /// (A short splice does not mean the source is empty, as a short read
+    /// does: a pipe takes whole pages.)
     fn read_spliced(
         &mut self,
         cx: &mut Context<'_>,
-        src: &Async<TcpStream>,
+        src: &Io<TcpStream>,
         mut pipe: proxy_host::splice::Pipe,
     ) -> io::Result<Step> {
         use proxy_host::splice::SPLICE_MAX;
@@ -354,7 +346,10 @@ impl Direction {
                 PIPES.put(pipe);
                 match e.kind() {
                     io::ErrorKind::Interrupted => Ok(Step::Again),
-                    io::ErrorKind::WouldBlock => ready(wait_ready(|| src.poll_readable(cx))),
+                    io::ErrorKind::WouldBlock => {
+                        src.clear_readable();
+                        ready(src.poll_readable(cx))
+                    }
                     _ => Err(e),
                 }
             }
@@ -364,7 +359,7 @@ impl Direction {
     /// Splices bytes from the pipe to the destination, returning the pipe
     /// to the pool once it is empty; while the destination is full, the
     /// direction keeps the pipe and waits until it is writable.
-    fn write_spliced(&mut self, cx: &mut Context<'_>, dst: &Async<TcpStream>) -> io::Result<Step> {
+    fn write_spliced(&mut self, cx: &mut Context<'_>, dst: &Io<TcpStream>) -> io::Result<Step> {
         let Some(pipe) = self.pipe.as_mut() else {
             return Ok(Step::Again);
         };
@@ -380,7 +375,8 @@ impl Direction {
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Step::Again),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                ready(wait_ready(|| dst.poll_writable(cx)))
+                dst.clear_writable();
+                ready(dst.poll_writable(cx))
             }
             Err(e) => Err(e),
         }
@@ -394,13 +390,12 @@ impl Direction {
         false
     }
 
-    fn write_spliced(&mut self, _: &mut Context<'_>, _: &Async<TcpStream>) -> io::Result<Step> {
+    fn write_spliced(&mut self, _: &mut Context<'_>, _: &Io<TcpStream>) -> io::Result<Step> {
         Ok(Step::Again)
     }
 }
 
-/// A readiness wait (`net::wait_ready`) as a step: ready means try the
-/// operation again.
+/// A readiness wait as a step: ready means try the operation again.
 #[cfg(target_os = "linux")]
 fn ready(poll: Poll<io::Result<()>>) -> io::Result<Step> {
     match poll {
@@ -417,11 +412,12 @@ mod tests {
     use std::net::TcpListener;
 
     /// A connected loopback pair: the proxy's end (async) and the peer's.
-    fn pair() -> (Async<TcpStream>, TcpStream) {
+    fn pair() -> (Io<TcpStream>, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let peer = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (ours, _) = l.accept().unwrap();
-        (Async::new(ours).unwrap(), peer)
+        ours.set_nonblocking(true).unwrap();
+        (Io::new(ours).unwrap(), peer)
     }
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -464,7 +460,7 @@ mod tests {
             client_eof: false,
             upstream_eof: false,
         };
-        let end = smol::block_on(relay_with(&client, &upstream, start, &life, splice));
+        let end = crate::reactor::block_on(relay_with(&client, &upstream, start, &life, splice));
         // The relay shut down both ways; now the peers' reads end.
         drop((client, upstream));
         (end, c.join().unwrap(), u.join().unwrap())
@@ -499,8 +495,8 @@ mod tests {
     }
 
     /// Polls `dir` once (moving what can be moved now).
-    fn step(dir: &mut Direction, src: &Async<TcpStream>, dst: &Async<TcpStream>) {
-        smol::block_on(poll_fn(|cx| {
+    fn step(dir: &mut Direction, src: &Io<TcpStream>, dst: &Io<TcpStream>) {
+        crate::reactor::block_on(poll_fn(|cx| {
             let mut budget = BUDGET;
             dir.poll(cx, src, dst, &mut budget).unwrap();
             Poll::Ready(())
@@ -562,7 +558,7 @@ mod tests {
 
     /// Waits until `src` holds at least `n` unread bytes.
     #[cfg(target_os = "linux")]
-    fn wait_for(src: &Async<TcpStream>, n: usize) {
+    fn wait_for(src: &Io<TcpStream>, n: usize) {
         let mut scratch = vec![0; n];
         let deadline = Instant::now() + Duration::from_secs(10);
         while !matches!(src.get_ref().peek(&mut scratch), Ok(k) if k >= n) {

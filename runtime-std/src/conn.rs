@@ -303,7 +303,7 @@ impl Conn {
             // The core's timer answers (504).
             return Some(Input::Timeout);
         }
-        match net::dial(addr) {
+        match proxy_host::dial::start(addr) {
             Ok(stream) => {
                 self.connecting = Some(Connecting {
                     id,
@@ -360,7 +360,7 @@ impl Conn {
             let Connecting {
                 id, addr, stream, ..
             } = self.connecting.take()?;
-            let input = match net::finish_connect(&stream) {
+            let input = match proxy_host::dial::finish(&stream) {
                 Ok(()) => {
                     self.upstream = Some(Held { id, addr, stream });
                     Input::Connected(id, Ok(Connected { reused: false }))

@@ -78,41 +78,6 @@ pub(crate) fn reuse(pool: &Pool<TcpStream>, addr: SocketAddr) -> Option<TcpStrea
     None
 }
 
-/// Starts a connection to `addr`: the socket becomes writable when the
-/// handshake is done ([`finish_connect`] says how it went).
-///
-/// The connect never blocks the worker: a handshake waits like any other
-/// socket, on the worker for a moment and then parked. A blocking connect
-/// would hold one of the few workers for as long as the origin takes to
-/// answer the SYN, and an origin whose accept queue overflows drops SYNs
-/// that come back only after 1, 3, 7 s; under a burst of thousands of new
-/// clients every worker was soon waiting so, and everyone queued behind
-/// them (the 8,000-client soak: requests of 5-34 s).
-pub(crate) fn dial(addr: SocketAddr) -> io::Result<TcpStream> {
-    use rustix::net::{SocketFlags, SocketType};
-    let flags = SocketFlags::CLOEXEC | SocketFlags::NONBLOCK;
-    let family = proxy_host::listener::family(addr);
-    let socket = rustix::net::socket_with(family, SocketType::STREAM, flags, None)?;
-    match rustix::net::connect(&socket, &addr) {
-        Ok(()) | Err(rustix::io::Errno::INPROGRESS) => {}
-        Err(e) => return Err(e.into()),
-    }
-    let stream = TcpStream::from(socket);
-    let _ = prepare_socket(&stream);
-    Ok(stream)
-}
-
-/// How a started connect ended, once its socket polled writable (or in
-/// error).
-pub(crate) fn finish_connect(stream: &TcpStream) -> io::Result<()> {
-    match stream.take_error()? {
-        Some(e) => Err(e),
-        // Writable with no error: connected, which the peer's address
-        // confirms (it fails with ENOTCONN otherwise).
-        None => stream.peer_addr().map(drop),
-    }
-}
-
 /// A system lookup under way on a lookup thread.
 pub(crate) struct Lookup {
     pub(crate) query: QueryId,
