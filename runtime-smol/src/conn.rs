@@ -35,7 +35,12 @@ const WAITS_PER_YIELD: u32 = 64;
 pub(crate) struct Shared {
     pub(crate) settings: Arc<Settings>,
     pub(crate) clock: Clock,
-    pub(crate) pool: Pool<Stream>,
+    /// Idle upstream connections, a pool per executor thread (by index).
+    /// A connection is put back into its thread's pool and taken from it
+    /// first: a socket another thread takes up moves its registration to
+    /// that thread's reactor (two system calls). Only when its own pool
+    /// has none for the address does a thread take another's.
+    pub(crate) pools: Box<[Pool<Stream>]>,
     /// Finished traces go to the trace writer thread, when recording,
     /// each with a live-count guard so shutdown waits until it is saved.
     pub(crate) traces: Option<mpsc::Sender<(Trace, ConnGuard)>>,
@@ -46,6 +51,7 @@ pub(crate) struct Shared {
 /// Serves one accepted client until its driver is done.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
+    worker: usize,
     client: Stream,
     peer: SocketAddr,
     id: ConnId,
@@ -54,7 +60,6 @@ pub(crate) async fn serve(
     // not (a panic included).
     _guard: ConnGuard,
 ) {
-    let _ = client.get_ref().set_nodelay(true);
     let accepted = Accepted {
         conn: id,
         client: peer,
@@ -67,6 +72,7 @@ pub(crate) async fn serve(
         driver: Driver::new(accepted, settings.shared.clone(), settings.record.is_some()),
         write_stall: settings.config().timeouts.transfer_idle,
         shared: shared.clone(),
+        worker,
         client,
         upstream: None,
         alarm: net::Alarm::default(),
@@ -109,6 +115,8 @@ struct Held {
 
 struct Conn {
     shared: Arc<Shared>,
+    /// The executor thread's index (its pool in `Shared::pools`).
+    worker: usize,
     driver: Driver<Pooled>,
     client: Stream,
     upstream: Option<Held>,
@@ -220,7 +228,7 @@ impl Conn {
                     if up.id != upstream {
                         self.upstream = Some(up);
                     } else if reuse {
-                        self.shared.pool.put(up.addr, up.stream);
+                        self.shared.pools[self.worker].put(up.addr, up.stream);
                     }
                 }
             }
@@ -278,9 +286,9 @@ impl Conn {
     ) -> Input {
         // Whatever was held before is finished with.
         self.upstream = None;
-        let pool = allow_pooled.then_some(&self.shared.pool);
+        let pools = allow_pooled.then_some((&*self.shared.pools, self.worker));
         let at = deadline.map(|d| self.shared.clock.to_std(d));
-        match net::connect_or_reuse(pool, addr, at).await {
+        match net::connect_or_reuse(pools, addr, at).await {
             Some(Ok((stream, reused))) => {
                 self.upstream = Some(Held { id, addr, stream });
                 Input::Connected(id, Ok(Connected { reused }))

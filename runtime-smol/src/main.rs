@@ -183,7 +183,10 @@ fn main() -> ExitCode {
     let shared = Arc::new(Shared {
         settings,
         clock: Clock::new(),
-        pool: Pool::new(idle, proxy_host::pool::MAX_IDLE_PER_ADDR),
+        // One per executor thread: see `Shared::pools`.
+        pools: (0..threads)
+            .map(|_| Pool::new(idle, proxy_host::pool::MAX_IDLE_PER_ADDR))
+            .collect(),
         traces,
         life: life.clone(),
     });
@@ -207,12 +210,11 @@ fn main() -> ExitCode {
             .spawn(move || {
                 // Lives as long as the process, like the thread.
                 let ex: &'static LocalExecutor<'static> = Box::leak(Box::new(LocalExecutor::new()));
-                if i == 0 {
-                    ex.spawn(sweep_pool(shared.clone(), idle)).detach();
-                }
+                ex.spawn(sweep_pool(shared.clone(), i, idle)).detach();
                 for (listener, role) in mine {
                     let done = Signal(over.clone());
-                    ex.spawn(accept_loop(ex, listener, role, shared.clone(), done))
+                    let local = Local { ex, worker: i };
+                    ex.spawn(accept_loop(local, listener, role, shared.clone(), done))
                         .detach();
                 }
                 reactor::block_on(ex.run(future::pending::<()>()))
@@ -290,16 +292,25 @@ fn trace_writer(dir: PathBuf) -> io::Result<mpsc::Sender<(Trace, ConnGuard)>> {
     Ok(sender)
 }
 
+/// An executor thread: its executor and its index.
+#[derive(Clone, Copy)]
+struct Local {
+    ex: &'static LocalExecutor<'static>,
+    worker: usize,
+}
+
 /// Accepts clients, one task each on this thread's executor, until
 /// shutdown begins; then returns, dropping (closing) the listener and
 /// `done`.
 async fn accept_loop(
-    ex: &'static LocalExecutor<'static>,
+    local: Local,
     listener: TcpListener,
     role: Role,
     shared: Arc<Shared>,
     _done: Signal,
 ) {
+    // Whether accepted sockets come with Nagle off.
+    let nodelay = listener::pass_nodelay(&listener).unwrap_or(false);
     let listener = match listener
         .set_nonblocking(true)
         .and_then(|()| Io::new(listener))
@@ -324,6 +335,9 @@ async fn accept_loop(
         match accepted {
             None => return,
             Some(Ok((stream, peer))) => {
+                if !nodelay {
+                    let _ = stream.set_nodelay(true);
+                }
                 let id = ConnId(NEXT_CONN.fetch_add(1, Ordering::Relaxed));
                 let stream: net::Stream = match Io::new(stream) {
                     Ok(s) => Arc::new(s),
@@ -332,13 +346,16 @@ async fn accept_loop(
                 };
                 // Live until the task ends, however it ends.
                 let guard = life.track();
-                let task = conn::serve(shared.clone(), stream, peer, id, role, guard);
+                let task = conn::serve(shared.clone(), local.worker, stream, peer, id, role, guard);
                 // A bug in one connection must not take a worker thread
                 // (and the connections on it) down with it. The future is
                 // spawned as it is, not inside an `async` block: a block
                 // would hold it twice (captured, then moved into the
                 // awaited future), doubling every connection's task.
-                ex.spawn(AssertUnwindSafe(task).catch_unwind()).detach();
+                local
+                    .ex
+                    .spawn(AssertUnwindSafe(task).catch_unwind())
+                    .detach();
             }
             // Out of descriptors or the like: give connections time to
             // finish rather than spinning.
@@ -370,11 +387,12 @@ fn accept(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
 
 /// Closes idle pooled connections once they expire, rather than when next
 /// met, so origins are not kept waiting on sockets nobody will use.
-async fn sweep_pool(shared: Arc<Shared>, idle: Duration) {
+/// (Each thread sweeps its own pool.)
+async fn sweep_pool(shared: Arc<Shared>, worker: usize, idle: Duration) {
     let period = (idle / 2).clamp(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         Timer::after(period).await;
-        shared.pool.sweep();
+        shared.pools[worker].sweep();
     }
 }
 

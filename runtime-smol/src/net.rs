@@ -30,17 +30,22 @@ pub(crate) async fn connect(addr: SocketAddr) -> io::Result<Stream> {
     Ok(Arc::new(Io::connect(addr).await?))
 }
 
-/// A live idle connection to `addr` from `pool` (if given), or a new one;
-/// says which. `None` if `at` passes first.
+/// A live idle connection to `addr` from `pools` (if given: every
+/// thread's, and the index of this thread's, which is looked in first),
+/// or a new one; says which. `None` if `at` passes first.
 pub(crate) async fn connect_or_reuse(
-    pool: Option<&Pool<Stream>>,
+    pools: Option<(&[Pool<Stream>], usize)>,
     addr: SocketAddr,
     at: Option<Instant>,
 ) -> Option<io::Result<(Stream, bool)>> {
-    if let Some(pool) = pool {
-        while let Some(stream) = pool.take(addr) {
-            if is_alive(&stream) {
-                return Some(Ok((stream, true)));
+    if let Some((pools, mine)) = pools {
+        // This thread's pool first, then the others in turn.
+        let order = (0..pools.len()).map(|k| (mine + k) % pools.len());
+        for pool in order.filter_map(|i| pools.get(i)) {
+            while let Some(stream) = pool.take(addr) {
+                if is_alive(&stream) {
+                    return Some(Ok((stream, true)));
+                }
             }
         }
     }
@@ -131,9 +136,20 @@ impl Alarm {
 
 /// Whether an idle pooled connection still looks usable: nothing to read
 /// yet. End of stream, an error, or stray bytes from the origin all mean
-/// it must not carry another request. A live one is known empty, so the
-/// first wait for its response waits for an event without a read first.
+/// it must not carry another request.
+///
+/// The reactor usually knows without a system call: the response's last
+/// read left the socket empty and no event has come since. That is as
+/// fresh as this thread's last `epoll_wait`, so an origin's close can
+/// still cross the next request, as it can after any check; the core
+/// retries a safe request once on a reused connection that fails before
+/// answering. Otherwise the socket is peeked at, and a live one is known
+/// empty from then on (the first wait for its response waits for an
+/// event without a read first).
 pub(crate) fn is_alive(stream: &Io<TcpStream>) -> bool {
+    if stream.known_empty() {
+        return true;
+    }
     let mut byte = [0u8; 1];
     let alive = matches!(
         stream.get_ref().peek(&mut byte),

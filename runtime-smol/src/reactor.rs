@@ -111,8 +111,9 @@ impl Local {
     }
 
     /// Waits up to `timeout` (`None`: until something happens) for events,
-    /// wakes the tasks they concern, and fires due timers.
-    fn react(&self, timeout: Option<Duration>) {
+    /// calls `awake`, then wakes the tasks the events concern and fires
+    /// due timers.
+    fn react(&self, timeout: Option<Duration>, awake: impl FnOnce()) {
         let timeout = match (timeout, self.next_deadline()) {
             (t, None) => t,
             (None, Some(at)) => Some(at.saturating_duration_since(Instant::now())),
@@ -130,6 +131,7 @@ impl Local {
             spare_capacity(&mut *events),
             timespec.as_ref(),
         );
+        awake();
         let mut woken = self.woken.borrow_mut();
         if !events.is_empty() {
             let sources = self.poller.sources();
@@ -376,6 +378,18 @@ impl<T: AsFd> Io<T> {
         if self.here().is_ok() && !self.source.read_closed.load(Ordering::Acquire) {
             self.source.readable.store(false, Ordering::Release);
         }
+    }
+
+    /// Whether the socket is known to hold nothing to read, not even an
+    /// end of stream: a read came up empty or short, and no event has
+    /// come for it since. Only as fresh as this thread's last look at its
+    /// events; `false` for a socket registered with another thread.
+    pub(crate) fn known_empty(&self) -> bool {
+        let id = LOCAL_ID.with(Cell::get);
+        id != 0
+            && self.source.owner.load(Ordering::Acquire) == id
+            && !self.source.readable.load(Ordering::Acquire)
+            && !self.source.read_closed.load(Ordering::Acquire)
     }
 
     /// The socket takes nothing more for now: a write came up empty.
@@ -638,7 +652,7 @@ pub(crate) fn block_on<T>(fut: impl Future<Output = T>) -> T {
         let waker = Waker::from(unparker.clone());
         let mut cx = Context::from_waker(&waker);
         let mut fut = pin!(fut);
-        local.react(Some(Duration::ZERO));
+        local.react(Some(Duration::ZERO), || {});
         loop {
             if unparker.woken.swap(false, Ordering::SeqCst) {
                 if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
@@ -650,8 +664,11 @@ pub(crate) fn block_on<T>(fut: impl Future<Output = T>) -> T {
             if !idle {
                 unparker.sleeping.store(false, Ordering::SeqCst);
             }
-            local.react(if idle { None } else { Some(Duration::ZERO) });
-            unparker.sleeping.store(false, Ordering::SeqCst);
+            // Awake again before the events wake tasks on this thread:
+            // their wake-ups then cost no system call.
+            local.react(if idle { None } else { Some(Duration::ZERO) }, || {
+                unparker.sleeping.store(false, Ordering::SeqCst)
+            });
         }
     })
 }
@@ -727,6 +744,28 @@ mod tests {
         let mut buf = [0u8; 16];
         assert_eq!(read_within(&ours, &mut buf), Some(4));
         assert_eq!(read_within(&ours, &mut buf), Some(0), "the end of stream");
+    }
+
+    /// A socket whose last read was short is known empty until its next
+    /// event: bytes, or the end of stream.
+    #[test]
+    fn a_socket_is_known_empty_until_its_next_event() {
+        let (ours, mut peer) = pair();
+        assert!(!ours.known_empty(), "nothing read yet");
+        peer.write_all(b"response").unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(read_within(&ours, &mut buf), Some(8));
+        assert!(ours.known_empty());
+        peer.write_all(b"x").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        block_on(async {});
+        assert!(!ours.known_empty(), "stray bytes");
+        assert_eq!(read_within(&ours, &mut buf), Some(1));
+        assert!(ours.known_empty());
+        drop(peer);
+        std::thread::sleep(Duration::from_millis(20));
+        block_on(async {});
+        assert!(!ours.known_empty(), "closed by the peer");
     }
 
     /// A full socket's write waits until the peer reads, then finishes.
