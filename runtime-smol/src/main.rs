@@ -17,7 +17,9 @@
 //! wake-up, often a reactor notification too), and per-thread buffer
 //! pools (`proxy_host::buf`) stay balanced instead of filling on the
 //! threads tasks drift to. The admin listener, if any, is on the first
-//! thread only.
+//! thread only. Each thread's executor runs on that thread's own reactor
+//! (`reactor`: its epoll instance, its sockets, its timers), so an event
+//! never crosses threads either.
 //!
 //! Shutdown (see `proxy_host::lifecycle`): the main thread waits for a
 //! signal. On the first SIGINT/SIGTERM each accept loop returns (its
