@@ -674,12 +674,14 @@ pub(crate) fn block_on<T>(fut: impl Future<Output = T>) -> T {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _};
     use std::net::TcpListener;
 
-    fn pair() -> (Io<TcpStream>, TcpStream) {
+    /// A connected loopback pair: the proxy's end (registered with this
+    /// thread's reactor) and the peer's.
+    pub(crate) fn pair() -> (Io<TcpStream>, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let peer = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (ours, _) = l.accept().unwrap();

@@ -408,17 +408,8 @@ fn ready(poll: Poll<io::Result<()>>) -> io::Result<Step> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reactor::tests::pair;
     use std::io::{Read, Write};
-    use std::net::TcpListener;
-
-    /// A connected loopback pair: the proxy's end (async) and the peer's.
-    fn pair() -> (Io<TcpStream>, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let peer = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (ours, _) = l.accept().unwrap();
-        ours.set_nonblocking(true).unwrap();
-        (Io::new(ours).unwrap(), peer)
-    }
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
         (0..len).map(|i| (i % 251) as u8 ^ seed).collect()
