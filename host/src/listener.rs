@@ -1,7 +1,7 @@
 //! Listening sockets, made the same way by both binaries.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 
 /// Connections the kernel queues on a listening socket before they are
 /// accepted (capped by `net.core.somaxconn`).
@@ -50,8 +50,6 @@ pub fn bind(addr: SocketAddr, sharing: Sharing, defer_secs: u32) -> io::Result<T
     rustix::net::bind(&socket, &addr)?;
     rustix::net::listen(&socket, BACKLOG)?;
     let listener = TcpListener::from(socket);
-    // An optimisation only: without it each accepted socket sets its own.
-    let _ = pass_nodelay(&listener);
     // An optimisation only: a refusal changes nothing else.
     #[cfg(target_os = "linux")]
     let _ = crate::sockopt::defer_accept(&listener, defer_secs);
@@ -64,11 +62,33 @@ pub fn bind(addr: SocketAddr, sharing: Sharing, defer_secs: u32) -> io::Result<T
 /// it off from the start: on Linux an accepted socket inherits
 /// `TCP_NODELAY` from its listener, which saves a `setsockopt` per
 /// connection. `Ok(true)` when accepted sockets need nothing more;
-/// `Ok(false)` where they do not inherit it (set it on each). Also for
-/// listeners another process made (socket activation, an upgrade).
+/// `Ok(false)` where they do not inherit it ([`accept`] then sets it on
+/// each). Called by each accept loop, so listeners another process made
+/// (socket activation, an upgrade) get it too.
 pub fn pass_nodelay(listener: &TcpListener) -> io::Result<bool> {
     rustix::net::sockopt::set_tcp_nodelay(listener, true)?;
     Ok(cfg!(target_os = "linux"))
+}
+
+/// Accepts a connection, non-blocking and close-on-exec from the start
+/// (`accept4`: no `ioctl` per connection, as std's accept and a
+/// `set_nonblocking` would spend), with Nagle off: set here unless
+/// `nodelay_inherited` ([`pass_nodelay`]'s answer for `listener`).
+pub fn accept(
+    listener: &TcpListener,
+    nodelay_inherited: bool,
+) -> io::Result<(TcpStream, SocketAddr)> {
+    use rustix::net::{acceptfrom_with, SocketAddrAny, SocketFlags};
+    let (fd, peer) = acceptfrom_with(listener, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC)?;
+    let peer = peer
+        .and_then(|a: SocketAddrAny| SocketAddr::try_from(a).ok())
+        .ok_or_else(|| io::Error::other("accepted a connection without an IP address"))?;
+    let stream = TcpStream::from(fd);
+    if !nodelay_inherited {
+        // An optimisation only: the connection works without it.
+        let _ = stream.set_nodelay(true);
+    }
+    Ok((stream, peer))
 }
 
 #[cfg(test)]
@@ -88,25 +108,32 @@ mod tests {
         let _client = std::net::TcpStream::connect(alone.local_addr().unwrap()).unwrap();
     }
 
+    /// Connects to `l` and accepts with [`accept`]: the accepted socket,
+    /// and the client (kept open).
+    fn accepted(l: &TcpListener, nodelay_inherited: bool) -> (TcpStream, TcpStream) {
+        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (stream, peer) = accept(l, nodelay_inherited).unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+        (stream, client)
+    }
+
+    /// Whatever made the listener (bound here, or passed in by another
+    /// process), accepted connections come non-blocking with Nagle off:
+    /// inherited from the listener where the kernel does so, set on each
+    /// otherwise.
     #[test]
-    fn accepted_connections_have_nagle_off_from_their_listener() {
-        let l = bind("127.0.0.1:0".parse().unwrap(), Sharing::Alone, 0).unwrap();
-        let _client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (accepted, _) = l.accept().unwrap();
-        let inherited = pass_nodelay(&l).unwrap();
-        assert_eq!(accepted.nodelay().unwrap(), inherited);
-        if !inherited {
-            return;
-        }
-        // A listener made elsewhere (passed in) gets the same.
-        let passed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let _client = std::net::TcpStream::connect(passed.local_addr().unwrap()).unwrap();
-        let (before, _) = passed.accept().unwrap();
-        assert!(!before.nodelay().unwrap());
-        assert!(pass_nodelay(&passed).unwrap());
-        let _client = std::net::TcpStream::connect(passed.local_addr().unwrap()).unwrap();
-        let (after, _) = passed.accept().unwrap();
-        assert!(after.nodelay().unwrap());
+    fn accepted_connections_are_non_blocking_with_nagle_off() {
+        let passed = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (plain, _c1) = accepted(&passed, true);
+        assert!(!plain.nodelay().unwrap(), "nothing set: Nagle on");
+        let (set, _c2) = accepted(&passed, false);
+        assert!(set.nodelay().unwrap(), "set on the socket");
+        let inherited = pass_nodelay(&passed).unwrap();
+        let (stream, _c3) = accepted(&passed, inherited);
+        assert!(stream.nodelay().unwrap(), "inherited: {inherited}");
+        let mut byte = [0u8; 1];
+        let err = stream.peek(&mut byte).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "non-blocking");
     }
 
     #[cfg(target_os = "linux")]

@@ -367,14 +367,14 @@ impl Conn {
                             Poll::Ready(Ok(None)) => {}
                         }
                     }
-                    let read = net::poll_read(cx, &up.stream, |s| {
+                    let read = up.stream.poll_read_with(cx, |s| {
                         driver.read_from(clock.now(), Side::Upstream, |room| s.read_some(room))
                     });
                     if read.is_ready() {
                         return Poll::Ready(Woke::Handled);
                     }
                 } else if w.client {
-                    let read = net::poll_read(cx, client, |s| {
+                    let read = client.poll_read_with(cx, |s| {
                         driver.read_from(clock.now(), Side::Client, |room| s.read_some(room))
                     });
                     if read.is_ready() {

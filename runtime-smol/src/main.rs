@@ -48,7 +48,7 @@ use proxy_host::{Clock, Settings};
 use reactor::{Io, Timer};
 use smol::LocalExecutor;
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -331,15 +331,18 @@ async fn accept_loop(
                 life.draining().await;
                 None
             },
-            async { Some(listener.read_with(accept).await) },
+            async {
+                Some(
+                    listener
+                        .read_with(|l| listener::accept(l.get_ref(), nodelay))
+                        .await,
+                )
+            },
         )
         .await;
         match accepted {
             None => return,
             Some(Ok((stream, peer))) => {
-                if !nodelay {
-                    let _ = stream.set_nodelay(true);
-                }
                 let id = ConnId(NEXT_CONN.fetch_add(1, Ordering::Relaxed));
                 let stream: net::Stream = match Io::new(stream) {
                     Ok(s) => Arc::new(s),
@@ -373,18 +376,6 @@ async fn accept_loop(
             }
         }
     }
-}
-
-/// Accepts a connection already non-blocking (`accept4` with
-/// `SOCK_NONBLOCK`), saving the `ioctl` that std's accept and a
-/// `set_nonblocking` would spend on every connection.
-fn accept(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
-    use rustix::net::{acceptfrom_with, SocketAddrAny, SocketFlags};
-    let (fd, peer) = acceptfrom_with(listener, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC)?;
-    let peer = peer
-        .and_then(|a: SocketAddrAny| SocketAddr::try_from(a).ok())
-        .ok_or_else(|| io::Error::other("accepted a connection without an IP address"))?;
-    Ok((TcpStream::from(fd), peer))
 }
 
 /// Closes idle pooled connections once they expire, rather than when next

@@ -161,23 +161,6 @@ pub(crate) fn is_alive(stream: &Io<TcpStream>) -> bool {
     alive
 }
 
-/// Calls `read` (a non-blocking read of `stream` that keeps track of its
-/// readiness: [`Io::read_some`]) once the socket may have bytes, until it
-/// does not come up empty.
-pub(crate) fn poll_read(
-    cx: &mut Context<'_>,
-    stream: &Io<TcpStream>,
-    mut read: impl FnMut(&Io<TcpStream>) -> io::Result<usize>,
-) -> Poll<io::Result<usize>> {
-    loop {
-        ready!(stream.poll_readable(cx))?;
-        match read(stream) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            other => return Poll::Ready(other),
-        }
-    }
-}
-
 /// Reads from `stream` straight into `buf`'s spare room and commits what
 /// arrived.
 ///
@@ -374,8 +357,9 @@ pub(crate) async fn linger_close(stream: &Io<TcpStream>, already_shut: bool) {
     let deadline = Instant::now() + LINGER_TIME;
     let mut timer = Timer::at(deadline);
     // A pooled buffer, held only while a read is under way: most clients
-    // have closed already, and a fresh zeroed 16 KiB per connection was a
-    // tenth of the user-space cost of a short connection (memset, malloc).
+    // have closed already, and zeroing a fresh 16 KiB per connection
+    // (memset alone) was 2.8 % of proxy-smol's CPU with a new connection
+    // per request.
     let mut scratch = InBuf::default();
     let mut discarded = 0usize;
     poll_fn(|cx| loop {

@@ -71,19 +71,6 @@ struct Poller {
     sources: Mutex<Slab<Arc<Source>>>,
 }
 
-impl Poller {
-    fn sources(&self) -> MutexGuard<'_, Slab<Arc<Source>>> {
-        self.sources.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn wake(&self) {
-        if !self.notified.swap(true, Ordering::AcqRel) {
-            // Only fails if the counter is full, which means it is set.
-            let _ = rustix::io::write(&self.notify, &1u64.to_ne_bytes());
-        }
-    }
-}
-
 /// A thread's reactor.
 struct Local {
     poller: Arc<Poller>,
@@ -195,6 +182,18 @@ impl Poller {
             notified: AtomicBool::new(false),
             sources: Mutex::new(Slab::new()),
         })
+    }
+
+    fn sources(&self) -> MutexGuard<'_, Slab<Arc<Source>>> {
+        lock(&self.sources)
+    }
+
+    /// Wakes the thread out of `epoll_wait`.
+    fn wake(&self) {
+        if !self.notified.swap(true, Ordering::AcqRel) {
+            // Only fails if the counter is full, which means it is set.
+            let _ = rustix::io::write(&self.notify, &1u64.to_ne_bytes());
+        }
     }
 
     /// Registers `fd` for every event, edge-triggered, under a new key.
@@ -399,17 +398,17 @@ impl<T: AsFd> Io<T> {
         }
     }
 
-    /// Calls `op` (a non-blocking read-side operation: an accept, a
-    /// splice out of the socket) once the socket may be readable, until
-    /// it does not come up empty.
+    /// Calls `op` (a non-blocking read-side operation: a read, an
+    /// accept, a splice out of the socket) once the socket may be
+    /// readable, until it does not come up empty.
     pub(crate) fn poll_read_with<R>(
         &self,
         cx: &mut Context<'_>,
-        mut op: impl FnMut(&T) -> io::Result<R>,
+        mut op: impl FnMut(&Self) -> io::Result<R>,
     ) -> Poll<io::Result<R>> {
         loop {
             ready!(self.poll_readable(cx))?;
-            match op(&self.inner) {
+            match op(self) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.clear_readable(),
                 other => return Poll::Ready(other),
             }
@@ -419,7 +418,7 @@ impl<T: AsFd> Io<T> {
     /// [`Io::poll_read_with`] as a future.
     pub(crate) async fn read_with<R>(
         &self,
-        mut op: impl FnMut(&T) -> io::Result<R>,
+        mut op: impl FnMut(&Self) -> io::Result<R>,
     ) -> io::Result<R> {
         std::future::poll_fn(|cx| self.poll_read_with(cx, &mut op)).await
     }
@@ -497,13 +496,7 @@ impl AsyncRead for &Io<TcpStream> {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.poll_readable(cx))?;
-            match self.read_some(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                other => return Poll::Ready(other),
-            }
-        }
+        self.poll_read_with(cx, |s| s.read_some(buf))
     }
 }
 

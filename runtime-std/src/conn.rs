@@ -15,7 +15,7 @@
 //! driver hears of them as `Shutdown` and `ForceShutdown`; a tunnel's
 //! relay watches the stop beacon itself.
 
-use crate::net::{self, linger, prepare_socket, write_all, Forward, Lookup};
+use crate::net::{self, linger, write_all, Forward, Lookup};
 use crate::parking::Wait;
 use crate::relay::{Relay, RelayStep, Start};
 use crate::sys::{self, POLLIN, POLLOUT};
@@ -100,7 +100,10 @@ pub(crate) struct Conn {
 
 impl Conn {
     /// A newly accepted client, counted as live (by `guard`) until the
-    /// connection is dropped.
+    /// connection is dropped. `client` is non-blocking
+    /// (`proxy_host::listener::accept` makes it so): every read follows a
+    /// poll(2) that said readable, every write waits with poll(2) and its
+    /// own stall limit (see `write_all`), so no call ever blocks the worker.
     pub(crate) fn new(
         shared: &Arc<Shared>,
         id: ConnId,
@@ -110,9 +113,6 @@ impl Conn {
         guard: ConnGuard,
     ) -> Box<Conn> {
         let settings = &shared.settings;
-        // Cannot fail on a socket we own; if it did, reads would merely
-        // block after a poll that said readable.
-        let _ = prepare_socket(&client);
         let accepted = Accepted {
             conn: id,
             client: peer,

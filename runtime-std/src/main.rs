@@ -210,6 +210,8 @@ fn start_pool_sweeper(shared: &Arc<conn::Shared>) {
 /// polled together with the lifecycle's drain beacon.
 fn accept_loop(listener: TcpListener, role: Role, server: &Arc<Server>) {
     let life = &server.conns.life;
+    // Whether accepted sockets come with Nagle off.
+    let nodelay = listener::pass_nodelay(&listener).unwrap_or(false);
     loop {
         if life.is_draining() {
             return;
@@ -232,7 +234,7 @@ fn accept_loop(listener: TcpListener, role: Role, server: &Arc<Server>) {
         }
         // Take everything queued, then wait again.
         while !life.is_draining() {
-            match listener.accept() {
+            match listener::accept(&listener, nodelay) {
                 Ok((stream, peer)) => spawn_connection(server, stream, peer, role),
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => break,

@@ -20,14 +20,6 @@ use std::time::Duration;
 /// the connection before the client has read our last response.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// Nagle off, and non-blocking for good: every read follows a poll(2)
-/// that said readable, every write waits with poll(2) and its own stall
-/// limit (see `write_all`), so no call ever blocks the worker.
-pub(crate) fn prepare_socket(s: &TcpStream) -> io::Result<()> {
-    let _ = s.set_nodelay(true);
-    s.set_nonblocking(true)
-}
-
 /// Writes all of `a` then all of `b` (one vectored write when both are
 /// there), waiting while the socket is full, but giving up when `stop`
 /// (the lifecycle's stop beacon) becomes readable or the peer takes
